@@ -1,0 +1,340 @@
+"""Quality benchmark: microadjust policies vs Vowpal Wabbit and MABWiser on the same streams.
+
+Every learner sees the same seeded streams (see ``streams.py``) in one run. A cell is the
+learner's average reward over the stream, progressive validation (each decision is scored
+before the learner sees its reward). For the shifted web stream it also prints the mean click
+rate of the chosen CTAs just before and right after the shift and how many decisions each
+learner needs to recover.
+
+Run: ``.venv/bin/python bench/quality.py [--quick] [--seed N] [--markdown]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import quality_adapters as qa  # noqa: E402
+import streams as st  # noqa: E402
+
+MABWISER_BATCH = 10  # MABWiser partial_fit is slow one row at a time; update every 10 rows
+RECOVERY_FRACTION = 0.9  # "recovered" = within 10% of the pre-shift level (or the optimum)
+AUTO_TOLERANCE = 0.02  # "auto" within 2% of microadjust's best policy
+
+
+@dataclass
+class Run:
+    """Outcome of one learner on one stream."""
+
+    stream: str
+    learner: str
+    mean_reward: float = float("nan")
+    chosen_expected: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    seconds: float = 0.0
+    error: str = ""
+
+
+def learners() -> dict[str, qa.AdapterFactory]:
+    """Every learner in column order: microadjust policies first, then the competitors."""
+    return {**qa.microadjust_factories(), **qa.competitor_factories(MABWISER_BATCH)}
+
+
+def run_one(stream_key: str, learner_key: str, seed: int, quick: bool) -> Run:
+    """Play one learner through one stream; never raises (errors are reported in the cell)."""
+    result = Run(stream_key, learner_key)
+    start = time.perf_counter()
+    try:
+        stream = st.all_streams(quick)[stream_key](seed)
+        adapter = learners()[learner_key](seed)
+        rewards = np.zeros(len(stream))
+        expected = np.zeros(len(stream))
+        for t, (context, actions, reward_fn) in enumerate(stream):
+            action, _ = adapter.choose(context, actions)
+            rewards[t] = reward_fn(action)
+            expected[t] = reward_fn.expected[action]
+            adapter.learn(rewards[t])
+        close = getattr(adapter, "close", None)
+        if close:
+            close()
+        result.mean_reward = float(rewards.mean())
+        result.chosen_expected = expected
+    except ImportError as exc:
+        result.error = f"missing: {exc.name or exc}"
+    except Exception as exc:  # a broken learner must not stop the whole table
+        result.error = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc(file=sys.stderr)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+@dataclass
+class Reference:
+    """What no learner can beat (optimal) and what random play gets, per stream."""
+
+    n: int
+    n_actions: int
+    optimal: np.ndarray  # best action's mean reward at each step
+    uniform: float
+    shift_at: int | None
+
+
+def reference(stream_key: str, seed: int, quick: bool) -> Reference:
+    """Optimal and uniform-random mean rewards of a stream."""
+    stream = st.all_streams(quick)[stream_key](seed)
+    optimal, uniform = [], []
+    n_actions = 0
+    for _, actions, reward_fn in stream:
+        values = list(reward_fn.expected.values())
+        optimal.append(max(values))
+        uniform.append(sum(values) / len(values))
+        n_actions = len(actions)
+    return Reference(
+        len(optimal),
+        n_actions,
+        np.asarray(optimal),
+        float(np.mean(uniform)),
+        getattr(stream, "shift_at", None),
+    )
+
+
+@dataclass
+class Recovery:
+    """How a learner copes with the preference shift."""
+
+    before: float  # mean click rate of chosen CTAs in the window before the shift
+    after: float  # same, in the window right after the shift
+    decisions: int | None  # decisions after the shift until a window is back on target
+    second_half: float  # mean click rate of chosen CTAs over everything after the shift
+
+
+def recovery(expected: np.ndarray, ref: Reference, window: int, step: int) -> Recovery:
+    """Window means around the shift and decisions until recovery.
+
+    The target is ``RECOVERY_FRACTION`` of the lower of the learner's pre-shift level and the
+    optimal policy's post-shift level; ``decisions`` is the end of the first post-shift window
+    (stepping by ``step``) whose mean reaches it, counted from the shift.
+    """
+    s = ref.shift_at or 0
+    before = float(expected[max(0, s - window) : s].mean())
+    after = float(expected[s : s + window].mean())
+    target = RECOVERY_FRACTION * min(before, float(ref.optimal[s:].mean()))
+    cumulative = np.concatenate([[0.0], np.cumsum(expected)])
+    for k in range(0, len(expected) - s - window + 1, step):
+        mean = (cumulative[s + k + window] - cumulative[s + k]) / window
+        if mean >= target:
+            return Recovery(before, after, k + window, float(expected[s:].mean()))
+    return Recovery(before, after, None, float(expected[s:].mean()))
+
+
+# --- goals ----------------------------------------------------------------------------------
+
+
+def is_ma(key: str) -> bool:
+    return key.startswith("ma:")
+
+
+def is_vw(key: str) -> bool:
+    return key.startswith("vw:")
+
+
+def best_of(runs: dict[str, Run], keep) -> tuple[str, float] | None:
+    """Best (learner, mean reward) among the learners ``keep`` selects that ran."""
+    scored = [(k, r.mean_reward) for k, r in runs.items() if keep(k) and not r.error]
+    return max(scored, key=lambda kv: kv[1]) if scored else None
+
+
+def goals(
+    table: dict[str, dict[str, Run]], recoveries: dict[str, Recovery]
+) -> list[tuple[str, bool | None, str]]:
+    """Each goal: (statement, met? (None when it cannot be judged), evidence)."""
+    out: list[tuple[str, bool | None, str]] = []
+    for stream, runs in table.items():
+        ma, vw = best_of(runs, is_ma), best_of(runs, is_vw)
+        if ma is None or vw is None:
+            out.append((f"best microadjust >= best VW on {stream}", None, "not run"))
+        else:
+            out.append(
+                (
+                    f"best microadjust >= best VW on {stream}",
+                    ma[1] >= vw[1],
+                    f"{ma[0]} {ma[1]:.4f} vs {vw[0]} {vw[1]:.4f}",
+                )
+            )
+    for stream, runs in table.items():
+        ma = best_of(runs, is_ma)
+        auto = runs.get("ma:auto")
+        if ma is None or auto is None or auto.error:
+            out.append((f"auto within 2% of microadjust's best on {stream}", None, "not run"))
+            continue
+        ok = auto.mean_reward >= (1 - AUTO_TOLERANCE) * ma[1]
+        gap = 1 - auto.mean_reward / ma[1] if ma[1] else 0.0
+        out.append(
+            (
+                f"auto within 2% of microadjust's best on {stream}",
+                ok,
+                f"auto {auto.mean_reward:.4f} vs {ma[0]} {ma[1]:.4f} ({gap:+.1%} behind)",
+            )
+        )
+    vw_times = [r.decisions for k, r in recoveries.items() if is_vw(k) and r.decisions]
+    auto_rec = recoveries.get("ma:auto")
+    if auto_rec is None:
+        out.append(("auto recovers from the shift no slower than VW's fastest", None, "not run"))
+    else:
+        fastest = min(vw_times) if vw_times else None
+        ok = auto_rec.decisions is not None and (fastest is None or auto_rec.decisions <= fastest)
+        out.append(
+            (
+                "auto recovers from the shift no slower than VW's fastest",
+                ok,
+                f"auto {_recovered(auto_rec.decisions)} vs VW {_recovered(fastest)} decisions",
+            )
+        )
+    return out
+
+
+# --- printing -------------------------------------------------------------------------------
+
+
+def _recovered(decisions: int | None) -> str:
+    return "never" if decisions is None else str(decisions)
+
+
+def _cell(run: Run) -> str:
+    return "n/a" if run.error else f"{run.mean_reward:.4f}"
+
+
+def render(
+    table: dict[str, dict[str, Run]],
+    refs: dict[str, Reference],
+    recoveries: dict[str, Recovery],
+    window: int,
+    checks: list[tuple[str, bool | None, str]],
+    header: str,
+    markdown: bool,
+) -> str:
+    """The quality report as plain text or markdown."""
+    columns = list(learners())
+    head = ["stream", "n", "actions", *columns, "optimal", "random"]
+    rows = []
+    for stream, runs in table.items():
+        ref = refs[stream]
+        rows.append(
+            [stream, str(ref.n), str(ref.n_actions)]
+            + [_cell(runs[c]) for c in columns]
+            + [f"{ref.optimal.mean():.4f}", f"{ref.uniform:.4f}"]
+        )
+    shift_head = [
+        "learner",
+        f"before shift ({window})",
+        f"after shift ({window})",
+        "whole 2nd half",
+        "recovered after",
+    ]
+    shift_rows = [
+        [k, f"{r.before:.4f}", f"{r.after:.4f}", f"{r.second_half:.4f}", _recovered(r.decisions)]
+        for k, r in recoveries.items()
+    ]
+    goal_rows = [
+        [text, {True: "met", False: "NOT met", None: "n/a"}[ok], why] for text, ok, why in checks
+    ]
+    parts = [header, ""]
+    parts += [
+        "Average reward per decision (progressive validation); higher is better.",
+        "",
+        _table(head, rows, markdown),
+        "",
+        "Web stream preference shift: mean click rate of the chosen CTAs (their true rates) in",
+        f"the {window} decisions before and right after the shift; recovered = decisions after",
+        f"the shift until a {window}-decision window is within {1 - RECOVERY_FRACTION:.0%} of the",
+        "pre-shift level (or of the optimal policy's level, if lower).",
+        "",
+        _table(shift_head, shift_rows, markdown),
+        "",
+        "Goals:",
+        "",
+        _table(["goal", "status", "figures"], goal_rows, markdown),
+    ]
+    return "\n".join(parts)
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> str:
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(
+        [fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller streams")
+    parser.add_argument("--seed", type=int, default=0, help="seed of streams and learners")
+    parser.add_argument("--markdown", action="store_true", help="print markdown for the README")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
+    args = parser.parse_args(argv)
+
+    start = time.perf_counter()
+    stream_keys = list(st.all_streams(args.quick))
+    learner_keys = list(learners())
+    jobs = [(s, k) for s in stream_keys for k in learner_keys]
+    # the biggest streams first, so the two workers finish together
+    refs = {s: reference(s, args.seed, args.quick) for s in stream_keys}
+    jobs.sort(key=lambda job: -refs[job[0]].n)
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = [pool.submit(run_one, s, k, args.seed, args.quick) for s, k in jobs]
+        results = []
+        for i, future in enumerate(futures, 1):
+            run = future.result()
+            results.append(run)
+            status = run.error or f"{run.mean_reward:.4f}"
+            print(
+                f"[{i}/{len(jobs)}] {run.stream} {run.learner}: {status} ({run.seconds:.1f}s)",
+                file=sys.stderr,
+            )
+    table = {s: {r.learner: r for r in results if r.stream == s} for s in stream_keys}
+    table = {s: {k: table[s][k] for k in learner_keys} for s in stream_keys}
+
+    web = refs["web_shift"]
+    window = 300 if args.quick else 500
+    step = 50 if args.quick else 100
+    recoveries = {
+        k: recovery(r.chosen_expected, web, window, step)
+        for k, r in table["web_shift"].items()
+        if not r.error
+    }
+    checks = goals(table, recoveries)
+    elapsed = time.perf_counter() - start
+    today = datetime.date.today().isoformat()
+    mode = "quick" if args.quick else "full"
+    header = (
+        f"### Quality ({today})\n\n"
+        f"`bench/quality.py{' --quick' if args.quick else ''} --seed {args.seed}`: {mode} run, "
+        f"{len(jobs)} learner-stream runs on {args.jobs} processes in {elapsed:.0f} s. "
+        f"MABWiser LinUCB (alpha=1) is updated with partial_fit every {MABWISER_BATCH} decisions. "
+        "VW: `--cb_explore_adf -q UA` with `--epsilon 0.05` or `--squarecb`. "
+        "Supervised streams: scikit-learn bundled datasets, z-scored, several shuffled passes."
+    )
+    if not args.markdown:
+        header = header.replace("### ", "").replace("`", "")
+    print(render(table, refs, recoveries, window, checks, header, args.markdown))
+    print(f"\nquality run took {elapsed:.1f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
