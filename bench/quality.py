@@ -137,6 +137,26 @@ def recovery(expected: np.ndarray, ref: Reference, window: int, step: int) -> Re
     return Recovery(before, after, None, float(expected[s:].mean()))
 
 
+def average_reference(refs: list[Reference]) -> Reference:
+    """The per-step mean of several seeds' references of one stream."""
+    first = refs[0]
+    optimal = np.mean([r.optimal for r in refs], axis=0)
+    uniform = float(np.mean([r.uniform for r in refs]))
+    return Reference(first.n, first.n_actions, optimal, uniform, first.shift_at)
+
+
+def average_runs(runs: list[Run]) -> Run:
+    """One learner's runs over several seeds, averaged (the first error wins)."""
+    errors = [r.error for r in runs if r.error]
+    merged = Run(runs[0].stream, runs[0].learner, seconds=sum(r.seconds for r in runs))
+    if errors:
+        merged.error = errors[0]
+        return merged
+    merged.mean_reward = float(np.mean([r.mean_reward for r in runs]))
+    merged.chosen_expected = np.mean([r.chosen_expected for r in runs], axis=0)
+    return merged
+
+
 # --- goals ----------------------------------------------------------------------------------
 
 
@@ -254,6 +274,7 @@ def render(
         "",
         _table(head, rows, markdown),
         "",
+        *_errors(table),
         "Web stream preference shift: mean click rate of the chosen CTAs (their true rates) in",
         f"the {window} decisions before and right after the shift; recovered = decisions after",
         f"the shift until a {window}-decision window is within {1 - RECOVERY_FRACTION:.0%} of the",
@@ -266,6 +287,18 @@ def render(
         _table(["goal", "status", "figures"], goal_rows, markdown),
     ]
     return "\n".join(parts)
+
+
+def _errors(table: dict[str, dict[str, Run]]) -> list[str]:
+    """One line per learner that could not run, with its (first) error, then a blank line."""
+    seen: dict[str, str] = {}
+    for runs in table.values():
+        for key, run in runs.items():
+            if run.error:
+                seen.setdefault(key, f"{run.stream}: {run.error}")
+    if not seen:
+        return []
+    return [f"n/a: {key} failed ({why})" for key, why in seen.items()] + [""]
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> str:
@@ -285,29 +318,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller streams")
     parser.add_argument("--seed", type=int, default=0, help="seed of streams and learners")
     parser.add_argument("--markdown", action="store_true", help="print markdown for the README")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="average over seeds seed, seed+1, ..."
+    )
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
     stream_keys = list(st.all_streams(args.quick))
     learner_keys = list(learners())
-    jobs = [(s, k) for s in stream_keys for k in learner_keys]
-    # the biggest streams first, so the two workers finish together
-    refs = {s: reference(s, args.seed, args.quick) for s in stream_keys}
+    seeds = [args.seed + i for i in range(max(1, args.repeats))]
+    refs = {s: average_reference([reference(s, x, args.quick) for x in seeds]) for s in stream_keys}
+    jobs = [(s, k, x) for s in stream_keys for k in learner_keys for x in seeds]
+    # the biggest streams first, so the workers finish together
     jobs.sort(key=lambda job: -refs[job[0]].n)
+    results: dict[tuple[str, str], list[Run]] = {}
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = [pool.submit(run_one, s, k, args.seed, args.quick) for s, k in jobs]
-        results = []
+        futures = [pool.submit(run_one, s, k, x, args.quick) for s, k, x in jobs]
         for i, future in enumerate(futures, 1):
             run = future.result()
-            results.append(run)
+            results.setdefault((run.stream, run.learner), []).append(run)
             status = run.error or f"{run.mean_reward:.4f}"
             print(
                 f"[{i}/{len(jobs)}] {run.stream} {run.learner}: {status} ({run.seconds:.1f}s)",
                 file=sys.stderr,
             )
-    table = {s: {r.learner: r for r in results if r.stream == s} for s in stream_keys}
-    table = {s: {k: table[s][k] for k in learner_keys} for s in stream_keys}
+    table = {s: {k: average_runs(results[s, k]) for k in learner_keys} for s in stream_keys}
 
     web = refs["web_shift"]
     window = 300 if args.quick else 500
@@ -323,7 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     header = (
         f"### Quality ({today})\n\n"
-        f"`bench/quality.py{' --quick' if args.quick else ''} --seed {args.seed}`: {mode} run, "
+        f"`bench/quality.py{' --quick' if args.quick else ''} --seed {args.seed} "
+        f"--repeats {len(seeds)}`: {mode} run, averaged over {len(seeds)} seed(s), "
         f"{len(jobs)} learner-stream runs on {args.jobs} processes in {elapsed:.0f} s. "
         f"MABWiser LinUCB (alpha=1) is updated with partial_fit every {MABWISER_BATCH} decisions. "
         "VW: `--cb_explore_adf -q UA` with `--epsilon 0.05` or `--squarecb`. "
