@@ -1,0 +1,67 @@
+"""Serve the built ``dist/`` directory the way the bundle needs it.
+
+- ``application/wasm`` for wasm (Pyodide compiles it with ``instantiateStreaming``);
+- the ``.gz`` twin written by the build when the client accepts gzip;
+- ``immutable`` year-long caching for content-named directories (``app-<hash>/``,
+  ``pyodide-<version>/``), revalidation with ETags for everything else.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, PlainTextResponse, Response
+from starlette.types import Receive, Scope, Send
+
+IMMUTABLE = re.compile(r"^microadjust/(app-[0-9a-f]+|pyodide-[0-9.]+)/")
+TYPES = {
+    ".wasm": "application/wasm",
+    ".mjs": "text/javascript",
+    ".js": "text/javascript",
+    ".whl": "application/zip",
+    ".json": "application/json",
+    ".zip": "application/zip",
+}
+
+
+class StaticBundle:
+    """An ASGI app serving files under ``root``; ``/`` is ``index.html``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        response = self.response(request)
+        await response(scope, receive, send)
+
+    def response(self, request: Request) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            return PlainTextResponse("method not allowed", 405, headers={"Allow": "GET, HEAD"})
+        relative = request.url.path.lstrip("/") or "index.html"
+        path = (self.root / relative).resolve()
+        if self.root not in path.parents or not path.is_file() or path.suffix == ".gz":
+            return PlainTextResponse("not found", 404)
+        headers = {
+            "Cache-Control": "public, max-age=31536000, immutable"
+            if IMMUTABLE.match(relative)
+            else "no-cache",
+            "X-Content-Type-Options": "nosniff",
+        }
+        media_type = TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0]
+        compressed = path.with_name(path.name + ".gz")
+        if compressed.exists():
+            headers["Vary"] = "Accept-Encoding"
+            if "gzip" in request.headers.get("accept-encoding", ""):
+                headers["Content-Encoding"] = "gzip"
+                path = compressed
+        stat = path.stat()
+        etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+        if etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers={**headers, "ETag": etag})
+        return FileResponse(
+            path, media_type=media_type, headers={**headers, "ETag": etag}, stat_result=stat
+        )

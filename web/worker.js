@@ -1,0 +1,76 @@
+// microadjust worker: boots Pyodide from the site's own origin, installs the engine wheel and
+// hands every page message to the Python handler microadjust.worker.WorkerSession.
+// The message protocol is documented in one place: py/microadjust/protocol.py.
+'use strict';
+
+const PROTOCOL = 1;
+const SAVE_DELAY_MS = 250;
+let session = null; // the Python WorkerSession, once booted
+let pyodide = null;
+let persist = true; // false when the page says nothing may be stored on this device
+const pending = []; // page messages that arrive while the engine boots
+let saveTimer = 0;
+
+self.onmessage = ({ data }) => {
+  if (data && data.type === 'init') boot(data).catch(fatal);
+  else if (session) handle(data);
+  else pending.push(data);
+};
+
+function fatal(error) {
+  postMessage({ v: PROTOCOL, type: 'error', fatal: true, message: String(error && error.message || error) });
+  self.close();
+}
+
+async function boot(init) {
+  const started = performance.now();
+  persist = init.persist !== false;
+  const saved = persist ? await store('get') : null;
+  importScripts(init.assets.pyodide + 'pyodide.js');
+  pyodide = await loadPyodide({
+    indexURL: init.assets.pyodide,
+    packages: ['numpy', 'micropip'],
+    stdout: () => {},
+    stderr: (line) => console.debug('[microadjust]', line),
+  });
+  await pyodide.pyimport('micropip').install.callKwargs(init.assets.wheel, { deps: false });
+  session = pyodide.pyimport('microadjust.worker').WorkerSession();
+  handle({
+    v: PROTOCOL, type: 'init', config: init.config, context: init.context,
+    state: saved ? JSON.parse(saved) : null, boot_ms: Math.round(performance.now() - started),
+  });
+  for (const message of pending.splice(0)) handle(message);
+  const lazy = session.lazy_packages().toJs();
+  if (lazy.length) {
+    await pyodide.loadPackage(lazy, { messageCallback: () => {} });
+    handle({ v: PROTOCOL, type: 'packages_loaded', packages: lazy });
+  }
+}
+
+function handle(message) {
+  for (const reply of JSON.parse(session.handle_json(JSON.stringify(message)))) postMessage(reply);
+  if (persist && session.dirty && !saveTimer) saveTimer = setTimeout(save, SAVE_DELAY_MS);
+}
+
+async function save() {
+  saveTimer = 0;
+  if (persist) await store('put', session.checkpoint());
+}
+
+// The engine's state lives in IndexedDB, one record, written only from this worker.
+function store(operation, value) {
+  return new Promise((resolve) => {
+    const open = indexedDB.open('microadjust', 1);
+    open.onupgradeneeded = () => open.result.createObjectStore('state');
+    open.onerror = () => resolve(null);
+    open.onsuccess = () => {
+      const db = open.result;
+      const tx = db.transaction('state', operation === 'get' ? 'readonly' : 'readwrite');
+      const objects = tx.objectStore('state');
+      const request = operation === 'get' ? objects.get('engine')
+        : objects.put(value, 'engine');
+      tx.oncomplete = () => { db.close(); resolve(request.result ?? null); };
+      tx.onerror = () => { db.close(); resolve(null); };
+    };
+  });
+}
