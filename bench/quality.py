@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import quality_adapters as qa  # noqa: E402
 import streams as st  # noqa: E402
 
-MABWISER_BATCH = 10  # MABWiser partial_fit is slow one row at a time; update every 10 rows
+MABWISER_BATCH = 1  # partial_fit after every decision (set >1 to batch if too slow)
 RECOVERY_FRACTION = 0.9  # "recovered" = within 10% of the pre-shift level (or the optimum)
 AUTO_TOLERANCE = 0.02  # "auto" within 2% of microadjust's best policy
 
@@ -357,12 +357,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.perf_counter() - start
     today = datetime.date.today().isoformat()
     mode = "quick" if args.quick else "full"
+    mabwiser_updates = (
+        "after every decision"
+        if MABWISER_BATCH == 1
+        else f"in chunks of {MABWISER_BATCH} decisions (slow one row at a time)"
+    )
     header = (
         f"### Quality ({today})\n\n"
         f"`bench/quality.py{' --quick' if args.quick else ''} --seed {args.seed} "
         f"--repeats {len(seeds)}`: {mode} run, averaged over {len(seeds)} seed(s), "
         f"{len(jobs)} learner-stream runs on {args.jobs} processes in {elapsed:.0f} s. "
-        f"MABWiser LinUCB (alpha=1) is updated with partial_fit every {MABWISER_BATCH} decisions. "
+        f"MABWiser LinUCB (alpha=1) is updated with partial_fit {mabwiser_updates}. "
         "VW: `--cb_explore_adf -q UA` with `--epsilon 0.05` or `--squarecb`. "
         "Supervised streams: scikit-learn bundled datasets, z-scored, several shuffled passes."
     )
