@@ -1,0 +1,84 @@
+"""Drift detection: a two-sided Page-Hinkley test on standardized prediction residuals.
+
+The engine feeds it ``(reward - predicted reward) / sigma`` for every rewarded decision of a
+slot. While the model is right the residuals average zero; when the visitor's interest
+shifts, the residuals of the action the model exploits turn persistently negative (or
+positive) and the cumulative sum crosses ``threshold``: the engine then forgets most of
+what it learned about this visitor in that slot (keeping its priors) and re-learns.
+
+>>> ph = PageHinkley(delta=0.1, threshold=5.0, min_samples=10)
+>>> any(ph.update(0.0) for _ in range(100))
+False
+>>> [ph.update(-1.0) for _ in range(10)].index(True)
+5
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["PageHinkley"]
+
+
+class PageHinkley:
+    """Two-sided Page-Hinkley change detector.
+
+    ``delta`` is the magnitude of change tolerated, ``threshold`` the alarm level,
+    ``min_samples`` how many values to see before raising any alarm.
+    ``update(x)`` returns ``True`` on an alarm, after which the detector restarts.
+    """
+
+    __slots__ = (
+        "delta",
+        "threshold",
+        "min_samples",
+        "n",
+        "mean",
+        "up",
+        "up_min",
+        "down",
+        "down_max",
+        "alarms",
+    )
+
+    def __init__(self, delta: float = 0.1, threshold: float = 8.0, min_samples: int = 20):
+        self.delta = float(delta)
+        self.threshold = float(threshold)
+        self.min_samples = int(min_samples)
+        self.alarms = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the values seen so far (not the alarm count)."""
+        self.n = 0
+        self.mean = 0.0
+        self.up = 0.0
+        self.up_min = 0.0
+        self.down = 0.0
+        self.down_max = 0.0
+
+    def update(self, x: float) -> bool:
+        """Add one value; return ``True`` if a change is detected."""
+        self.n += 1
+        self.mean += (x - self.mean) / self.n
+        self.up += x - self.mean - self.delta
+        self.up_min = min(self.up_min, self.up)
+        self.down += x - self.mean + self.delta
+        self.down_max = max(self.down_max, self.down)
+        if self.n < self.min_samples:
+            return False
+        if self.up - self.up_min > self.threshold or self.down_max - self.down > self.threshold:
+            self.alarms += 1
+            self.reset()
+            return True
+        return False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PageHinkley:
+        ph = cls(d["delta"], d["threshold"], d["min_samples"])
+        for k in cls.__slots__:
+            setattr(ph, k, type(getattr(ph, k))(d[k]))
+        return ph

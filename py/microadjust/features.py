@@ -1,0 +1,267 @@
+"""Featurization: validated contexts and actions to hashed numeric vectors.
+
+Each action of a ``rank`` call gets one vector of ``dim`` floats:
+
+* index 0 is a constant bias of 1;
+* numeric context values (``int``/``float``) hash their *name* and carry the value scaled
+  online by the largest absolute value seen so far for that name (so every value lies in
+  [-1, 1]; state: one float per numeric name);
+* strings hash ``"name=value"`` with value 1 (open-ended values stay within ``dim``);
+* booleans hash ``"name=true"`` / ``"name=false"`` with value 1;
+* an action's own features (when ``actions`` is a mapping) are hashed the same way in an
+  ``"a:"`` namespace, and every context feature times every action feature is added as an
+  interaction (like Vowpal Wabbit's ``-q ca``), vectorized with numpy.
+
+Hashing is signed (a hash bit picks +1/-1, which keeps collisions unbiased) and stable
+across processes and platforms (CRC-32, not Python's salted ``hash``).
+
+>>> f = Featurizer(dim=16)
+>>> ctx = f.parse({"device": "mobile", "dwell_s": 12.0}, "context")
+>>> X = f.transform(ctx, None, 3)
+>>> X.shape, float(X[0, 0])
+((3, 16), 1.0)
+>>> bool((X[0] == X[2]).all())
+True
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InvalidActions, InvalidContext
+
+__all__ = ["Featurizer", "ParsedFeatures", "FEATURE_VERSION"]
+
+FEATURE_VERSION = 1
+_FNV_PRIME = np.uint64(16777619)
+_MASK32 = np.uint64(0xFFFFFFFF)
+_CACHE_LIMIT = 20_000
+
+
+@dataclass(slots=True)
+class ParsedFeatures:
+    """A validated feature mapping: hashes, raw values, and which entries are numeric."""
+
+    hashes: list[int]
+    values: list[float]
+    numeric: list[tuple[int, str]]  # (position in the lists, feature name)
+
+
+class Featurizer:
+    """Validate feature mappings and turn them into hashed vectors (see module docs).
+
+    Parameters: ``dim`` hashed dimension (including the bias), ``max_features`` largest
+    number of entries in one context, ``max_key_length`` / ``max_string_length`` bounds on
+    names and string values, ``interactions`` whether to add context x action features.
+    """
+
+    def __init__(
+        self,
+        dim: int = 64,
+        max_features: int = 256,
+        max_key_length: int = 128,
+        max_string_length: int = 512,
+        interactions: bool = True,
+        max_scaled_names: int = 1024,
+    ):
+        self.dim = int(dim)
+        self.max_features = int(max_features)
+        self.max_key_length = int(max_key_length)
+        self.max_string_length = int(max_string_length)
+        self.interactions = bool(interactions)
+        self.max_scaled_names = int(max_scaled_names)
+        self.scale: dict[str, float] = {}  # numeric name -> largest |value| seen
+        self._cache: dict[str, int] = {}
+
+    def schema(self) -> dict[str, object]:
+        """The parameters that define the feature space (two spaces match iff equal)."""
+        return {
+            "version": FEATURE_VERSION,
+            "dim": self.dim,
+            "hash": "crc32-signed",
+            "bias_index": 0,
+            "numeric_scaling": "maxabs",
+            "interactions": "ca" if self.interactions else "",
+        }
+
+    # -- validation ---------------------------------------------------------------
+
+    def _hash(self, key: str) -> int:
+        h = self._cache.get(key)
+        if h is None:
+            h = zlib.crc32(key.encode("utf-8", "surrogatepass"))
+            if len(self._cache) < _CACHE_LIMIT:
+                self._cache[key] = h
+        return h
+
+    def parse(self, mapping: object, what: str, prefix: str = "") -> ParsedFeatures:
+        """Validate one feature mapping; raise :class:`InvalidContext` naming the bad entry."""
+        if not isinstance(mapping, Mapping):
+            raise InvalidContext(
+                f"{what} must be a mapping of name -> value, got {type(mapping).__name__}"
+            )
+        if len(mapping) > self.max_features:
+            raise InvalidContext(
+                f"{what} has {len(mapping)} entries, more than max_features={self.max_features}"
+            )
+        hashes: list[int] = []
+        values: list[float] = []
+        numeric: list[tuple[int, str]] = []
+        max_key = self.max_key_length
+        for key, value in mapping.items():
+            if type(key) is not str or not key or len(key) > max_key:
+                raise InvalidContext(
+                    f"{what} key {key!r} must be a non-empty string of at most {max_key} characters"
+                )
+            t = type(value)
+            if t is float or t is int:
+                v = float(value)
+            elif t is str:
+                if len(value) > self.max_string_length:
+                    raise InvalidContext(
+                        f"{what}[{key!r}] is a string of {len(value)} characters, more than "
+                        f"max_string_length={self.max_string_length}"
+                    )
+                hashes.append(self._hash(f"{prefix}{key}={value}"))
+                values.append(1.0)
+                continue
+            elif t is bool:
+                hashes.append(self._hash(f"{prefix}{key}={'true' if value else 'false'}"))
+                values.append(1.0)
+                continue
+            else:
+                v = _coerce_other(value, what, key)
+                if isinstance(v, bool):
+                    hashes.append(self._hash(f"{prefix}{key}={'true' if v else 'false'}"))
+                    values.append(1.0)
+                    continue
+                if isinstance(v, str):
+                    hashes.append(self._hash(f"{prefix}{key}={v}"))
+                    values.append(1.0)
+                    continue
+            if not math.isfinite(v):
+                raise InvalidContext(f"{what}[{key!r}] = {value!r} is not a finite number")
+            numeric.append((len(values), prefix + key))
+            hashes.append(self._hash(prefix + key))
+            values.append(v)
+        return ParsedFeatures(hashes, values, numeric)
+
+    def parse_actions(
+        self, actions: object, max_actions: int
+    ) -> tuple[list[str], list[ParsedFeatures] | None]:
+        """Validate ``actions`` (a sequence of ids, or a mapping id -> features)."""
+        feats: list[ParsedFeatures] | None = None
+        if isinstance(actions, Mapping):
+            names = list(actions.keys())
+            feats = []
+        elif isinstance(actions, str | bytes) or not isinstance(actions, Sequence):
+            raise InvalidActions(
+                "actions must be a sequence of action ids or a mapping id -> features, got "
+                f"{type(actions).__name__}"
+            )
+        else:
+            names = list(actions)
+        if not names:
+            raise InvalidActions("actions is empty: give at least one action")
+        if len(names) > max_actions:
+            raise InvalidActions(f"{len(names)} actions, more than max_actions={max_actions}")
+        for name in names:
+            if type(name) is not str or not name or len(name) > self.max_key_length:
+                raise InvalidActions(
+                    f"action id {name!r} must be a non-empty string of at most "
+                    f"{self.max_key_length} characters"
+                )
+        if len(set(names)) != len(names):
+            seen: set[str] = set()
+            dup = next(n for n in names if n in seen or seen.add(n))  # type: ignore[func-returns-value]
+            raise InvalidActions(f"duplicate action id {dup!r}")
+        if feats is not None:
+            for name in names:
+                try:
+                    feats.append(
+                        self.parse(actions[name], f"features of action {name!r}", "a:")  # type: ignore[index]
+                    )
+                except InvalidContext as exc:
+                    raise InvalidActions(str(exc)) from None
+        return names, feats
+
+    # -- transformation (after validation; updates the online scaler) ----------------
+
+    def observe(self, parsed: ParsedFeatures) -> None:
+        """Update the online scaler with the numeric values of ``parsed``."""
+        scale = self.scale
+        for pos, name in parsed.numeric:
+            a = abs(parsed.values[pos])
+            old = scale.get(name)
+            if old is None:
+                if len(scale) < self.max_scaled_names:
+                    scale[name] = a
+            elif a > old:
+                scale[name] = a
+
+    def _scaled(self, parsed: ParsedFeatures) -> tuple[np.ndarray, np.ndarray]:
+        h = np.array(parsed.hashes, dtype=np.uint64)
+        v = np.array(parsed.values, dtype=np.float64)
+        if parsed.numeric:
+            scale = self.scale
+            for pos, name in parsed.numeric:
+                s = scale.get(name, 1.0)
+                v[pos] = v[pos] / s if s > 0 else 0.0
+            np.clip(v, -1.0, 1.0, out=v)
+        return h, v
+
+    def _accumulate(self, out: np.ndarray, h: np.ndarray, v: np.ndarray) -> None:
+        if h.size:
+            d1 = np.uint64(self.dim - 1)
+            idx = (h % d1 + np.uint64(1)).astype(np.intp)
+            sign = 1.0 - 2.0 * ((h >> np.uint64(31)) & np.uint64(1)).astype(np.float64)
+            out += np.bincount(idx, weights=sign * v, minlength=self.dim)
+
+    def transform(
+        self,
+        context: ParsedFeatures,
+        action_features: list[ParsedFeatures] | None,
+        n_actions: int,
+    ) -> np.ndarray:
+        """Return the ``(n_actions, dim)`` matrix of feature vectors."""
+        xc = np.zeros(self.dim)
+        xc[0] = 1.0
+        hc, vc = self._scaled(context)
+        self._accumulate(xc, hc, vc)
+        if action_features is None:
+            return np.broadcast_to(xc, (n_actions, self.dim))
+        X = np.empty((n_actions, self.dim))
+        for k, af in enumerate(action_features):
+            row = xc.copy()
+            if af.hashes:
+                ha, va = self._scaled(af)
+                self._accumulate(row, ha, va)
+                if self.interactions and hc.size:
+                    hi = ((hc[:, None] * _FNV_PRIME) ^ ha[None, :]) & _MASK32
+                    self._accumulate(row, hi.ravel(), (vc[:, None] * va[None, :]).ravel())
+            X[k] = row
+        return X
+
+
+def _coerce_other(value: object, what: str, key: str) -> float | str | bool:
+    """Accept numpy scalars and other real numbers; reject everything else."""
+    name = type(value).__name__
+    if name == "bool_" or name == "bool":
+        return bool(value)  # type: ignore[arg-type]
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) or hasattr(value, "__float__") and hasattr(value, "dtype"):
+        try:
+            return float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            pass
+    raise InvalidContext(
+        f"{what}[{key!r}] has unsupported type {name} (expected float, int, str or bool)"
+    )
