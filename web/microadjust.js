@@ -181,6 +181,7 @@
   }
 
   function start() {
+    performance.mark('microadjust:start');
     if (!ASSETS) return warn('this is the unbuilt loader; serve dist/microadjust/microadjust.js');
     if (typeof Worker !== 'function' || typeof WebAssembly !== 'object') return warn('this browser has no Web Worker or WebAssembly');
     scanSlots();

@@ -26,7 +26,7 @@ Worker → page:
 
 ========== ===============================================================================
 ready      ``engine`` (version), ``restored`` (bool: state came from an earlier visit),
-           ``visits`` (int), ``boot_ms`` (number)
+           ``visits``, ``rewards`` (counts on this device), ``boot_ms``
 decisions  ``decisions``: list of ``{slot, variant, probability, event_id, reason}``
 rewarded   ``slot``, ``event_id``, ``value``
 error      ``message``; ``fatal: true`` when the engine cannot run (the page keeps defaults)

@@ -49,6 +49,7 @@ class WorkerSession:
         self.engine: Engine | None = None
         self.signals = Signals()
         self.visits = 0
+        self.rewards = 0  # rewards received on this device, over all visits
         self.last_event: dict[str, str] = {}  # slot -> event id of the decision shown
         self.dirty = False  # True when state changed since the last checkpoint
 
@@ -81,7 +82,12 @@ class WorkerSession:
         """The state to persist on this device, as JSON; marks it saved."""
         self.dirty = False
         return json.dumps(
-            {"schema": STATE_SCHEMA, "visits": self.visits, "engine": self.engine.state()}
+            {
+                "schema": STATE_SCHEMA,
+                "visits": self.visits,
+                "rewards": self.rewards,
+                "engine": self.engine.state(),
+            }
         )
 
     # --- message handlers -------------------------------------------------------------------
@@ -92,32 +98,30 @@ class WorkerSession:
         config = dict(require_field(message, "config", Mapping))
         saved = message.get("state")
         replies = []
-        engine, visits = None, 0
+        restored = None
         if saved is not None:
             try:
-                engine, visits = restore(saved)
+                restored = restore(saved)
             except MicroadjustError as error:
-                replies.append(
-                    reply("error", message=f"starting afresh: saved state unusable ({error})")
-                )
-        if engine is None:
+                note = f"starting afresh: the saved state is unusable ({error})"
+                replies.append(reply("error", message=note))
+        if restored is None:
             config.setdefault("seed", secrets.randbits(32))  # each visitor explores differently
             try:
-                engine = Engine(**config)
+                restored = Engine(**config), 0, 0
             except TypeError as error:
                 raise ProtocolError(f"'init' message: bad engine configuration: {error}") from error
-        self.engine, self.visits, self.dirty = engine, visits + 1, True
-        boot_ms = message.get("boot_ms")
-        return [
-            *replies,
-            reply(
-                "ready",
-                engine=__version__,
-                restored=visits > 0,
-                visits=self.visits,
-                boot_ms=boot_ms,
-            ),
-        ]
+        self.engine, visits, self.rewards = restored
+        self.visits, self.dirty = visits + 1, True
+        ready = reply(
+            "ready",
+            engine=__version__,
+            restored=visits > 0,
+            visits=self.visits,
+            rewards=self.rewards,
+            boot_ms=message.get("boot_ms"),
+        )
+        return [*replies, ready]
 
     def _events(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
         self.signals.ingest(check_events(message))
@@ -126,9 +130,13 @@ class WorkerSession:
     def _decide(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
         slots = check_slots(message)
         context = {**check_context(message), **self.signals.snapshot(), "visits": self.visits}
-        decisions = []
-        for slot, variants in slots:
-            decision = self.engine.rank(context, variants, slot=slot)
+        decisions, replies = [], []
+        for slot, variants in slots:  # each slot on its own: a bad one keeps its default
+            try:
+                decision = self.engine.rank(context, variants, slot=slot)
+            except MicroadjustError as error:
+                replies.append(reply("error", message=f"slot {slot!r} keeps its default: {error}"))
+                continue
             self.last_event[slot] = decision.event_id
             decisions.append(
                 {
@@ -139,8 +147,8 @@ class WorkerSession:
                     "reason": decision.reason,
                 }
             )
-        self.dirty = True
-        return [reply("decisions", decisions=decisions)]
+        self.dirty = self.dirty or bool(decisions)
+        return [reply("decisions", decisions=decisions), *replies]
 
     def _reward(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
         slot = require_field(message, "slot", str)
@@ -149,6 +157,8 @@ class WorkerSession:
             raise ProtocolError(f"'reward' message: slot {slot!r} has no decision to reward")
         event_id = self.last_event[slot]
         self.engine.reward(event_id, value)
+        del self.last_event[slot]
+        self.rewards += 1
         self.dirty = True
         return [reply("rewarded", slot=slot, event_id=event_id, value=value)]
 
@@ -157,11 +167,11 @@ class WorkerSession:
         return []
 
 
-def restore(saved: Any) -> tuple[Engine, int]:
-    """The engine and visit count from a checkpoint; InvalidState if it cannot be used."""
+def restore(saved: Any) -> tuple[Engine, int, int]:
+    """Engine, visits and rewards from a checkpoint; InvalidState if it cannot be used."""
     if not isinstance(saved, Mapping) or saved.get("schema") != STATE_SCHEMA:
         raise InvalidState(f"expected a checkpoint with schema {STATE_SCHEMA}")
-    visits = saved.get("visits")
-    if not isinstance(visits, int) or isinstance(visits, bool) or visits < 0:
-        raise InvalidState("checkpoint 'visits' must be a non-negative integer")
-    return Engine.from_state(saved["engine"]), visits
+    counts = [saved.get("visits"), saved.get("rewards")]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+        raise InvalidState("checkpoint 'visits' and 'rewards' must be non-negative integers")
+    return Engine.from_state(saved["engine"]), *counts
