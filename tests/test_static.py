@@ -24,6 +24,7 @@ def client(tmp_path):
         (tmp_path / name).write_bytes(data)
     (tmp_path / "microadjust/pyodide-0.27.7/pyodide.asm.wasm.gz").write_bytes(gzip.compress(wasm))
     (tmp_path.parent / "secret.txt").write_text("no")
+    (tmp_path / ".stamp").write_text("build stamp")
     return TestClient(StaticBundle(tmp_path))
 
 
@@ -69,6 +70,7 @@ def test_content_named_app_files_are_immutable_and_root_is_the_demo(client):
         "/../secret.txt",
         "/%2e%2e/secret.txt",
         "/microadjust/pyodide-0.27.7/pyodide.asm.wasm.gz",
+        "/.stamp",
     ],
 )
 def test_missing_and_escaping_paths_are_404(client, path):

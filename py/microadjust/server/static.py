@@ -43,7 +43,8 @@ class StaticBundle:
             return PlainTextResponse("method not allowed", 405, headers={"Allow": "GET, HEAD"})
         relative = request.url.path.lstrip("/") or "index.html"
         path = (self.root / relative).resolve()
-        if self.root not in path.parents or not path.is_file() or path.suffix == ".gz":
+        hidden = path.name.startswith(".") or path.suffix == ".gz"  # build stamps, gzip twins
+        if self.root not in path.parents or not path.is_file() or hidden:
             return PlainTextResponse("not found", 404)
         headers = {
             "Cache-Control": "public, max-age=31536000, immutable"
