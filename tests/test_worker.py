@@ -10,21 +10,38 @@ from microadjust.protocol import ProtocolError
 from microadjust.worker import WorkerSession
 
 INIT = {"v": 1, "type": "init", "config": {"seed": 7}, "context": {"device": "mobile"}}
-DECIDE = {
-    "v": 1,
-    "type": "decide",
-    "context": {"device": "mobile", "hour": 9},
-    "slots": [
-        {"slot": "cta", "variants": ["default", "discount", "quiz"]},
-        {"slot": "hero", "variants": ["default", "deal"]},
-    ],
-}
+CTA = {"slot": "cta", "variants": ["default", "discount", "quiz"]}
+HERO = {"slot": "hero", "variants": ["default", "deal"]}
+CARDS = {"slot": "cards", "items": ["huila", "yirga", "night"]}
 
 
-def started() -> WorkerSession:
+def started(**config) -> WorkerSession:
     session = WorkerSession()
-    session.handle(INIT)
+    session.handle({**INIT, "config": {"seed": 7, **config}})
     return session
+
+
+def decide(session: WorkerSession, *slots: dict, **fields) -> dict[str, dict]:
+    replies = session.handle({"v": 1, "type": "decide", "slots": list(slots), **fields})
+    decided = [d for r in replies if r["type"] == "decisions" for d in r["decisions"]]
+    return {d["slot"]: d for d in decided}
+
+
+def events(session: WorkerSession, *batch: dict, t: float | None = None) -> list[dict]:
+    return session.handle({"v": 1, "type": "events", "events": list(batch), "t": t})
+
+
+def shown_and_seen(session: WorkerSession, slot: str, t: float = 100) -> None:
+    events(
+        session,
+        {"kind": "applied", "slot": slot, "t": t},
+        {"kind": "impression", "slot": slot, "t": t + 1000},
+    )
+
+
+def reward(session: WorkerSession, goal: str = "buy", value: float = 1, **where) -> dict:
+    [reply] = session.handle({"v": 1, "type": "reward", "goal": goal, "value": value, **where})
+    return reply
 
 
 def test_init_replies_ready_and_decide_picks_a_variant_per_slot():
@@ -39,34 +56,115 @@ def test_init_replies_ready_and_decide_picks_a_variant_per_slot():
         "rewards": 0,
         "boot_ms": None,
     }
-    [reply] = session.handle(DECIDE)
-    assert reply["type"] == "decisions"
-    chosen = {d["slot"]: d for d in reply["decisions"]}
-    assert chosen["cta"]["variant"] in ("default", "discount", "quiz")
-    assert chosen["hero"]["variant"] in ("default", "deal")
+    chosen = decide(session, CTA, HERO)
+    assert chosen["cta"]["variant"] in CTA["variants"]
+    assert chosen["hero"]["variant"] in HERO["variants"]
     assert all(0 < d["probability"] <= 1 and d["event_id"] and d["reason"] for d in chosen.values())
 
 
-def test_a_reward_goes_to_the_slots_last_decision_once():
+def test_a_ranking_orders_every_item_once():
     session = started()
-    [decisions] = session.handle(DECIDE)
-    cta = next(d for d in decisions["decisions"] if d["slot"] == "cta")
-    [rewarded] = session.handle({"v": 1, "type": "reward", "slot": "cta", "value": 1})
-    assert rewarded["event_id"] == cta["event_id"] and session.rewards == 1
-    with pytest.raises(ProtocolError, match="no decision to reward"):
-        session.handle({"v": 1, "type": "reward", "slot": "cta", "value": 1})
+    ranking = decide(session, CARDS)["cards"]
+    assert sorted(ranking["order"]) == sorted(CARDS["items"])
+    assert ranking["variant"] == ranking["order"][0]
 
 
-def test_a_checkpoint_restores_the_engine_on_the_next_visit():
+def test_a_goal_in_a_slot_rewards_that_slots_decision_once_it_was_shown():
     session = started()
-    session.handle(DECIDE)
-    session.handle({"v": 1, "type": "reward", "slot": "cta", "value": 1})
+    cta = decide(session, CTA)["cta"]
+    assert reward(session, slot="cta")["event_ids"] == []  # not on screen yet: nothing learned
+    events(session, {"kind": "applied", "slot": "cta", "t": 50})
+    assert reward(session, slot="cta")["event_ids"] == [cta["event_id"]]
+    assert reward(session, slot="cta")["event_ids"] == []  # one reward per decision
+    assert session.rewards == 1
+
+
+def test_a_goal_from_javascript_rewards_every_seen_decision_and_only_those():
+    session = started()
+    chosen = decide(session, CTA, HERO)
+    events(
+        session,
+        {"kind": "applied", "slot": "cta", "t": 50},
+        {"kind": "applied", "slot": "hero", "t": 50},
+    )
+    shown_and_seen(session, "cta")
+    assert reward(session, "signup", 5)["event_ids"] == [chosen["cta"]["event_id"]]
+
+
+def test_a_ranking_goal_rewards_the_clicked_position_and_zero_above_it():
+    session = started(log_size=16)
+    ranking = decide(session, CARDS)["cards"]
+    shown_and_seen(session, "cards")
+    clicked = ranking["order"][1]
+    rewarded = reward(session, slot="cards", item=clicked)["event_ids"]
+    assert len(rewarded) == 2  # the top position (0) and the clicked one (1)
+    learned = {entry["action"]: entry["reward"] for entry in session.engine.log("cards")}
+    assert learned == {ranking["order"][0]: 0.0, clicked: 1.0}
+
+
+def test_a_seen_decision_learns_zero_when_its_window_closes_unrewarded(monkeypatch):
+    session = started(attribution_window_s=5, log_size=16)
+    clock = [1000.0]
+    monkeypatch.setattr("time.time", lambda: clock[0])
+    decide(session, CTA, HERO)
+    shown_and_seen(session, "cta")
+    events(session, {"kind": "applied", "slot": "hero", "t": 100})  # shown, never seen
+    clock[0] += 6
+    events(session)
+    assert [(e["slot"], e["reward"]) for e in session.engine.log()] == [("cta", 0.0)]
+    assert session.attribution.open == {}
+
+
+def test_a_trigger_holds_a_slot_back_until_the_signals_meet_it():
+    session = started()
+    nudge = {
+        "slot": "nudge",
+        "variants": ["default", "reviews"],
+        "trigger": "dwell_s > 30 && scroll_depth < 0.25",
+    }
+    assert decide(session, nudge, t=1000) == {}
+    assert "nudge" in session.waiting
+    [reply] = events(session, {"kind": "scroll", "t": 20_000, "depth": 0.1}, t=31_000)
+    assert [d["slot"] for d in reply["decisions"]] == ["nudge"]
+    assert session.waiting == {}
+
+
+def test_a_trigger_that_never_holds_never_decides():
+    session = started()
+    nudge = {"slot": "nudge", "variants": ["default", "b"], "trigger": "scroll_depth < 0.25"}
+    decide(session, nudge, t=0)
+    assert events(session, {"kind": "scroll", "t": 10, "depth": 0.9}, t=60_000) == []
+
+
+@pytest.mark.parametrize(
+    ("trigger", "complaint"),
+    [("dwell_s > > 3", "position 10"), ("mood == 'happy'", "unknown signal 'mood'")],
+)
+def test_a_malformed_trigger_is_reported_for_its_slot(trigger, complaint):
+    session = started()
+    replies = session.handle(
+        {
+            "v": 1,
+            "type": "decide",
+            "slots": [{"slot": "bad", "variants": ["default", "b"], "trigger": trigger}, CTA],
+        }
+    )
+    decisions, error = replies
+    assert [d["slot"] for d in decisions["decisions"]] == ["cta"]
+    assert error["slot"] == "bad" and complaint in error["message"]
+
+
+def test_a_checkpoint_restores_engine_counts_and_open_decisions():
+    session = started()
+    decide(session, CTA)
+    shown_and_seen(session, "cta")
     saved = json.loads(session.checkpoint())
     assert session.dirty is False
     again = WorkerSession()
     [ready] = again.handle({**INIT, "state": saved})
-    assert ready["restored"] is True and ready["visits"] == 2 and ready["rewards"] == 1
+    assert ready["restored"] is True and ready["visits"] == 2
     assert again.engine.state() == session.engine.state()
+    assert reward(again, "buy")["event_ids"]  # a conversion on the next page view counts
 
 
 def test_an_unusable_checkpoint_starts_afresh_with_a_note():
@@ -76,12 +174,26 @@ def test_an_unusable_checkpoint_starts_afresh_with_a_note():
     assert ready["type"] == "ready" and ready["restored"] is False
 
 
-def test_behaviour_events_become_context_signals():
+def test_a_new_page_view_starts_behaviour_afresh():
     session = started()
-    events = [{"kind": "scroll", "t": 1000, "depth": 0.6}, {"kind": "click", "t": 4000}]
-    assert session.handle({"v": 1, "type": "events", "events": events}) == []
-    assert session.signals.snapshot()["scroll_depth"] == 0.6
-    assert session.signals.snapshot()["clicks"] == 1
+    events(session, {"kind": "scroll", "t": 1000, "depth": 0.6})
+    session.handle({"v": 1, "type": "page", "context": {"page": "product"}})
+    assert session.signals.scroll_depth == 0 and session.context == {"page": "product"}
+
+
+def test_forget_erases_the_visitor_and_export_shows_everything_kept():
+    session = started()
+    decide(session, CTA)
+    shown_and_seen(session, "cta")
+    reward(session)
+    [exported] = session.handle({"v": 1, "type": "export", "id": 3})
+    assert exported["id"] == 3 and exported["data"]["rewards"] == 1
+    assert exported["data"]["engine"]["format"] == "microadjust.engine"
+    [forgotten] = session.handle({"v": 1, "type": "forget", "id": 4})
+    assert forgotten == {"v": 1, "type": "forgotten", "id": 4}
+    fresh = session.snapshot()
+    assert fresh["rewards"] == 0 and fresh["attribution"] == {}
+    assert fresh["engine"]["slots"] == {}
 
 
 @pytest.mark.parametrize(
@@ -94,33 +206,43 @@ def test_behaviour_events_become_context_signals():
             "depth between 0 and 1",
         ),
         ({"v": 1, "type": "events", "events": [{"kind": "click", "t": -5}]}, "events\\[0\\]"),
+        ({"v": 1, "type": "events", "events": [{"kind": "applied", "t": 5}]}, "slot name"),
         ({"v": 1, "type": "decide", "slots": [{"slot": "x", "variants": "ab"}]}, "slots\\[0\\]"),
-        ({"v": 1, "type": "reward", "slot": "cta", "value": float("nan")}, "must be finite"),
-        ({"v": 1, "type": "reward", "slot": 3, "value": 1}, "'slot' must be str"),
+        (
+            {"v": 1, "type": "decide", "slots": [{"slot": "x", "variants": [], "trigger": 3}]},
+            "trigger must be a string",
+        ),
+        ({"v": 1, "type": "reward", "goal": "buy", "value": float("nan")}, "must be finite"),
+        ({"v": 1, "type": "reward", "goal": "buy", "value": 1, "slot": 3}, "'slot' must be str"),
+        ({"v": 1, "type": "reward", "value": 1}, "'goal' must be str"),
         ({"v": 1, "type": "init", "config": {}}, "already initialized"),
     ],
 )
 def test_a_bad_message_is_rejected_and_changes_nothing(message, complaint):
     session = started()
-    session.handle(DECIDE)
-    before = session.checkpoint(), session.signals, dict(session.last_event)
+    decide(session, CTA)
+    shown_and_seen(session, "cta")
+    before = session.checkpoint(), session.signals, dict(session.decided)
     with pytest.raises(ProtocolError, match=complaint):
         session.handle(message)
-    assert (session.checkpoint(), session.signals, session.last_event) == before
+    assert (session.checkpoint(), session.signals, session.decided) == before
 
 
 def test_a_bad_slot_keeps_its_default_while_the_others_are_decided():
     session = started()
-    message = {
-        **DECIDE,
-        "slots": [
-            {"slot": "ok", "variants": ["default", "b"]},
-            {"slot": "dup", "variants": ["a", "a"]},
-        ],
-    }
-    decisions, error = session.handle(message)
+    replies = session.handle(
+        {
+            "v": 1,
+            "type": "decide",
+            "slots": [
+                {"slot": "ok", "variants": ["default", "b"]},
+                {"slot": "dup", "variants": ["a", "a"]},
+            ],
+        }
+    )
+    decisions, error = replies
     assert [d["slot"] for d in decisions["decisions"]] == ["ok"]
-    assert error["type"] == "error" and "'dup' keeps its default" in error["message"]
+    assert error["slot"] == "dup" and "keeps its default" in error["message"]
 
 
 def test_handle_json_never_raises_and_says_what_was_wrong():

@@ -4,33 +4,42 @@ Every message is a JSON object with ``v`` (the protocol version, 1) and ``type``
 The page's loader (web/microadjust.js) and the worker (web/worker.js) speak it; the worker hands
 each message to :class:`microadjust.worker.WorkerSession` and posts back what that returns.
 
-Page → worker:
+Page → worker (``id``, where given, is echoed in the reply):
 
-========== ===============================================================================
-type       fields
-========== ===============================================================================
-init       ``config`` (object: engine parameters such as ``policy``), ``context`` (object),
-           ``state`` (object or null: what ``checkpoint`` saved on an earlier visit; added
-           by the worker from IndexedDB), ``boot_ms`` (number, added by the worker)
-events     ``events``: list of ``{kind, t, ...}``; ``t`` is ms since navigation start.
-           kinds: ``scroll`` (``depth`` 0..1), ``click`` (``slot`` optional), ``hidden``,
-           ``visible``, ``slot_in`` / ``slot_out`` (``slot``: the slot is / is no longer at
-           least half visible)
-decide     ``context`` (object), ``slots``: list of ``{slot, variants}``, ``variants`` a list
-           of variant names, ``"default"`` (the page's own content) among them
-reward     ``slot`` (the slot whose last decision earned it), ``value`` (number)
-packages_loaded ``packages``: list of the lazily loaded Pyodide packages now importable
-========== ===============================================================================
+=============== ==========================================================================
+type            fields
+=============== ==========================================================================
+init            ``config`` (object: engine parameters such as ``policy``, ``holdout``,
+                ``attribution_window_s``), ``context`` (object), ``state`` (object or null:
+                what ``checkpoint`` saved on an earlier visit, added by the worker from
+                IndexedDB), ``boot_ms`` (number, added by the worker)
+page            ``context``: a new page view of a single-page app (behaviour starts afresh)
+events          ``events``: list of ``{kind, t, ...}``, ``t`` in ms since navigation start;
+                ``t`` (optional): the page's time now. Kinds: ``scroll`` (``depth`` 0..1),
+                ``click``, ``hidden``, ``visible``, ``slot_in`` / ``slot_out`` (``slot`` is
+                / is no longer at least half visible), ``applied`` (``slot``: its decision is
+                on screen), ``impression`` (``slot``: seen, half visible for a second)
+decide          ``slots``: list of ``{slot, variants}`` (variant names, ``"default"`` the
+                page's own content) or ``{slot, items}`` (a ranking's item ids, in page
+                order), each with an optional ``trigger`` expression; ``context``, ``t``, ``id``
+reward          ``goal`` (name), ``value`` (number), ``slot`` and ``item`` (optional: where
+                the goal was clicked; without them every seen decision shares the goal)
+forget          erase what this device learned; ``export``: ask for it, with ``id``
+packages_loaded ``packages``: the lazily loaded Pyodide packages now importable
+=============== ==========================================================================
 
 Worker → page:
 
-========== ===============================================================================
-ready      ``engine`` (version), ``restored`` (bool: state came from an earlier visit),
-           ``visits``, ``rewards`` (counts on this device), ``boot_ms``
-decisions  ``decisions``: list of ``{slot, variant, probability, event_id, reason}``
-rewarded   ``slot``, ``event_id``, ``value``
-error      ``message``; ``fatal: true`` when the engine cannot run (the page keeps defaults)
-========== ===============================================================================
+=============== ==========================================================================
+ready           ``engine`` (version), ``restored`` (bool: state came from an earlier
+                visit), ``visits``, ``rewards`` (counts on this device), ``boot_ms``
+decisions       ``id``, ``decisions``: list of ``{slot, variant, probability, event_id,
+                reason}``; a ranking's also has ``order`` (item ids, top first)
+rewarded        ``goal``, ``value``, ``event_ids`` (the decisions it was attributed to)
+forgotten       ``id``; ``exported``: ``id``, ``data`` (all this device keeps, as JSON)
+error           ``message``; ``slot`` when about one slot; ``fatal: true`` when the engine
+                cannot run (the page keeps its defaults)
+=============== ==========================================================================
 
 A context is a flat object of string, number and boolean values.
 """
@@ -39,15 +48,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import MicroadjustError
 
 PROTOCOL_VERSION = 1
-EVENT_KINDS = frozenset({"scroll", "click", "hidden", "visible", "slot_in", "slot_out"})
+EVENT_KINDS = frozenset(
+    {"scroll", "click", "hidden", "visible", "slot_in", "slot_out", "applied", "impression"}
+)
+SLOT_EVENTS = frozenset({"slot_in", "slot_out", "applied", "impression"})
 MAX_EVENTS_PER_BATCH = 1000
 MAX_SLOTS = 50
-HANDLED_TYPES = frozenset({"init", "events", "decide", "reward", "packages_loaded"})
+HANDLED_TYPES = frozenset(
+    {"init", "page", "events", "decide", "reward", "forget", "export", "packages_loaded"}
+)
+
+
+@dataclass(frozen=True)
+class SlotRequest:
+    """One slot to decide: its variants, or a ranking's items; maybe behind a trigger."""
+
+    slot: str
+    variants: list[str] | None = None
+    items: list[str] | None = None
+    trigger: str | None = None
 
 
 class ProtocolError(MicroadjustError):
@@ -109,12 +134,12 @@ def check_events(message: Mapping[str, Any]) -> list[Mapping[str, Any]]:
             depth = event.get("depth")
             if isinstance(depth, bool) or not isinstance(depth, int | float) or not 0 <= depth <= 1:
                 raise ProtocolError(f"{where}: a scroll event needs depth between 0 and 1")
-        if event["kind"] in ("slot_in", "slot_out") and not isinstance(event.get("slot"), str):
+        if event["kind"] in SLOT_EVENTS and not isinstance(event.get("slot"), str):
             raise ProtocolError(f"{where}: a {event['kind']} event needs a slot name")
     return events
 
 
-def check_slots(message: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+def check_slots(message: Mapping[str, Any]) -> list[SlotRequest]:
     slots = require_field(message, "slots", list)
     if len(slots) > MAX_SLOTS:
         raise ProtocolError(f"'decide' message: at most {MAX_SLOTS} slots at once")
@@ -123,11 +148,20 @@ def check_slots(message: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
         where = f"'decide' message: slots[{index}]"
         if not isinstance(entry, Mapping) or not isinstance(entry.get("slot"), str):
             raise ProtocolError(f"{where} needs a slot name")
-        variants = entry.get("variants")
-        if not isinstance(variants, list) or not all(isinstance(v, str) for v in variants):
-            raise ProtocolError(f"{where} needs variants, a list of names")
-        checked.append((entry["slot"], variants))
+        names = entry.get("items", entry.get("variants"))
+        if not isinstance(names, list) or not all(isinstance(v, str) for v in names):
+            raise ProtocolError(f"{where} needs variants (or a ranking's items), a list of names")
+        trigger = entry.get("trigger")
+        if trigger is not None and not isinstance(trigger, str):
+            raise ProtocolError(f"{where}: trigger must be a string")
+        kind = "items" if "items" in entry else "variants"
+        checked.append(SlotRequest(entry["slot"], trigger=trigger, **{kind: names}))
     return checked
+
+
+def optional_str(message: Mapping[str, Any], field: str) -> str | None:
+    """The field's value if it is a string, None if absent; anything else is an error."""
+    return None if message.get(field) is None else require_field(message, field, str)
 
 
 def check_context(message: Mapping[str, Any]) -> dict[str, str | int | float | bool]:

@@ -14,27 +14,47 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from . import __version__
+from .attribution import Attribution
 from .engine import Engine
-from .errors import InvalidState, MicroadjustError
+from .errors import InvalidState, MicroadjustError, UnknownEvent
 from .protocol import (
     PROTOCOL_VERSION,
     ProtocolError,
+    SlotRequest,
     check_context,
     check_envelope,
     check_events,
     check_slots,
+    optional_str,
     require_field,
     require_finite,
 )
 from .signals import Signals
+from .triggers import Trigger, parse_trigger
 
 STATE_SCHEMA = 1
+SIGNALS = frozenset(
+    {
+        "dwell_s",
+        "scroll_depth",
+        "clicks",
+        "idle_s",
+        "visits",
+        "returning",
+        "device",
+        "hour",
+        "weekday",
+        "visible_s",
+    }
+)
 
 
 def reply(kind: str, **fields: Any) -> dict[str, Any]:
@@ -43,14 +63,18 @@ def reply(kind: str, **fields: Any) -> dict[str, Any]:
 
 
 class WorkerSession:
-    """One page view's engine, behaviour signals and persistence, driven by messages."""
+    """One page view's engine, behaviour signals, triggers and attribution, driven by messages."""
 
     def __init__(self) -> None:
         self.engine: Engine | None = None
+        self.config: dict[str, Any] = {}
+        self.context: dict[str, Any] = {}  # the page's context: device, hour, referrer...
         self.signals = Signals()
+        self.attribution = Attribution()
+        self.decided: dict[str, list[tuple[str, str | None]]] = {}  # slot -> (event id, item)
+        self.waiting: dict[str, tuple[Trigger, SlotRequest]] = {}  # slots behind a trigger
         self.visits = 0
         self.rewards = 0  # rewards received on this device, over all visits
-        self.last_event: dict[str, str] = {}  # slot -> event id of the decision shown
         self.dirty = False  # True when state changed since the last checkpoint
 
     def handle_json(self, text: str) -> str:
@@ -60,9 +84,8 @@ class WorkerSession:
         except MicroadjustError as error:
             replies = [reply("error", message=str(error), fatal=self.engine is None)]
         except Exception as error:  # noqa: BLE001 - reported to the page, which keeps its defaults
-            replies = [
-                reply("error", message=f"internal error: {error!r}", fatal=self.engine is None)
-            ]
+            message = f"internal error: {error!r}"
+            replies = [reply("error", message=message, fatal=self.engine is None)]
         return json.dumps(replies)
 
     def handle(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -74,21 +97,20 @@ class WorkerSession:
             raise ProtocolError(f"{kind!r} message before 'init'")
         return getattr(self, f"_{kind}")(message)
 
-    def lazy_packages(self) -> list[str]:
-        """Pyodide packages the configured features need, to load after the first decision."""
-        return self.engine.lazy_packages() if hasattr(self.engine, "lazy_packages") else []
+    def snapshot(self) -> dict[str, Any]:
+        """Everything this device keeps about the visitor, as a JSON-ready object."""
+        return {
+            "schema": STATE_SCHEMA,
+            "visits": self.visits,
+            "rewards": self.rewards,
+            "attribution": self.attribution.state(),
+            "engine": self.engine.state(),
+        }
 
     def checkpoint(self) -> str:
-        """The state to persist on this device, as JSON; marks it saved."""
+        """The snapshot as JSON, to persist; marks it saved."""
         self.dirty = False
-        return json.dumps(
-            {
-                "schema": STATE_SCHEMA,
-                "visits": self.visits,
-                "rewards": self.rewards,
-                "engine": self.engine.state(),
-            }
-        )
+        return json.dumps(self.snapshot())
 
     # --- message handlers -------------------------------------------------------------------
 
@@ -96,22 +118,19 @@ class WorkerSession:
         if self.engine is not None:
             raise ProtocolError("'init' message: the session is already initialized")
         config = dict(require_field(message, "config", Mapping))
-        saved = message.get("state")
+        context = check_context(message)
         replies = []
         restored = None
-        if saved is not None:
+        if message.get("state") is not None:
             try:
-                restored = restore(saved)
+                restored = restore(message["state"])
             except MicroadjustError as error:
                 note = f"starting afresh: the saved state is unusable ({error})"
                 replies.append(reply("error", message=note))
         if restored is None:
-            config.setdefault("seed", secrets.randbits(32))  # each visitor explores differently
-            try:
-                restored = Engine(**config), 0, 0
-            except TypeError as error:
-                raise ProtocolError(f"'init' message: bad engine configuration: {error}") from error
-        self.engine, visits, self.rewards = restored
+            restored = fresh_engine(config), 0, 0, Attribution()
+        self.engine, visits, self.rewards, self.attribution = restored
+        self.config, self.context = config, context
         self.visits, self.dirty = visits + 1, True
         ready = reply(
             "ready",
@@ -121,57 +140,183 @@ class WorkerSession:
             rewards=self.rewards,
             boot_ms=message.get("boot_ms"),
         )
+        self._close_windows()
         return [*replies, ready]
 
-    def _events(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
-        self.signals.ingest(check_events(message))
+    def _page(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """A new page view in a single-page app: fresh behaviour signals, same visitor."""
+        self.context = check_context(message)
+        self.signals, self.waiting, self.decided = Signals(), {}, {}
         return []
+
+    def _events(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
+        events = check_events(message)
+        now_ms = message.get("t")
+        self.signals.ingest(events)
+        for event in events:
+            slot = event.get("slot", "")
+            if event["kind"] == "applied" and slot in self.decided:
+                for position, (event_id, item) in enumerate(self.decided[slot]):
+                    self.attribution.show(event_id, slot, time.time(), item, position)
+                self.dirty = True
+            elif event["kind"] == "impression" and slot in self.decided:
+                for event_id, _ in self.decided[slot]:
+                    self.attribution.see(event_id)
+                self.dirty = True
+        ready = [
+            spec
+            for slot, (trigger, spec) in list(self.waiting.items())
+            if trigger(self._signals(slot, now_ms))
+        ]
+        for spec in ready:
+            del self.waiting[spec.slot]
+        self._close_windows()
+        return self._decisions(ready, None)
 
     def _decide(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
         slots = check_slots(message)
-        context = {**check_context(message), **self.signals.snapshot(), "visits": self.visits}
-        decisions, replies = [], []
-        for slot, variants in slots:  # each slot on its own: a bad one keeps its default
-            try:
-                decision = self.engine.rank(context, variants, slot=slot)
-            except MicroadjustError as error:
-                replies.append(reply("error", message=f"slot {slot!r} keeps its default: {error}"))
+        request_id = message.get("id")
+        if "context" in message:
+            self.context = check_context(message)
+        now_ms, errors, now = message.get("t"), [], []
+        for spec in slots:
+            if spec.trigger is None:
+                now.append(spec)
                 continue
-            self.last_event[slot] = decision.event_id
-            decisions.append(
-                {
-                    "slot": slot,
-                    "variant": decision.action,
-                    "probability": decision.probability,
-                    "event_id": decision.event_id,
-                    "reason": decision.reason,
-                }
-            )
-        self.dirty = self.dirty or bool(decisions)
-        return [reply("decisions", decisions=decisions), *replies]
+            try:
+                trigger = parse_trigger(spec.trigger)
+                unknown = set(trigger.signals) - SIGNALS - set(self.context)
+                if unknown:
+                    raise ProtocolError(
+                        f"unknown signal {sorted(unknown)[0]!r}; known: "
+                        f"{', '.join(sorted(SIGNALS | set(self.context)))}"
+                    )
+            except MicroadjustError as error:
+                errors.append(reply("error", slot=spec.slot, message=f"trigger: {error}"))
+                continue
+            if trigger(self._signals(spec.slot, now_ms)):
+                now.append(spec)
+            else:
+                self.waiting[spec.slot] = (trigger, spec)
+        return [*self._decisions(now, request_id), *errors]
 
     def _reward(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
-        slot = require_field(message, "slot", str)
+        goal = require_field(message, "goal", str)
         value = require_finite(message, "value")
-        if slot not in self.last_event:
-            raise ProtocolError(f"'reward' message: slot {slot!r} has no decision to reward")
-        event_id = self.last_event[slot]
-        self.engine.reward(event_id, value)
-        del self.last_event[slot]
-        self.rewards += 1
-        self.dirty = True
-        return [reply("rewarded", slot=slot, event_id=event_id, value=value)]
+        slot, item = optional_str(message, "slot"), optional_str(message, "item")
+        if slot is None:
+            shares = [(event_id, 1.0) for event_id in self.attribution.conversions()]
+        else:
+            shares = self.attribution.direct(slot, item)
+        rewarded = []
+        for event_id, share in shares:
+            try:
+                self.engine.reward(event_id, value * share)
+                rewarded.append(event_id)
+            except UnknownEvent:  # expired in the engine meanwhile: nothing to learn
+                pass
+        self.attribution.resolve([event_id for event_id, _ in shares], slot=slot)
+        self.rewards += bool(rewarded)
+        self.dirty = self.dirty or bool(shares)
+        return [reply("rewarded", goal=goal, value=value, event_ids=rewarded)]
+
+    def _forget(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Erase what this device learned; the worker deletes the stored copy."""
+        self.engine = fresh_engine(self.config)
+        self.attribution, self.decided, self.waiting = Attribution(), {}, {}
+        self.visits, self.rewards, self.dirty = 1, 0, False
+        return [reply("forgotten", id=message.get("id"))]
+
+    def _export(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return [reply("exported", id=message.get("id"), data=self.snapshot())]
 
     def _packages_loaded(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
         require_field(message, "packages", list)
         return []
 
+    # --- helpers ----------------------------------------------------------------------------
 
-def restore(saved: Any) -> tuple[Engine, int, int]:
-    """Engine, visits and rewards from a checkpoint; InvalidState if it cannot be used."""
+    def _signals(self, slot: str, now_ms: float | None) -> dict[str, Any]:
+        """What triggers and the engine see: page context, behaviour, visits."""
+        return {
+            **self.context,
+            **self.signals.snapshot(now_ms),
+            "visits": self.visits,
+            "returning": self.visits > 1,
+            "visible_s": self.signals.visible_s(slot, now_ms or self.signals.last_t_ms),
+        }
+
+    def _decisions(self, specs: list[SlotRequest], request_id: Any) -> list[dict[str, Any]]:
+        """Decide each slot on its own: one that the engine rejects keeps its default."""
+        if not specs and request_id is None:
+            return []
+        decisions, errors = [], []
+        for spec in specs:
+            context = {k: v for k, v in self._signals(spec.slot, None).items() if k != "visible_s"}
+            try:
+                decision, events = self._decide_one(spec, context)
+            except MicroadjustError as error:
+                errors.append(reply("error", slot=spec.slot, message=f"keeps its default: {error}"))
+                continue
+            self.decided[spec.slot] = events
+            decisions.append(decision)
+        self.dirty = self.dirty or bool(decisions)
+        return [reply("decisions", id=request_id, decisions=decisions), *errors]
+
+    def _decide_one(
+        self, spec: SlotRequest, context: dict[str, Any]
+    ) -> tuple[dict[str, Any], list[tuple[str, str | None]]]:
+        """The decision for the page, and its events (event id, ranked item) for attribution."""
+        if spec.items is None:
+            d = self.engine.rank(context, spec.variants, slot=spec.slot)
+            decision = {
+                "slot": spec.slot,
+                "variant": d.action,
+                "probability": d.probability,
+                "event_id": d.event_id,
+                "reason": d.reason,
+            }
+            return decision, [(d.event_id, None)]
+        # a ranking: choose the item for each position from those left, top first (a cascade)
+        left, ranked = list(spec.items), []
+        while len(left) > 1:
+            ranked.append(self.engine.rank(context, left, slot=spec.slot))
+            left.remove(ranked[-1].action)
+        order = [d.action for d in ranked] + left
+        top = ranked[0] if ranked else None
+        decision = {
+            "slot": spec.slot,
+            "variant": order[0],
+            "order": order,
+            "probability": top.probability if top else 1.0,
+            "event_id": top.event_id if top else None,
+            "reason": top.reason if top else "a single item",
+        }
+        return decision, [(d.event_id, d.action) for d in ranked]
+
+    def _close_windows(self) -> None:
+        """Seen decisions whose attribution window closed without a reward learn 0."""
+        window = self.engine.params["attribution_window_s"]
+        for event_id, closed_at in self.attribution.closed(time.time(), window):
+            with contextlib.suppress(UnknownEvent):
+                self.engine.reward(event_id, 0.0, now=closed_at)
+            self.dirty = True
+
+
+def fresh_engine(config: Mapping[str, Any]) -> Engine:
+    """A new engine for this visitor; each visitor explores with a seed of its own."""
+    try:
+        return Engine(**{"seed": secrets.randbits(32), **config})
+    except TypeError as error:
+        raise ProtocolError(f"'init' message: bad engine configuration: {error}") from error
+
+
+def restore(saved: Any) -> tuple[Engine, int, int, Attribution]:
+    """Engine, visits, rewards and open decisions from a checkpoint; InvalidState if unusable."""
     if not isinstance(saved, Mapping) or saved.get("schema") != STATE_SCHEMA:
         raise InvalidState(f"expected a checkpoint with schema {STATE_SCHEMA}")
     counts = [saved.get("visits"), saved.get("rewards")]
     if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
         raise InvalidState("checkpoint 'visits' and 'rewards' must be non-negative integers")
-    return Engine.from_state(saved["engine"]), *counts
+    attribution = Attribution.from_state(saved.get("attribution", {}))
+    return Engine.from_state(saved["engine"]), *counts, attribution
