@@ -51,8 +51,8 @@ MAX_ATTEMPTS = 50  # a batch the server keeps refusing is dropped after this man
 class SyncConfig:
     """``config.sync`` of the page: where the server is and what the site allows."""
 
-    url: str
     site: str
+    url: str = ""  # the sync server's base URL; "" is this site's own origin
     key: str = ""
     upload: bool = False  # the site enables contributions
     consent: bool = False  # the page says this visitor consented
@@ -70,11 +70,11 @@ class SyncConfig:
         unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
         if unknown:
             raise InvalidParameter(f"config.sync: unknown field(s) {unknown}")
-        for field in ("url", "site"):
-            if not isinstance(raw.get(field), str) or not raw[field]:
-                raise InvalidParameter(f"config.sync.{field} must be a non-empty string")
-        if not isinstance(raw.get("key", ""), str):
-            raise InvalidParameter("config.sync.key must be a string")
+        if not isinstance(raw.get("site"), str) or not raw["site"]:
+            raise InvalidParameter("config.sync.site must be a non-empty string")
+        for field in ("url", "key"):
+            if not isinstance(raw.get(field, ""), str):
+                raise InvalidParameter(f"config.sync.{field} must be a string")
         for field in ("upload", "consent"):
             if not isinstance(raw.get(field, False), bool):
                 raise InvalidParameter(f"config.sync.{field} must be true or false")

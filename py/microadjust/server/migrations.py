@@ -1,0 +1,45 @@
+"""Versioned schema migrations, for SQLite and PostgreSQL alike (portable SQL only).
+
+Each migration is applied once, in order, in its own transaction, and recorded in
+``schema_migrations``. Add new ones at the end; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "uploads, aggregates, published priors, site state",
+        [
+            """CREATE TABLE uploads (
+                site TEXT NOT NULL,
+                batch_id TEXT NOT NULL,
+                received_at DOUBLE PRECISION NOT NULL,
+                events INTEGER NOT NULL,
+                PRIMARY KEY (site, batch_id))""",
+            """CREATE TABLE aggregates (
+                site TEXT NOT NULL,
+                slot TEXT NOT NULL,
+                data TEXT NOT NULL,
+                uploads INTEGER NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (site, slot))""",
+            """CREATE TABLE priors (
+                site TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                body TEXT NOT NULL,
+                etag TEXT NOT NULL,
+                published_at DOUBLE PRECISION NOT NULL,
+                note TEXT NOT NULL,
+                PRIMARY KEY (site, version))""",
+            """CREATE TABLE sites (
+                site TEXT PRIMARY KEY,
+                current_version INTEGER,
+                frozen INTEGER NOT NULL DEFAULT 0,
+                aggregated_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+                published_at DOUBLE PRECISION NOT NULL DEFAULT 0)""",
+        ],
+    ),
+]
+
+LATEST = MIGRATIONS[-1][0]
