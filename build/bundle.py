@@ -341,9 +341,12 @@ def build(force: bool = False) -> None:
     bundle = DIST / "microadjust"
     build_pyodide(bundle / f"pyodide-{PYODIDE_VERSION}")
     build_loader(bundle, build_app(bundle))
-    for page in sorted((ROOT / "web" / "demo").iterdir()):
-        if page.is_file():
-            write(DIST / page.name, page.read_bytes())
+    from pyscript_core import build_pyscript  # build/ is sys.path[0] when bundle.py runs
+
+    build_pyscript(bundle, sys.modules[__name__])
+    demo = ROOT / "web" / "demo"
+    for page in sorted(p for p in demo.rglob("*") if p.is_file()):
+        write(DIST / page.relative_to(demo), page.read_bytes())
     stamp.write_text(digest)
     log(
         f"dist/ ready: {sum(p.stat().st_size for p in bundle.rglob('*') if p.suffix != '.gz'):,}"

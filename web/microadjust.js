@@ -1,23 +1,38 @@
 /*! microadjust — on-device personalization. The page side: observe, batch, apply.
- * Add <script src="/microadjust/microadjust.js" defer></script>; mark slots with data-ma-slot.
- * Python runs only in the worker; this file never blocks the main thread.
- * Page ⇄ worker messages: py/microadjust/protocol.py. */
+ * <script src="/microadjust/microadjust.js" defer></script>, then mark the page up:
+ * data-ma-slot + <template data-ma-variant>, data-ma-rank + data-ma-item, data-ma-trigger,
+ * data-ma-goal (+ data-ma-value). Python runs only in the worker; this file never blocks.
+ * Page ⇄ worker messages: py/microadjust/protocol.py. Markup and API: README.md. */
 (() => {
   'use strict';
   const PROTOCOL = 1;
   const ASSETS = /*ASSETS*/null; // written by build/bundle.py: content-named worker, wheel, pyodide
-  const FLUSH_MS = 1000;
+  const FLUSH_MS = 1000; // behaviour goes to the worker in batches, at most once a second
+  const SEEN_MS = 1000; // an impression: at least half visible for a second
+  const CACHE_KEY = 'microadjust:last'; // the last decisions, shown before first paint next time
+  const CONSENT_KEY = 'microadjust:consent';
+  const HOSTS = '[data-ma-slot],[data-ma-rank]';
+  const ATTRIBUTES = new Set(['maSlot', 'maRank', 'maItem', 'maVariant', 'maTrigger', 'maGoal',
+    'maValue', 'maLive', 'maManual', 'maPage', 'maApplied', 'maSrc', 'maSrcset', 'maAlt',
+    'maHref', 'maClass']);
+  const PAGE_KEYS = ['debug', 'consent', 'boot_timeout_s'];
+
   const script = document.currentScript;
   const base = new URL('.', script ? script.src : location.href);
   const asset = (path) => new URL(path, base).href;
   const config = readConfig();
+  const gpc = navigator.globalPrivacyControl === true;
+  let persist = storage('get', CONSENT_KEY) === 'granted' || (config.consent !== 'required' && !gpc);
 
-  const slots = new Map(); // name -> {element, variants: Map(name -> template | null)}
-  const shown = new Map(); // slot name -> last decision applied
+  const slots = new Map(); // name -> slot record (see register)
+  const known = new WeakSet(); // elements already registered or warned about
   const events = []; // behaviour observed since the last flush
   const writes = []; // DOM writes waiting for the next animation frame
+  const requests = new Map(); // request id -> resolve, for decide / forget / export
+  const listeners = new Set(); // on('decision', fn)
   let worker = null;
   let failed = false;
+  let nextId = 1;
   let settle;
   const ready = new Promise((resolve, reject) => { settle = { resolve, reject }; });
   ready.catch(() => {}); // a failed boot is reported once, as a warning, never as an exception
@@ -27,17 +42,32 @@
     let parsed = {};
     try {
       parsed = element ? JSON.parse(element.textContent) : {};
+      if (typeof parsed !== 'object' || Array.isArray(parsed) || !parsed) throw new Error('not an object');
     } catch (error) {
-      console.warn('microadjust: ignoring the configuration script, it is not valid JSON:', error.message);
+      console.warn('microadjust: ignoring the configuration, it is not a JSON object:', error.message, element);
+      parsed = {};
     }
-    const debug = /(^|[?&])microadjust=debug(&|$)/.test(location.search);
-    return { bootTimeoutMs: 30000, ...parsed, debug: debug || parsed.debug === true };
+    if (/(^|[?&])microadjust=debug(&|$)/.test(location.search)) parsed.debug = true;
+    return { boot_timeout_s: 30, ...parsed };
   }
 
-  function warn(message) {
+  function storage(operation, key, value) {
+    try {
+      if (operation === 'get') return localStorage.getItem(key);
+      if (operation === 'set') localStorage.setItem(key, value);
+      else localStorage.removeItem(key);
+    } catch { /* storage disabled: nothing is kept */ }
+    return null;
+  }
+
+  function warn(message, element) {
+    console.warn(`microadjust: ${message}`, ...(element ? [element] : []));
+  }
+
+  function fail(message) {
     if (failed) return;
     failed = true;
-    console.warn(`microadjust: ${message}; the page keeps its default content.`);
+    warn(`${message}; the page keeps its default content.`);
     if (worker) worker.terminate();
     settle.reject(new Error(message));
   }
@@ -47,13 +77,14 @@
     const width = innerWidth;
     const touch = matchMedia('(pointer: coarse)').matches;
     const now = new Date();
+    const page = document.querySelector('[data-ma-page]');
     return {
       device: width < 768 ? 'mobile' : width < 1100 && touch ? 'tablet' : 'desktop',
       viewport_w: width, viewport_h: innerHeight, touch,
       hour: now.getHours(), weekday: now.getDay(),
       language: (navigator.language || '').slice(0, 2),
       referrer: referrerClass(document.referrer),
-      page: document.body.dataset.maPage || 'other',
+      page: page ? page.dataset.maPage : 'other',
     };
   }
 
@@ -66,7 +97,255 @@
     return 'other';
   }
 
-  const record = (kind, detail) => events.push({ kind, t: Math.round(performance.now()), ...detail });
+  const now = () => Math.round(performance.now());
+  const record = (kind, detail) => events.push({ kind, t: now(), ...detail });
+
+  function flush() {
+    const waiting = [...slots.values()].some((slot) => slot.trigger && !slot.decision);
+    if (events.length || waiting) post({ type: 'events', events: events.splice(0), t: now() });
+  }
+
+  function post(message) {
+    if (worker && !failed) worker.postMessage({ v: PROTOCOL, ...message });
+  }
+
+  function send(message) { // behaviour first, so the worker knows what was shown and seen
+    flush();
+    post(message);
+  }
+
+  function request(message) {
+    return ready.then(() => new Promise((resolve) => {
+      const id = nextId++;
+      requests.set(id, resolve);
+      send({ ...message, id });
+    }));
+  }
+
+  // --- markup: slots, rankings, goals -------------------------------------------------------
+  function scan(root) {
+    const added = [];
+    const found = root.matches && root.matches(HOSTS) ? [root, ...root.querySelectorAll(HOSTS)] : root.querySelectorAll(HOSTS);
+    for (const element of found) {
+      if (known.has(element)) continue;
+      known.add(element);
+      const slot = register(element);
+      if (slot) added.push(slot);
+    }
+    for (const goal of root.querySelectorAll ? root.querySelectorAll('[data-ma-goal]') : []) {
+      if (known.has(goal)) continue;
+      known.add(goal);
+      if (!goal.closest(HOSTS)) warn('a data-ma-goal outside any slot or ranking is ignored:', goal);
+      else if (goal.dataset.maValue !== undefined && !Number.isFinite(Number(goal.dataset.maValue))) {
+        warn('data-ma-value must be a number; this goal counts 1:', goal);
+      }
+    }
+    return added;
+  }
+
+  function checkAttributes(element) {
+    for (const key of Object.keys(element.dataset)) {
+      if (/^ma[A-Z]/.test(key) && !ATTRIBUTES.has(key)) warn(`unknown attribute data-${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} is ignored:`, element);
+    }
+  }
+
+  function register(element) {
+    checkAttributes(element);
+    const isRank = element.dataset.maRank !== undefined;
+    const name = isRank ? element.dataset.maRank : element.dataset.maSlot;
+    if (!name || slots.has(name)) {
+      warn(`a slot or ranking needs a unique name; this one ${name ? `repeats "${name}"` : 'has none'} and keeps its content:`, element);
+      return null;
+    }
+    const slot = {
+      name, element, isRank, trigger: element.dataset.maTrigger || null,
+      live: element.dataset.maLive !== undefined, manual: element.dataset.maManual !== undefined,
+      variants: new Map([['default', null]]), items: new Map(),
+      decision: null, waiting: null, next: null, shown: 'default', inView: false, halfVisible: false, seenTimer: 0,
+    };
+    if (isRank) {
+      for (const item of element.querySelectorAll(':scope > [data-ma-item]')) {
+        if (item.dataset.maItem && !slot.items.has(item.dataset.maItem)) slot.items.set(item.dataset.maItem, item);
+        else warn('a ranking item needs a unique data-ma-item; this one stays where it is:', item);
+      }
+      if (slot.items.size < 2) {
+        warn(`ranking "${name}" needs at least two data-ma-item children; it keeps its order:`, element);
+        return null;
+      }
+      slot.shown = [...slot.items.keys()].join(',');
+    } else {
+      for (const template of element.querySelectorAll(':scope > template')) {
+        checkAttributes(template);
+        const variant = template.dataset.maVariant;
+        if (variant && variant !== 'default' && !slot.variants.has(variant)) slot.variants.set(variant, template);
+        else warn('a variant template needs a unique data-ma-variant name (not "default"); it is ignored:', template);
+      }
+      if (slot.variants.size < 2) {
+        warn(`slot "${name}" has no variants to choose from; it keeps its content:`, element);
+        return null;
+      }
+    }
+    slots.set(name, slot);
+    visibility.observe(element);
+    return slot;
+  }
+
+  function spec(slot) {
+    const names = slot.isRank ? { items: [...slot.items.keys()] } : { variants: [...slot.variants.keys()] };
+    return { slot: slot.name, ...names, ...(slot.trigger ? { trigger: slot.trigger } : {}) };
+  }
+
+  function decideSlots(list) {
+    const wanted = list.filter((slot) => !slot.manual).map(spec);
+    if (wanted.length) send({ type: 'decide', context: context(), slots: wanted, t: now() });
+  }
+
+  // --- applying decisions: never under the visitor's eyes, in one animation frame -----------
+  const painted = () => performance.getEntriesByType('paint').length > 0;
+
+  function schedule(write) {
+    if (!writes.length) requestAnimationFrame(() => { for (const w of writes.splice(0)) w(); });
+    writes.push(write);
+  }
+
+  function receive(decision) {
+    const slot = slots.get(decision.slot);
+    if (!slot) return;
+    const choice = decision.order || decision.variant;
+    if (String(choice) === slot.shown) return show(slot, decision); // already on screen
+    if (slot.inView && painted() && !slot.live && !document.hidden) {
+      slot.waiting = decision; // applied once the slot is out of view
+      return;
+    }
+    slot.waiting = null;
+    slot.next = decision;
+    prepare(slot, decision).then(() => schedule(() => {
+      if (slot.next === decision) applyNow(slot, decision);
+    }));
+  }
+
+  function applyNow(slot, decision) {
+    slot.next = slot.waiting = null;
+    write(slot, decision.order || decision.variant);
+    show(slot, decision);
+  }
+
+  function prepare(slot, decision) { // decode a swapped image before it is shown: no blank frame
+    const template = slot.variants.get(decision.variant);
+    if (!template || !template.dataset.maSrc) return Promise.resolve();
+    const image = new Image();
+    if (template.dataset.maSrcset) image.srcset = template.dataset.maSrcset;
+    image.src = template.dataset.maSrc;
+    return image.decode().catch(() => {});
+  }
+
+  function write(slot, choice) {
+    const { element } = slot;
+    if (slot.isRank) {
+      const ordered = choice.map((id) => slot.items.get(id));
+      const first = [...slot.items.values()].find((item) => item.parentNode === element);
+      const marker = document.createComment('');
+      first.before(marker);
+      marker.replaceWith(...ordered);
+    } else {
+      if (!slot.defaults) slot.defaults = defaults(element);
+      const template = slot.variants.get(choice);
+      const data = template ? template.dataset : {};
+      const content = template && hasContent(template);
+      const nodes = content ? [...template.content.cloneNode(true).childNodes] : slot.defaults.nodes;
+      if (content || slot.replaced) {
+        for (const node of [...element.childNodes]) if (node.nodeName !== 'TEMPLATE') node.remove();
+        element.prepend(...nodes);
+        slot.replaced = Boolean(content);
+      }
+      const image = element.matches('img') ? element : element.querySelector('img');
+      if (image) {
+        for (const [key, attr] of [['maSrcset', 'srcset'], ['maSrc', 'src'], ['maAlt', 'alt']]) {
+          const value = data[key] ?? slot.defaults.image[attr];
+          if (value === null) image.removeAttribute(attr); else image.setAttribute(attr, value);
+        }
+      }
+      const link = element.matches('a') ? element : element.querySelector('a');
+      if (link && (data.maHref || slot.defaults.href !== undefined)) link.setAttribute('href', data.maHref ?? slot.defaults.href);
+      for (const name of slot.classes || []) element.classList.remove(name);
+      slot.classes = (data.maClass || '').split(/\s+/).filter(Boolean);
+      element.classList.add(...slot.classes);
+    }
+    slot.shown = String(choice);
+    element.dataset.maApplied = slot.shown;
+  }
+
+  function hasContent(template) {
+    return template.content.children.length > 0 || template.content.textContent.trim() !== '';
+  }
+
+  function defaults(element) {
+    const image = element.matches('img') ? element : element.querySelector('img');
+    const link = element.matches('a') ? element : element.querySelector('a');
+    return {
+      nodes: [...element.childNodes].filter((node) => node.nodeName !== 'TEMPLATE'),
+      image: image ? { src: image.getAttribute('src'), srcset: image.getAttribute('srcset'), alt: image.getAttribute('alt') } : {},
+      href: link ? link.getAttribute('href') : undefined,
+    };
+  }
+
+  function show(slot, decision) {
+    slot.decision = decision;
+    slot.element.dataset.maApplied = slot.shown;
+    record('applied', { slot: slot.name });
+    if (slot.halfVisible) startSeenTimer(slot);
+    remember();
+    const { slot: name, variant, probability, event_id: eventId, reason, order } = decision;
+    const detail = { slot: name, variant, probability, event_id: eventId, reason, ...(order ? { order } : {}) };
+    document.dispatchEvent(new CustomEvent('microadjust:decision', { detail }));
+    for (const fn of listeners) {
+      try { fn(detail); } catch (error) { console.error(error); }
+    }
+  }
+
+  function remember() {
+    if (!persist) return;
+    const last = {};
+    for (const slot of slots.values()) if (slot.decision && !slot.trigger) last[slot.name] = slot.shown;
+    storage('set', CACHE_KEY, JSON.stringify(last));
+  }
+
+  function showRemembered() { // before first paint: what this visitor saw last time
+    let last = {};
+    try { last = persist ? JSON.parse(storage('get', CACHE_KEY) || '{}') : {}; } catch { /* stale */ }
+    for (const slot of slots.values()) {
+      const choice = last[slot.name];
+      if (!choice || slot.trigger || slot.manual) continue;
+      const order = slot.isRank ? choice.split(',') : null;
+      const fits = order ? order.length === slot.items.size && order.every((id) => slot.items.has(id)) : slot.variants.has(choice);
+      if (fits) write(slot, order || choice);
+    }
+  }
+
+  // --- visibility: deferred writes, impressions, slot visibility signals ----------------------
+  const visibility = new IntersectionObserver((entries) => {
+    for (const entry of entries) {
+      const slot = [...slots.values()].find((s) => s.element === entry.target);
+      if (!slot) continue;
+      slot.inView = entry.isIntersecting && entry.intersectionRatio > 0;
+      const half = entry.intersectionRatio >= 0.5;
+      if (half !== slot.halfVisible) record(half ? 'slot_in' : 'slot_out', { slot: slot.name });
+      slot.halfVisible = half;
+      if (half && slot.decision) startSeenTimer(slot);
+      if (!slot.inView && slot.waiting) receive(slot.waiting);
+    }
+  }, { threshold: [0, 0.5] });
+
+  function startSeenTimer(slot) {
+    if (slot.seenTimer || slot.seenDecision === slot.decision) return;
+    slot.seenTimer = setTimeout(() => {
+      slot.seenTimer = 0;
+      if (slot.halfVisible && slot.decision && slot.seenDecision !== slot.decision) {
+        slot.seenDecision = slot.decision;
+        record('impression', { slot: slot.name });
+      }
+    }, SEEN_MS);
+  }
 
   function observe() {
     let maxDepth = -1;
@@ -76,134 +355,156 @@
       scrollQueued = true;
       requestAnimationFrame(() => {
         scrollQueued = false;
-        const root = document.documentElement;
-        const depth = Math.min(1, (scrollY + innerHeight) / Math.max(root.scrollHeight, 1));
-        if (depth > maxDepth + 0.05 || depth === 1 && maxDepth < 1) {
+        const depth = Math.min(1, (scrollY + innerHeight) / Math.max(document.documentElement.scrollHeight, 1));
+        if (depth > maxDepth + 0.05 || (depth === 1 && maxDepth < 1)) {
           maxDepth = depth;
           record('scroll', { depth: Math.round(depth * 100) / 100 });
         }
       });
     }, { passive: true });
-    addEventListener('click', (event) => {
-      const slot = event.target.closest && event.target.closest('[data-ma-slot]');
-      record('click', slot ? { slot: slot.dataset.maSlot } : {});
-      const decision = slot && shown.get(slot.dataset.maSlot);
-      if (decision && !decision.rewarded) {
-        decision.rewarded = true;
-        send({ type: 'reward', slot: decision.slot, value: 1 });
-      }
-    }, { capture: true, passive: true });
+    addEventListener('click', onClick, { capture: true, passive: true });
     document.addEventListener('visibilitychange', () => {
       record(document.hidden ? 'hidden' : 'visible', {});
-      if (document.hidden) flush();
+      if (!document.hidden) return;
+      flush();
+      for (const slot of slots.values()) if (slot.waiting) applyNow(slot, slot.waiting);
     });
-    const seen = new IntersectionObserver((entries) => {
-      for (const entry of entries) {
-        record(entry.isIntersecting ? 'slot_in' : 'slot_out', { slot: entry.target.dataset.maSlot });
+    new MutationObserver((mutations) => {
+      const added = [];
+      for (const mutation of mutations) {
+        for (const node of mutation.addedNodes) if (node.nodeType === 1 && !known.has(node)) added.push(...scan(node));
       }
-    }, { threshold: 0.5 });
-    for (const { element } of slots.values()) seen.observe(element);
+      if (added.length) decideSlots(added);
+    }).observe(document.documentElement, { childList: true, subtree: true });
+    for (const method of ['pushState', 'replaceState']) {
+      const original = history[method];
+      history[method] = function (...args) {
+        const before = location.pathname;
+        const result = original.apply(this, args);
+        if (location.pathname !== before) pageView();
+        return result;
+      };
+    }
+    addEventListener('popstate', pageView);
     setInterval(flush, FLUSH_MS);
   }
 
-  function flush() {
-    if (events.length) send({ type: 'events', events: events.splice(0) });
-  }
-
-  function send(message) {
-    if (worker && !failed) worker.postMessage({ v: PROTOCOL, ...message });
-  }
-
-  // --- slots: read once, decide in the worker, write in one animation frame -------------------
-  function scanSlots() {
-    for (const element of document.querySelectorAll('[data-ma-slot]')) {
-      const name = element.dataset.maSlot;
-      if (!name || slots.has(name)) {
-        console.warn(`microadjust: ignoring a slot with ${name ? 'a duplicate' : 'an empty'} name:`, element);
-        continue;
-      }
-      const variants = new Map([['default', null]]);
-      for (const template of element.querySelectorAll(':scope > template')) {
-        const variant = template.dataset.maVariant;
-        if (variant && variant !== 'default') variants.set(variant, template);
-        else console.warn('microadjust: a variant template needs a data-ma-variant name:', template);
-      }
-      slots.set(name, { element, variants });
-    }
-  }
-
-  function requestDecisions() {
-    const wanted = [...slots].filter(([, slot]) => slot.variants.size > 1)
-      .map(([name, slot]) => ({ slot: name, variants: [...slot.variants.keys()] }));
-    if (wanted.length) send({ type: 'decide', context: context(), slots: wanted });
-  }
-
-  function schedule(write) {
-    if (!writes.length) requestAnimationFrame(applyWrites);
-    writes.push(write);
-  }
-
-  function applyWrites() {
-    for (const write of writes.splice(0)) write();
-  }
-
-  function apply(decision) {
-    const slot = slots.get(decision.slot);
-    if (!slot || !slot.variants.has(decision.variant)) return;
-    schedule(() => {
-      const { element } = slot;
-      if (!slot.defaultNodes) slot.defaultNodes = [...element.childNodes].filter((n) => n.nodeName !== 'TEMPLATE');
-      const template = slot.variants.get(decision.variant);
-      const nodes = template ? [...template.content.cloneNode(true).childNodes] : slot.defaultNodes;
-      for (const node of [...element.childNodes]) if (node.nodeName !== 'TEMPLATE') node.remove();
-      element.prepend(...nodes);
-      element.dataset.maApplied = decision.variant;
-      shown.set(decision.slot, decision);
-      const { slot: name, variant, probability, event_id, reason } = decision;
-      document.dispatchEvent(new CustomEvent('microadjust:decision', {
-        detail: { slot: name, variant, probability, event_id, reason },
-      }));
+  function onClick(event) {
+    record('click', {});
+    const goal = event.target.closest && event.target.closest('[data-ma-goal]');
+    const host = goal && goal.closest(HOSTS);
+    if (!host) return;
+    const value = Number(goal.dataset.maValue ?? 1);
+    const item = goal.closest('[data-ma-item]');
+    send({
+      type: 'reward', goal: goal.dataset.maGoal || 'click', value: Number.isFinite(value) ? value : 1,
+      slot: host.dataset.maRank ?? host.dataset.maSlot,
+      ...(item && host.contains(item) ? { item: item.dataset.maItem } : {}),
     });
+  }
+
+  function pageView() { // a single-page app changed route: a new page view, same visitor
+    flush();
+    for (const [name, slot] of slots) {
+      if (!slot.element.isConnected) { slots.delete(name); visibility.unobserve(slot.element); }
+    }
+    post({ type: 'page', context: context() });
+    decideSlots(scan(document));
   }
 
   // --- the worker ---------------------------------------------------------------------------
   function onMessage({ data }) {
-    if (!data || data.v !== PROTOCOL) return warn(`the worker speaks protocol ${data && data.v}, expected ${PROTOCOL}`);
+    if (!data || data.v !== PROTOCOL) return fail(`the worker speaks protocol ${data && data.v}, expected ${PROTOCOL}`);
+    const resolve = requests.get(data.id);
+    if (resolve) requests.delete(data.id);
     if (data.type === 'ready') {
-      settle.resolve({ engine: data.engine, restored: data.restored, boot_ms: data.boot_ms });
-      requestDecisions();
+      settle.resolve({ engine: data.engine, restored: data.restored, visits: data.visits, boot_ms: data.boot_ms });
+      decideSlots([...slots.values()]);
     } else if (data.type === 'decisions') {
-      data.decisions.forEach(apply);
+      data.decisions.forEach(receive);
+      if (resolve) resolve(data.decisions[0] || null);
+    } else if (data.type === 'error' && data.fatal) {
+      fail(`the engine could not start (${data.message})`);
     } else if (data.type === 'error') {
-      if (data.fatal) warn(`the engine could not start (${data.message})`);
-      else console.warn('microadjust:', data.message);
+      const slot = data.slot && slots.get(data.slot);
+      warn(slot ? `slot "${data.slot}" keeps its default, ${data.message}:` : data.message, slot && slot.element);
+      if (resolve) resolve(null);
+    } else if (resolve) {
+      resolve(data.type === 'exported' ? data.data : true);
     }
   }
 
   function start() {
+    if (!ASSETS) return fail('this is the unbuilt loader; serve dist/microadjust/microadjust.js');
+    if (typeof Worker !== 'function' || typeof WebAssembly !== 'object') return fail('this browser has no Web Worker or WebAssembly');
     performance.mark('microadjust:start');
-    if (!ASSETS) return warn('this is the unbuilt loader; serve dist/microadjust/microadjust.js');
-    if (typeof Worker !== 'function' || typeof WebAssembly !== 'object') return warn('this browser has no Web Worker or WebAssembly');
-    scanSlots();
+    scan(document);
+    showRemembered();
     if (config.debug) document.head.append(Object.assign(document.createElement('script'), { src: asset(ASSETS.debug) }));
     try {
       worker = new Worker(asset(ASSETS.worker));
     } catch (error) {
-      return warn(`the worker could not be created (${error.message})`);
+      return fail(`the worker could not be created (${error.message})`);
     }
     worker.onmessage = onMessage;
-    worker.onerror = (event) => { event.preventDefault(); warn(`the worker failed (${event.message || 'load error'})`); };
-    const timer = setTimeout(() => warn(`the engine did not start within ${config.bootTimeoutMs / 1000} s`), config.bootTimeoutMs);
+    worker.onerror = (event) => { event.preventDefault(); fail(`the worker failed (${event.message || 'load error'})`); };
+    const timer = setTimeout(() => fail(`the engine did not start within ${config.boot_timeout_s} s`), config.boot_timeout_s * 1000);
     ready.then(() => clearTimeout(timer), () => clearTimeout(timer));
-    const { debug, bootTimeoutMs, ...engineConfig } = config;
+    const engineConfig = Object.fromEntries(Object.entries(config).filter(([key]) => !PAGE_KEYS.includes(key)));
     worker.postMessage({
-      v: PROTOCOL, type: 'init', config: engineConfig, context: context(),
+      v: PROTOCOL, type: 'init', config: engineConfig, context: context(), persist,
       assets: { pyodide: asset(ASSETS.pyodide), wheel: asset(ASSETS.wheel) },
     });
     observe();
   }
 
-  window.microadjust = Object.freeze({ version: '0.1.0', ready, decisions: shown });
+  // --- the JavaScript API -------------------------------------------------------------------
+  function reward(name, value = 1) {
+    if (typeof name !== 'string' || !name) throw new TypeError('microadjust.reward(name, value): name must be a non-empty string');
+    if (typeof value !== 'number' || !Number.isFinite(value)) throw new TypeError(`microadjust.reward("${name}", value): value must be a finite number`);
+    ready.then(() => send({ type: 'reward', goal: name, value }), () => {});
+  }
+
+  function decide(name, variants) {
+    const slot = slots.get(name);
+    if (slot) return request({ type: 'decide', context: context(), slots: [{ ...spec(slot), trigger: undefined }], t: now() });
+    if (!Array.isArray(variants) || variants.length < 2 || !variants.every((v) => typeof v === 'string')) {
+      return Promise.reject(new TypeError(`microadjust.decide("${name}"): no such slot on the page; pass its variants, e.g. decide("${name}", ["default", "b"])`));
+    }
+    return request({ type: 'decide', context: context(), slots: [{ slot: name, variants }], t: now() })
+      .then((decision) => { // a slot without markup: the caller shows it, so it counts as seen
+        if (decision) events.push({ kind: 'applied', slot: name, t: now() }, { kind: 'impression', slot: name, t: now() });
+        return decision;
+      });
+  }
+
+  function consent(granted) {
+    persist = Boolean(granted);
+    if (persist) storage('set', CONSENT_KEY, 'granted');
+    else forgetPage();
+    post({ type: 'consent', granted: persist });
+  }
+
+  function forgetPage() {
+    storage('remove', CACHE_KEY);
+    storage('remove', CONSENT_KEY);
+  }
+
+  window.microadjust = Object.freeze({
+    version: '0.1.0',
+    ready,
+    on(type, fn) { if (type === 'decision' && typeof fn === 'function') listeners.add(fn); },
+    off(type, fn) { listeners.delete(fn); },
+    reward,
+    decide,
+    consent,
+    forget() { forgetPage(); persist = false; return request({ type: 'forget' }); },
+    export() {
+      return request({ type: 'export' }).then((device) => ({
+        device, page: { last_decisions: storage('get', CACHE_KEY), consent: storage('get', CONSENT_KEY) },
+      }));
+    },
+  });
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start, { once: true });
   else start();
 })();

@@ -13,9 +13,19 @@ let saveTimer = 0;
 
 self.onmessage = ({ data }) => {
   if (data && data.type === 'init') boot(data).catch(fatal);
+  else if (data && data.type === 'consent') setPersist(data.granted);
   else if (session) handle(data);
   else pending.push(data);
 };
+
+// Persistence follows the visitor's choice: consent given, or not required and no GPC.
+async function setPersist(granted) {
+  persist = granted;
+  clearTimeout(saveTimer);
+  saveTimer = 0;
+  if (!session) return;
+  await store(granted ? 'put' : 'delete', granted ? session.checkpoint() : undefined);
+}
 
 function fatal(error) {
   postMessage({ v: PROTOCOL, type: 'error', fatal: true, message: String(error && error.message || error) });
@@ -48,7 +58,9 @@ async function boot(init) {
 }
 
 function handle(message) {
-  for (const reply of JSON.parse(session.handle_json(JSON.stringify(message)))) postMessage(reply);
+  const replies = JSON.parse(session.handle_json(JSON.stringify(message)));
+  if (message.type === 'forget') return setPersist(false).then(() => replies.forEach((r) => postMessage(r)));
+  replies.forEach((reply) => postMessage(reply));
   if (persist && session.dirty && !saveTimer) saveTimer = setTimeout(save, SAVE_DELAY_MS);
 }
 
@@ -68,7 +80,7 @@ function store(operation, value) {
       const tx = db.transaction('state', operation === 'get' ? 'readonly' : 'readwrite');
       const objects = tx.objectStore('state');
       const request = operation === 'get' ? objects.get('engine')
-        : objects.put(value, 'engine');
+        : operation === 'put' ? objects.put(value, 'engine') : objects.delete('engine');
       tx.oncomplete = () => { db.close(); resolve(request.result ?? null); };
       tx.onerror = () => { db.close(); resolve(null); };
     };

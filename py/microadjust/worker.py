@@ -41,6 +41,7 @@ from .signals import Signals
 from .triggers import Trigger, parse_trigger
 
 STATE_SCHEMA = 1
+WORKER_OPTIONS = frozenset({"segments"})  # the rest of the page's config configures the Engine
 SIGNALS = frozenset(
     {
         "dwell_s",
@@ -96,6 +97,10 @@ class WorkerSession:
         if self.engine is None:
             raise ProtocolError(f"{kind!r} message before 'init'")
         return getattr(self, f"_{kind}")(message)
+
+    def lazy_packages(self) -> list[str]:
+        """Pyodide packages the configured features need, loaded after the first decision."""
+        return ["scikit-learn"] if self.config.get("segments") else []
 
     def snapshot(self) -> dict[str, Any]:
         """Everything this device keeps about the visitor, as a JSON-ready object."""
@@ -306,7 +311,8 @@ class WorkerSession:
 def fresh_engine(config: Mapping[str, Any]) -> Engine:
     """A new engine for this visitor; each visitor explores with a seed of its own."""
     try:
-        return Engine(**{"seed": secrets.randbits(32), **config})
+        params = {k: v for k, v in config.items() if k not in WORKER_OPTIONS}
+        return Engine(**{"seed": secrets.randbits(32), **params})
     except TypeError as error:
         raise ProtocolError(f"'init' message: bad engine configuration: {error}") from error
 
