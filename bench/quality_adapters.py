@@ -114,7 +114,8 @@ class VowpalWabbitAdapter:
     def learn(self, reward: float) -> None:
         lines = list(self._lines)
         line = lines[self._index + 1]
-        lines[self._index + 1] = f"0:{-reward:g}:{self._prob:.6g} {line}"
+        cost = -reward if reward else 0.0  # VW minimizes cost; avoid printing "-0"
+        lines[self._index + 1] = f"0:{cost:g}:{self._prob:.6g} {line}"
         self.vw.learn(lines)
 
     def close(self) -> None:
