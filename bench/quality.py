@@ -264,7 +264,7 @@ def render(
     markdown: bool,
 ) -> str:
     """The quality report as plain text or markdown."""
-    columns = list(learners())
+    columns = list(next(iter(table.values()))) if table else []
     head = ["stream", "n", "actions", *columns, "optimal", "random"]
     rows = []
     for stream, runs in table.items():
@@ -297,15 +297,20 @@ def render(
         _table(head, rows, markdown),
         "",
         *_errors(table),
-        "Web stream preference shift: mean click rate of the chosen CTAs (their true rates) in",
-        f"the {window} decisions before and right after the shift, and over the whole second half;",
-        f"back at a level = decisions after the shift until a {window}-decision window is within",
-        f"{1 - RECOVERY_FRACTION:.0%} of the learner's own pre-shift level, or of the best",
-        f"pre-shift level of all learners ({best_before:.4f}), either capped by the optimal",
-        "policy's post-shift level.",
-        "",
-        _table(shift_head, shift_rows, markdown),
-        "",
+    ]
+    if recoveries:
+        parts += [
+            "Web stream preference shift: mean click rate of the chosen CTAs (their true rates)",
+            f"in the {window} decisions before and right after the shift, and over the whole",
+            "second half; back at a level = decisions after the shift until a",
+            f"{window}-decision window is within {1 - RECOVERY_FRACTION:.0%} of the learner's own",
+            f"pre-shift level, or of the best pre-shift level of all learners ({best_before:.4f}),",
+            "either capped by the optimal policy's post-shift level.",
+            "",
+            _table(shift_head, shift_rows, markdown),
+            "",
+        ]
+    parts += [
         "Goals:",
         "",
         _table(["goal", "status", "figures"], goal_rows, markdown),
@@ -337,6 +342,17 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -
     )
 
 
+def _subset(keys: list[str], wanted: str | None, what: str) -> list[str]:
+    """Keep the comma-separated ``wanted`` keys (all when ``None``), in their usual order."""
+    if not wanted:
+        return keys
+    chosen = [w.strip() for w in wanted.split(",") if w.strip()]
+    unknown = [w for w in chosen if w not in keys]
+    if unknown:
+        raise SystemExit(f"unknown {what}(s) {unknown}; expected some of {keys}")
+    return [k for k in keys if k in chosen]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller streams")
@@ -348,12 +364,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="average over seeds seed, seed+1, ... (default: 3, or 1 with --quick)",
     )
+    parser.add_argument("--streams", help="comma-separated subset of streams (default: all)")
+    parser.add_argument("--learners", help="comma-separated subset of learners (default: all)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
-    stream_keys = list(st.all_streams(args.quick))
-    learner_keys = list(learners())
+    stream_keys = _subset(list(st.all_streams(args.quick)), args.streams, "stream")
+    learner_keys = _subset(list(learners()), args.learners, "learner")
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
     seeds = [args.seed + i for i in range(max(1, repeats))]
     refs = {s: average_reference([reference(s, x, args.quick) for x in seeds]) for s in stream_keys}
@@ -373,17 +391,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     table = {s: {k: average_runs(results[s, k]) for k in learner_keys} for s in stream_keys}
 
-    web = refs["web_shift"]
     window = 300 if args.quick else 500
     step = 50 if args.quick else 100
-    ran = {k: r for k, r in table["web_shift"].items() if not r.error}
-    best_before = max(
-        (level_before(r.chosen_expected, web.shift_at or 0, window) for r in ran.values()),
-        default=0.0,
-    )
-    recoveries = {
-        k: recovery(r.chosen_expected, web, window, step, best_before) for k, r in ran.items()
-    }
+    ran = {k: r for k, r in table.get("web_shift", {}).items() if not r.error}
+    recoveries: dict[str, Recovery] = {}
+    best_before = 0.0
+    if ran:
+        web = refs["web_shift"]
+        best_before = max(
+            level_before(r.chosen_expected, web.shift_at or 0, window) for r in ran.values()
+        )
+        recoveries = {
+            k: recovery(r.chosen_expected, web, window, step, best_before) for k, r in ran.items()
+        }
     checks = goals(table, recoveries)
     elapsed = time.perf_counter() - start
     today = datetime.date.today().isoformat()
