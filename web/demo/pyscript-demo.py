@@ -95,13 +95,6 @@ def start():
     except Exception as error:  # a broken engine never breaks the page
         warn(f"the engine could not start ({error!r})")
         return
-    seconds = time.perf_counter() - started
-    status.textContent = (
-        f"Python worker ready: microadjust {microadjust.__version__}, {len(shown)} slots"
-        f" decided {seconds:.2f} s after this script started."
-    )
-    status.dataset.state = "ready"
-    status.dataset.pythonThread = js.globalThis.constructor.name  # DedicatedWorkerGlobalScope
 
     @when("click", "[data-ma-slot]")
     def reward(event):
@@ -112,6 +105,14 @@ def start():
         if decision is not None:
             engine.reward(decision.event_id, 1.0)
             decisions_log.append(li(f"{name}: reward 1.0 for {decision.event_id}"))
+
+    seconds = time.perf_counter() - started
+    status.textContent = (
+        f"Python worker ready: microadjust {microadjust.__version__}, {len(shown)} slots"
+        f" decided {seconds:.2f} s after this script started."
+    )
+    status.dataset.pythonThread = js.globalThis.constructor.name  # DedicatedWorkerGlobalScope
+    status.dataset.state = "ready"
 
 
 start()

@@ -16,7 +16,14 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
-IMMUTABLE = re.compile(r"^microadjust/(app-[0-9a-f]+|pyodide-[0-9.]+)/")
+IMMUTABLE = re.compile(r"^microadjust/(app-[0-9a-f]+|pyodide-[0-9.]+|pyscript-[0-9.]+)/")
+# PyScript pages run Python in a worker that reaches the DOM synchronously through a
+# SharedArrayBuffer, which only a cross-origin isolated page has: only they get these headers.
+ISOLATED = re.compile(r"^pyscript[\w.-]*\.html$")
+ISOLATION_HEADERS = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+}
 TYPES = {
     ".wasm": "application/wasm",
     ".mjs": "text/javascript",
@@ -52,6 +59,8 @@ class StaticBundle:
             else "no-cache",
             "X-Content-Type-Options": "nosniff",
         }
+        if ISOLATED.match(relative):
+            headers.update(ISOLATION_HEADERS)
         media_type = TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0]
         compressed = path.with_name(path.name + ".gz")
         if compressed.exists():

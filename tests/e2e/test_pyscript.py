@@ -1,0 +1,110 @@
+"""The PyScript page: the same engine from ``<script type="py" worker>``, self-hosted, offline."""
+
+from __future__ import annotations
+
+import urllib.request
+
+PAGE = "/pyscript.html"
+
+RECORD = """
+window.__decisions = [];
+window.__longtasks = [];
+document.addEventListener('microadjust:decision', (e) => window.__decisions.push(e.detail));
+new PerformanceObserver((list) => {
+  for (const t of list.getEntries()) {
+    window.__longtasks.push({start: t.startTime, duration: t.duration,
+      attribution: t.attribution.map((a) => a.containerSrc || a.containerName || a.name)});
+  }
+}).observe({type: 'longtask', buffered: true});
+"""
+
+SLOT_STATE = """[...document.querySelectorAll('[data-ma-slot]')].map((slot) => ({
+  slot: slot.dataset.maSlot, applied: slot.dataset.maApplied ?? null,
+  text: [...slot.childNodes].filter((n) => n.nodeName !== 'TEMPLATE')
+    .map((n) => n.textContent).join('').replace(/\\s+/g, ' ').trim(),
+  variants: Object.fromEntries([...slot.querySelectorAll(':scope > template')].map(
+    (t) => [t.dataset.maVariant, t.content.textContent.replace(/\\s+/g, ' ').trim()])),
+}))"""
+
+STATUS = "document.querySelector('#ma-status')"
+
+
+def personalize(visit, url: str) -> dict[str, dict]:
+    """Open the page and wait until Python has decided every slot; the decisions by slot."""
+    visit.page.add_init_script(RECORD)
+    visit.page.goto(url)
+    visit.page.wait_for_function(f"{STATUS}.dataset.state !== 'booting'", timeout=60_000)
+    assert visit.page.evaluate(f"{STATUS}.dataset.state") == "ready", visit.console
+    return {d["slot"]: d for d in visit.page.evaluate("window.__decisions")}
+
+
+def test_python_in_a_pyscript_worker_personalizes_every_slot(server, visit):
+    decisions = personalize(visit, server + PAGE)
+    assert visit.page.evaluate(f"{STATUS}.dataset.pythonThread") == "DedicatedWorkerGlobalScope"
+    slots = visit.page.evaluate(SLOT_STATE)
+    assert {s["slot"] for s in slots} == set(decisions) == {"headline", "cta", "reviews"}
+    for slot in slots:
+        decision = decisions[slot["slot"]]
+        assert slot["applied"] == decision["variant"]
+        assert decision["variant"] in ["default", *slot["variants"]]
+        assert 0 < decision["probability"] <= 1 and decision["event_id"]
+        if decision["variant"] != "default":  # the visible content is the chosen template's
+            assert slot["text"] == slot["variants"][decision["variant"]]
+    log = visit.page.inner_text("#ma-log")
+    assert all(f"{slot} → {d['variant']}" in log for slot, d in decisions.items())
+    assert visit.errors == []
+
+
+def test_a_click_rewards_the_decision_shown_in_that_slot(server, visit):
+    decisions = personalize(visit, server + PAGE)
+    visit.page.click("[data-ma-slot=cta] a")
+    reward = f"cta: reward 1.0 for {decisions['cta']['event_id']}"
+    visit.page.locator("#ma-log").get_by_text(reward).wait_for()
+    assert visit.errors == []
+
+
+def test_no_request_leaves_the_origin_on_a_first_and_a_second_visit(server, visit):
+    personalize(visit, server + PAGE)
+    first = list(visit.requests)
+    # The second visit takes PyScript's package cache: Pyodide 0.27 gets the stored lock file
+    # as a blob: URL (lockFileURL) and loads numpy and the engine wheel without micropip.
+    visit.page.reload()
+    visit.page.wait_for_function(f"{STATUS}.dataset.state === 'ready'", timeout=60_000)
+    second = visit.requests[len(first) :]
+    numpy = "/numpy-2.0.2-cp312-cp312-pyodide_2024_0_wasm32.whl"
+    for requests in (first, second):  # the worker's requests are seen too
+        assert any(url.endswith("/pyodide.asm.wasm") for url in requests)
+        assert any(url.endswith(numpy) for url in requests)
+        assert any("/app-" in url and url.endswith(".whl") for url in requests)
+        assert any("/microadjust/pyscript-" in url for url in requests)
+    assert any(url.endswith("/micropip-0.9.0-py3-none-any.whl") for url in first)
+    assert not any("micropip" in url for url in second), "the second visit used the package cache"
+    # blob: URLs of this origin are objects the page made itself (PyScript's worker script and
+    # the cached lock file), not requests over the network
+    offsite = [
+        url
+        for url in visit.requests
+        if not url.startswith(server + "/") and not url.startswith(f"blob:{server}/")
+    ]
+    assert offsite == []
+    assert visit.errors == []
+
+
+def test_no_long_task_on_the_main_thread_after_the_load_event(server, visit):
+    personalize(visit, server + PAGE)
+    visit.page.wait_for_timeout(500)  # let the observer deliver the last entries
+    loaded = visit.page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd")
+    assert loaded > 0
+    after = [t for t in visit.page.evaluate("window.__longtasks") if t["start"] >= loaded]
+    assert after == []  # Pyodide boots, micropip installs and the engine ranks in the worker
+
+
+def test_only_the_pyscript_page_is_cross_origin_isolated(server, visit):
+    """PyScript's worker reaches the DOM through a SharedArrayBuffer, which needs COOP/COEP."""
+    with urllib.request.urlopen(server + PAGE) as response:
+        assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+        assert response.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+    with urllib.request.urlopen(server + "/") as response:
+        assert response.headers["Cross-Origin-Opener-Policy"] is None
+    personalize(visit, server + PAGE)
+    assert visit.page.evaluate("crossOriginIsolated") is True
