@@ -22,6 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,6 +54,7 @@ def learners() -> dict[str, qa.AdapterFactory]:
 def run_one(stream_key: str, learner_key: str, seed: int, quick: bool) -> Run:
     """Play one learner through one stream; never raises (errors are reported in the cell)."""
     result = Run(stream_key, learner_key)
+    threadpool_limits(limits=1)  # one BLAS thread per worker process, like Pyodide
     start = time.perf_counter()
     try:
         stream = st.all_streams(quick)[stream_key](seed)
@@ -430,4 +432,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # single-threaded BLAS everywhere: what Pyodide has, and no spinning BLAS threads in timings
+    with threadpool_limits(limits=1):
+        raise SystemExit(main())

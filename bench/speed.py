@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -222,7 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     header = (
         f"### Speed ({today})\n\n"
         f"`bench/speed.py --decisions {args.decisions} --seed {args.seed}`: CPython "
-        f"{platform.python_version()} on {platform.machine()}, one process, learners interleaved "
+        f"{platform.python_version()} on {platform.machine()}, one process, one BLAS thread (as in "
+        "Pyodide), learners interleaved "
         f"decision by decision (load average at start {load:.1f}); "
         f"{NUMERIC + len(CATEGORICAL) + len(BOOLEANS)} context features "
         f"({NUMERIC} numeric, {len(CATEGORICAL)} categorical, {len(BOOLEANS)} boolean), "
@@ -254,4 +256,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # single-threaded BLAS everywhere: what Pyodide has, and no spinning BLAS threads in timings
+    with threadpool_limits(limits=1):
+        raise SystemExit(main())
