@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 with warnings.catch_warnings():  # starlette suggests httpx2, which is not needed here
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
 from microadjust import Engine
