@@ -39,11 +39,19 @@ def test_the_engine_boots_and_personalizes_the_slots(server, visit):
     assert visit.errors == []
 
 
-def test_the_demo_shop_personalizes_what_is_below_the_fold(server, visit):
+def test_the_demo_shop_personalizes_without_shifting_or_blocking(server, visit):
     visit.page.add_init_script(RECORD)
     visit.page.goto(server + "/")
     visit.page.evaluate("window.microadjust.ready")
     chosen = wait_until(lambda: "roasts" in decisions(visit) and decisions(visit), "a ranking")
+    for _ in range(2):  # the visitor scrolls down and back: held-back slots change out of view
+        visit.page.mouse.wheel(0, 4000)
+        visit.page.wait_for_timeout(700)
+        visit.page.mouse.wheel(0, -4000)
+        visit.page.wait_for_timeout(700)
+    assert sum(visit.page.evaluate("window.__shifts")) == 0  # no layout shift
+    started = visit.page.evaluate("performance.getEntriesByName('microadjust:start')[0].startTime")
+    assert [t for t in visit.page.evaluate("window.__longtasks") if t["start"] >= started] == []
     order = visit.page.eval_on_selector_all(
         "[data-ma-rank=roasts] > [data-ma-item]", "(items) => items.map((i) => i.dataset.maItem)"
     )

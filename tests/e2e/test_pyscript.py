@@ -108,3 +108,15 @@ def test_only_the_pyscript_page_is_cross_origin_isolated(server, visit):
         assert response.headers["Cross-Origin-Opener-Policy"] is None
     personalize(visit, server + PAGE)
     assert visit.page.evaluate("crossOriginIsolated") is True
+
+
+def test_a_missing_engine_wheel_leaves_the_default_content(server, visit):
+    visit.context.route("**/app-*/*.whl", lambda route: route.fulfill(status=404, body="gone"))
+    with visit.page.expect_event("pageerror", timeout=60_000) as failure:
+        visit.page.goto(server + PAGE)
+    assert "micropip" in str(failure.value)  # PyScript reports the failed install, uncaught
+    visit.page.wait_for_timeout(300)
+    slots = visit.page.evaluate(SLOT_STATE)
+    assert all(s["applied"] is None for s in slots)
+    assert slots[0]["text"].startswith("Coffee that tastes like where it grew.")
+    assert visit.page.evaluate(f"{STATUS}.dataset.state") == "booting"

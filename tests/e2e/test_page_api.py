@@ -1,0 +1,279 @@
+"""The page API as a visitor meets it: markup, rankings, triggers, goals, privacy, SPAs."""
+
+from __future__ import annotations
+
+from .helpers import (
+    BELOW_THE_FOLD,
+    SLOTS,
+    decisions,
+    fixture_page,
+    open_fixture,
+    stored_state,
+    wait_until,
+)
+
+CUP, BEANS = "/art/cup.svg", "/art/beans.svg"
+KINDS = ("text", "image", "link", "class")
+
+
+def slot_of(kind: str, i: int) -> str:
+    """A slot whose only other variant adjusts one thing: content, image, link or class."""
+    default, variant = {
+        "text": (f"Default {i}", f"<template data-ma-variant='b'>Variant {i}</template>"),
+        "image": (
+            f"<img src='{CUP}' alt='cup' width='40' height='32'>",
+            f"<template data-ma-variant='b' data-ma-src='{BEANS}' data-ma-alt='beans'></template>",
+        ),
+        "link": (
+            f"<a href='/a{i}'>go</a>",
+            f"<template data-ma-variant='b' data-ma-href='/b{i}'></template>",
+        ),
+        "class": (
+            "<span>box</span>",
+            "<template data-ma-variant='b' data-ma-class='hot big'></template>",
+        ),
+    }[kind]
+    return f"<div data-ma-slot='{kind}{i}' class='box'>{default}{variant}</div>"
+
+
+def test_variants_of_every_kind_are_applied_as_decided(server, visit):
+    body = BELOW_THE_FOLD + "".join(slot_of(kind, i) for kind in KINDS for i in range(4))
+    open_fixture(visit, server, fixture_page(body, {"seed": 11}))
+    chosen = wait_until(lambda: len(decisions(visit)) == 16 and decisions(visit), "16 decisions")
+    page = visit.page
+    for kind in KINDS:
+        variants = [chosen[f"{kind}{i}"]["variant"] for i in range(4)]
+        assert "b" in variants, f"seed 11 gives every kind a 'b' somewhere: {kind} {variants}"
+        for i, variant in enumerate(variants):
+            slot = f"[data-ma-slot={kind}{i}]"
+            assert page.get_attribute(slot, "data-ma-applied") == variant
+            b = variant == "b"
+            if kind == "text":
+                assert page.inner_text(slot) == (f"Variant {i}" if b else f"Default {i}")
+            elif kind == "image":
+                img = page.eval_on_selector(f"{slot} img", "(i) => [i.getAttribute('src'), i.alt]")
+                assert img == ([BEANS, "beans"] if b else [CUP, "cup"])
+            elif kind == "link":
+                assert page.get_attribute(f"{slot} a", "href") == (f"/b{i}" if b else f"/a{i}")
+            else:
+                classes = page.eval_on_selector(slot, "(e) => [...e.classList].sort()")
+                assert classes == (["big", "box", "hot"] if b else ["box"])
+    assert visit.errors == []
+
+
+def test_a_ranking_reorders_its_items_in_one_write(server, visit):
+    items = "".join(f"<li data-ma-item='{name}'>{name}</li>" for name in "abcde")
+    open_fixture(
+        visit, server, fixture_page(BELOW_THE_FOLD + f"<ol data-ma-rank='cards'>{items}</ol>")
+    )
+    ranking = wait_until(lambda: decisions(visit).get("cards"), "the ranking")
+    order = visit.page.eval_on_selector_all(
+        "[data-ma-item]", "(i) => i.map((e) => e.dataset.maItem)"
+    )
+    assert order == ranking["order"] and sorted(order) == list("abcde")
+    assert visit.page.get_attribute("[data-ma-rank=cards]", "data-ma-applied") == ",".join(order)
+
+
+def test_a_slot_in_view_is_not_swapped_until_it_is_out_of_view(server, visit):
+    body = (
+        "<h1 data-ma-slot='hero' style='min-height: 80px'>Welcome"
+        + "".join(f"<template data-ma-variant='v{i}'>Variant {i}</template>" for i in range(6))
+        + "</h1>"
+        + BELOW_THE_FOLD
+        + "<p id='end'>end</p>"
+    )
+    open_fixture(visit, server, fixture_page(body, {"seed": 5}))
+    visit.page.evaluate("window.microadjust.ready")
+    visit.page.wait_for_timeout(1500)
+    if "hero" not in decisions(visit):  # decided, but held back while the visitor looks at it
+        assert visit.page.inner_text("[data-ma-slot=hero]") == "Welcome"
+        assert visit.page.get_attribute("[data-ma-slot=hero]", "data-ma-applied") is None
+    visit.page.mouse.wheel(0, 3000)
+    hero = wait_until(lambda: decisions(visit).get("hero"), "the hero's decision once out of view")
+    applied = visit.page.get_attribute("[data-ma-slot=hero]", "data-ma-applied")
+    assert applied == hero["variant"]
+    visit.page.mouse.wheel(0, -3000)
+    visit.page.wait_for_timeout(500)
+    assert sum(visit.page.evaluate("window.__shifts")) == 0
+
+
+def test_a_trigger_decides_only_once_its_condition_holds(server, visit):
+    body = BELOW_THE_FOLD + (
+        "<div data-ma-slot='nudge' data-ma-trigger='clicks >= 2' data-ma-live>"
+        "<template data-ma-variant='help'>Need help?</template>"
+        "<template data-ma-variant='offer'>Free shipping</template></div>"
+        "<div data-ma-slot='never' data-ma-trigger='dwell_s > 3600'>"
+        "<template data-ma-variant='x'>x</template></div>"
+    )
+    open_fixture(visit, server, fixture_page(body))
+    visit.page.evaluate("window.microadjust.ready")
+    visit.page.wait_for_timeout(2500)  # a couple of flushes: the condition does not hold yet
+    assert "nudge" not in decisions(visit)
+    visit.page.mouse.click(5, 5)
+    visit.page.mouse.click(5, 5)
+    nudge = wait_until(lambda: decisions(visit).get("nudge"), "the nudge after two clicks")
+    assert visit.page.get_attribute("[data-ma-slot=nudge]", "data-ma-applied") == nudge["variant"]
+    assert "never" not in decisions(visit)
+
+
+def test_goals_teach_the_engine_and_change_later_decisions(server, visit):
+    # Two offers; on each the visitor buys only from one version: the bold one on the first,
+    # the plain one on the second. Without learning either would be shown about half the time.
+    body = (
+        "<div data-ma-slot='one' data-ma-manual data-ma-live><p>Plain</p><template"
+        " data-ma-variant='bold'><p><button data-ma-goal='buy'>Buy</button></p></template></div>"
+        "<div data-ma-slot='two' data-ma-manual data-ma-live><p><button data-ma-goal='buy'>Buy"
+        "</button></p><template data-ma-variant='bold'><p>Bold</p></template></div>"
+    )
+    open_fixture(visit, server, fixture_page(body, {"seed": 3}))
+    visit.page.evaluate("window.microadjust.ready")
+    shown = {"one": [], "two": []}
+    for _ in range(30):
+        for slot, buys_on in (("one", "bold"), ("two", "default")):
+            variant = visit.page.evaluate(f"microadjust.decide('{slot}')")["variant"]
+            shown[slot].append(variant)
+            applied = f"[data-ma-slot={slot}][data-ma-applied={variant}]"
+            visit.page.wait_for_selector(applied, state="attached")
+            if variant == buys_on:
+                visit.page.click(f"[data-ma-slot={slot}] [data-ma-goal=buy]")
+    assert shown["one"][-20:].count("bold") >= 16, shown["one"]
+    assert shown["two"][-20:].count("default") >= 16, shown["two"]
+    clicks = shown["one"].count("bold") + shown["two"].count("default")
+    assert visit.page.evaluate("microadjust.export()")["device"]["rewards"] == clicks
+
+
+def test_a_goal_from_javascript_rewards_what_the_visitor_saw(server, visit):
+    body = (
+        BELOW_THE_FOLD
+        + "<div data-ma-slot='promo'>A<template data-ma-variant='b'>B</template></div>"
+    )
+    open_fixture(visit, server, fixture_page(body))
+    visit.page.evaluate("microadjust.on('decision', (d) => window.__seen = d.slot)")
+    wait_until(lambda: decisions(visit).get("promo"), "the promo's decision")
+    assert visit.page.evaluate("window.__seen") == "promo"
+    visit.page.evaluate("microadjust.reward('signup', 5)")  # not seen yet: nothing to reward
+    visit.page.mouse.wheel(0, 3000)
+    visit.page.wait_for_timeout(1800)  # half visible for more than a second: an impression
+    visit.page.evaluate("microadjust.reward('signup', 5)")
+    wait_until(
+        lambda: visit.page.evaluate("microadjust.export()")["device"]["rewards"] == 1, "a reward"
+    )
+    assert visit.errors == []
+
+
+def test_a_returning_visitor_sees_last_visits_decisions_before_first_paint(server, visit):
+    body = (
+        BELOW_THE_FOLD + "<div data-ma-slot='promo'>A<template data-ma-variant='b'>B</template>"
+        "<template data-ma-variant='c'>C</template></div>"
+    )
+    open_fixture(visit, server, fixture_page(body))
+    promo = wait_until(lambda: decisions(visit).get("promo"), "the promo's decision")
+    visit.page.add_init_script("""document.addEventListener('DOMContentLoaded', () => {
+      window.__atLoad = {applied: document.querySelector('[data-ma-slot=promo]').dataset.maApplied,
+                         paints: performance.getEntriesByType('paint').length};
+    });""")
+    visit.page.reload()
+    at_load = visit.page.evaluate("window.__atLoad")
+    assert at_load == {"applied": promo["variant"], "paints": 0}
+
+
+def test_forget_erases_every_trace_on_the_device(server, visit):
+    body = (
+        BELOW_THE_FOLD
+        + "<div data-ma-slot='promo'>A<template data-ma-variant='b'>B</template></div>"
+    )
+    open_fixture(visit, server, fixture_page(body))
+    wait_until(lambda: decisions(visit).get("promo"), "the promo's decision")
+    wait_until(lambda: stored_state(visit), "a stored state")
+    assert visit.page.evaluate("localStorage.getItem('microadjust:last')")
+    assert visit.page.evaluate("microadjust.forget()") is True
+    assert stored_state(visit) is None
+    assert (
+        visit.page.evaluate("Object.keys(localStorage).filter((k) => k.startsWith('microadjust'))")
+        == []
+    )
+    exported = visit.page.evaluate("microadjust.export()")
+    assert (
+        exported["device"]["engine"]["slots"] == {} and exported["page"]["last_decisions"] is None
+    )
+    visit.page.wait_for_timeout(600)
+    assert stored_state(visit) is None  # and nothing is written again in this page view
+
+
+def test_global_privacy_control_keeps_everything_in_memory(server, visit):
+    visit.page.add_init_script(
+        "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {get: () => true})"
+    )
+    body = (
+        BELOW_THE_FOLD
+        + "<div data-ma-slot='promo'>A<template data-ma-variant='b'>B</template></div>"
+    )
+    open_fixture(visit, server, fixture_page(body))
+    wait_until(lambda: decisions(visit).get("promo"), "the promo's decision")
+    visit.page.wait_for_timeout(800)
+    assert stored_state(visit) is None
+    assert visit.page.evaluate("localStorage.length") == 0
+
+
+def test_with_consent_required_nothing_is_kept_until_it_is_given(server, visit):
+    body = (
+        BELOW_THE_FOLD
+        + "<div data-ma-slot='promo'>A<template data-ma-variant='b'>B</template></div>"
+    )
+    open_fixture(visit, server, fixture_page(body, {"consent": "required"}))
+    wait_until(lambda: decisions(visit).get("promo"), "the promo's decision")
+    visit.page.wait_for_timeout(800)
+    assert stored_state(visit) is None and visit.page.evaluate("localStorage.length") == 0
+    visit.page.evaluate("microadjust.consent(true)")
+    assert wait_until(lambda: stored_state(visit), "the state stored after consent")["visits"] == 1
+    assert visit.page.evaluate("localStorage.getItem('microadjust:consent')") == "granted"
+
+
+def test_single_page_apps_get_new_slots_and_route_changes(server, visit):
+    body = BELOW_THE_FOLD + (
+        "<main id='app'></main><script>function route() {"
+        " history.pushState({}, '', '/t/page.html?next');"
+        " document.getElementById('app').innerHTML = \"<div data-ma-slot='late'>Old"
+        "<template data-ma-variant='new'>New</template></div>\"; }</script>"
+    )
+    open_fixture(visit, server, fixture_page(body))
+    visit.page.evaluate("window.microadjust.ready")
+    visit.page.evaluate("route()")
+    late = wait_until(lambda: decisions(visit).get("late"), "the late slot's decision")
+    assert visit.page.get_attribute("[data-ma-slot=late]", "data-ma-applied") == late["variant"]
+    assert visit.errors == []
+
+
+def test_malformed_markup_warns_once_per_element_and_keeps_the_page(server, visit):
+    body = BELOW_THE_FOLD + (
+        "<div data-ma-slot='ok' data-ma-colour='red'>OK"
+        "<template data-ma-variant='b'>B</template></div>"
+        "<div data-ma-slot='unnamed'>U<template>no name</template>"
+        "<template data-ma-variant='x'>X</template></div>"
+        "<div data-ma-slot='bad' data-ma-trigger='dwell_s > > 3'>Bad"
+        "<template data-ma-variant='x'>X</template></div>"
+        "<ul data-ma-rank='empty'><li>no items here</li></ul>"
+        "<button data-ma-goal='lost'>Lost</button>"
+    )
+    open_fixture(visit, server, fixture_page(body))
+    visit.page.evaluate("window.microadjust.ready")
+    wait_until(lambda: "ok" in decisions(visit), "the valid slot's decision")
+    warned = wait_until(
+        lambda: len(ws := [w for w in visit.warnings() if "microadjust" in w]) >= 5 and ws,
+        "five warnings",
+    )
+    visit.page.wait_for_timeout(500)
+    warned = [w for w in visit.warnings() if "microadjust" in w]
+    for problem in (
+        "data-ma-colour",
+        "data-ma-variant name",
+        "position 10",
+        "needs at least two",
+        "outside any slot",
+    ):
+        assert sum(problem in w for w in warned) == 1, (problem, warned)
+    assert len(warned) == 5
+    slots = {s["slot"]: s for s in visit.page.evaluate(SLOTS)}
+    assert slots["bad"]["text"] == "Bad" and slots["bad"]["applied"] is None
+    assert visit.page.inner_text("[data-ma-rank=empty]") == "no items here"
+    assert visit.errors == []
