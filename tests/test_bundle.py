@@ -74,3 +74,18 @@ def test_the_loader_gets_content_named_asset_paths(tmp_path):
     loader = (tmp_path / "microadjust.js").read_text()
     assert '"worker": "app-abc/worker.js"' in loader and "/*ASSETS*/null" not in loader
     assert '"pyodide": "pyodide-0.27.7/"' in loader
+
+
+def test_a_missing_npm_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(bundle, "CACHE", tmp_path)
+    monkeypatch.setattr(bundle.shutil, "which", lambda name: None)
+    with pytest.raises(bundle.BuildError, match="npm is not installed"):
+        bundle.npm_tarball()
+
+
+def test_a_tampered_tarball_is_deleted_and_reported(monkeypatch, tmp_path):
+    monkeypatch.setattr(bundle, "CACHE", tmp_path)
+    (tmp_path / f"pyodide-{bundle.PYODIDE_VERSION}.tgz").write_bytes(b"not the real tarball")
+    with pytest.raises(bundle.BuildError, match="does not match its pinned npm integrity"):
+        bundle.npm_tarball()
+    assert not (tmp_path / f"pyodide-{bundle.PYODIDE_VERSION}.tgz").exists()
