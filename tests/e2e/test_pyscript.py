@@ -29,18 +29,36 @@ SLOT_STATE = """[...document.querySelectorAll('[data-ma-slot]')].map((slot) => (
 STATUS = "document.querySelector('#ma-status')"
 
 
-def personalize(visit, url: str) -> dict[str, dict]:
-    """Open the page and wait until Python has decided every slot; the decisions by slot."""
+IN_VIEW = """[...document.querySelectorAll('[data-ma-slot]')].filter((slot) => {
+  const box = slot.getBoundingClientRect();
+  return box.bottom > 0 && box.top < innerHeight;
+}).map((slot) => slot.dataset.maSlot)"""
+
+
+def boot(visit, url: str) -> None:
+    """Open the page and wait until Python has decided every slot."""
     visit.page.add_init_script(RECORD)
     visit.page.goto(url)
     visit.page.wait_for_function(f"{STATUS}.dataset.state !== 'booting'", timeout=60_000)
     assert visit.page.evaluate(f"{STATUS}.dataset.state") == "ready", visit.console
+
+
+def scroll_past_every_slot(visit) -> dict[str, dict]:
+    """Scroll to the bottom, so decisions waiting for their slot to leave the view apply."""
+    visit.page.evaluate("scrollTo(0, document.documentElement.scrollHeight)")
+    visit.page.wait_for_function("window.__decisions.length === 3")
     return {d["slot"]: d for d in visit.page.evaluate("window.__decisions")}
 
 
 def test_python_in_a_pyscript_worker_personalizes_every_slot(server, visit):
-    decisions = personalize(visit, server + PAGE)
+    boot(visit, server + PAGE)
     assert visit.page.evaluate(f"{STATUS}.dataset.pythonThread") == "DedicatedWorkerGlobalScope"
+    in_view = visit.page.evaluate(IN_VIEW)
+    assert "headline" in in_view and "reviews" not in in_view
+    for slot in visit.page.evaluate(SLOT_STATE):  # nothing swapped under the visitor's eyes
+        if slot["slot"] in in_view:
+            assert slot["applied"] in (None, "default")
+    decisions = scroll_past_every_slot(visit)
     slots = visit.page.evaluate(SLOT_STATE)
     assert {s["slot"] for s in slots} == set(decisions) == {"headline", "cta", "reviews"}
     for slot in slots:
@@ -56,7 +74,8 @@ def test_python_in_a_pyscript_worker_personalizes_every_slot(server, visit):
 
 
 def test_a_click_rewards_the_decision_shown_in_that_slot(server, visit):
-    decisions = personalize(visit, server + PAGE)
+    boot(visit, server + PAGE)
+    decisions = scroll_past_every_slot(visit)
     visit.page.click("[data-ma-slot=cta] a")
     reward = f"cta: reward 1.0 for {decisions['cta']['event_id']}"
     visit.page.locator("#ma-log").get_by_text(reward).wait_for()
@@ -64,7 +83,7 @@ def test_a_click_rewards_the_decision_shown_in_that_slot(server, visit):
 
 
 def test_no_request_leaves_the_origin_on_a_first_and_a_second_visit(server, visit):
-    personalize(visit, server + PAGE)
+    boot(visit, server + PAGE)
     first = list(visit.requests)
     # The second visit takes PyScript's package cache: Pyodide 0.27 gets the stored lock file
     # as a blob: URL (lockFileURL) and loads numpy and the engine wheel without micropip.
@@ -91,7 +110,7 @@ def test_no_request_leaves_the_origin_on_a_first_and_a_second_visit(server, visi
 
 
 def test_no_long_task_on_the_main_thread_after_the_load_event(server, visit):
-    personalize(visit, server + PAGE)
+    boot(visit, server + PAGE)
     visit.page.wait_for_timeout(500)  # let the observer deliver the last entries
     loaded = visit.page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd")
     assert loaded > 0
@@ -106,7 +125,7 @@ def test_only_the_pyscript_page_is_cross_origin_isolated(server, visit):
         assert response.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
     with urllib.request.urlopen(server + "/") as response:
         assert response.headers["Cross-Origin-Opener-Policy"] is None
-    personalize(visit, server + PAGE)
+    boot(visit, server + PAGE)
     assert visit.page.evaluate("crossOriginIsolated") is True
 
 

@@ -1,9 +1,12 @@
 """The PyScript way: this file runs in a Web Worker (``<script type="py" worker>``).
 
 It imports the same ``microadjust`` engine the script tag uses, ranks each slot's variants
-from the page context and applies the choice through PyScript's DOM API, marking the slot
-with ``data-ma-applied`` like the script tag does. The main thread only forwards the DOM
-calls; Python never runs there. If the engine cannot start, the page keeps its defaults.
+from the page context and applies the choice through PyScript's DOM API, with the script
+tag's rules: a slot the visitor is looking at is not swapped (unless it has ``data-ma-live``)
+but waits until it is out of view or the page is hidden; an applied slot is marked with
+``data-ma-applied`` and announced with a ``microadjust:decision`` event; a click in a slot
+rewards the decision shown there. The main thread only forwards the DOM calls: Python never
+runs there. If the engine cannot start, the page keeps its default content.
 """
 
 import secrets
@@ -11,13 +14,14 @@ import time
 
 import js
 from pyscript import document, when, window
-from pyscript.ffi import to_js
+from pyscript.ffi import create_proxy, to_js
 from pyscript.web import li, page
 
 started = time.perf_counter()
 status = page.find("#ma-status")[0]  # pyscript.web wraps the element; attributes go to the DOM
 decisions_log = page.find("#ma-log")[0]
 shown = {}  # slot name -> the Decision applied there
+waiting = {}  # slot name -> (slot, decision, templates) until the slot is out of view
 
 
 def warn(message):
@@ -54,6 +58,18 @@ def page_context():
     }
 
 
+def under_the_eyes(slot):
+    """True when the visitor can see the slot now: swapping it would be a visible flicker."""
+    if document.hidden or slot.hasAttribute("data-ma-live"):
+        return False
+    box = slot.getBoundingClientRect()
+    return box.bottom > 0 and box.top < window.innerHeight
+
+
+def log(text):
+    decisions_log.append(li(text))
+
+
 def apply(slot, decision, templates):
     """Show the chosen variant: one DOM call swaps the slot's content, templates kept."""
     if decision.action != "default":
@@ -71,9 +87,24 @@ def apply(slot, decision, templates):
     document.dispatchEvent(
         window.CustomEvent.new("microadjust:decision", to_js({"detail": detail}))
     )
-    decisions_log.append(
-        li(f"{decision.slot} → {decision.action}  p={decision.probability:.2f}  {decision.reason}")
-    )
+
+
+def apply_or_wait(slot, decision, templates):
+    note = f"{decision.slot} → {decision.action}  p={decision.probability:.2f}  {decision.reason}"
+    if decision.action != "default" and under_the_eyes(slot):
+        waiting[decision.slot] = (slot, decision, templates)
+        log(note + "  (shown once out of view)")
+    else:
+        apply(slot, decision, templates)
+        log(note)
+
+
+def apply_waiting(event=None):
+    """On scroll or when the page is hidden: apply the decisions whose slot left the view."""
+    for name, (slot, decision, templates) in list(waiting.items()):
+        if not under_the_eyes(slot):
+            del waiting[name]
+            apply(slot, decision, templates)
 
 
 def personalize(engine):
@@ -82,7 +113,7 @@ def personalize(engine):
         templates = {t.dataset.maVariant: t for t in slot.querySelectorAll(":scope > template")}
         if templates:
             decision = engine.rank(context, ["default", *templates], slot=slot.dataset.maSlot)
-            apply(slot, decision, templates)
+            apply_or_wait(slot, decision, templates)
 
 
 def start():
@@ -96,6 +127,10 @@ def start():
         warn(f"the engine could not start ({error!r})")
         return
 
+    recheck = create_proxy(apply_waiting)
+    window.addEventListener("scroll", recheck, to_js({"passive": True}))
+    document.addEventListener("visibilitychange", recheck)
+
     @when("click", "[data-ma-slot]")
     def reward(event):
         """A click in a personalized slot rewards the decision shown there, once."""
@@ -104,12 +139,12 @@ def start():
         decision = shown.pop(name, None)
         if decision is not None:
             engine.reward(decision.event_id, 1.0)
-            decisions_log.append(li(f"{name}: reward 1.0 for {decision.event_id}"))
+            log(f"{name}: reward 1.0 for {decision.event_id}")
 
     seconds = time.perf_counter() - started
     status.textContent = (
-        f"Python worker ready: microadjust {microadjust.__version__}, {len(shown)} slots"
-        f" decided {seconds:.2f} s after this script started."
+        f"Python worker ready: microadjust {microadjust.__version__}, {len(shown) + len(waiting)}"
+        f" slots decided {seconds:.2f} s after this script started."
     )
     status.dataset.pythonThread = js.globalThis.constructor.name  # DedicatedWorkerGlobalScope
     status.dataset.state = "ready"
