@@ -11,10 +11,12 @@ Layout of ``dist/`` (served at ``/`` by serve.py):
     microadjust/app-<hash>/microadjust-*.whl     in a directory named by their content hash
     microadjust/pyodide-0.27.7/                the Pyodide runtime, the wheels that ship and a
                                                  trimmed pyodide-lock.json listing exactly those
+    microadjust/pyscript-0.6.66/               @pyscript/core, and beside it pyscript.js and
+                                                 pyscript.json (see build/pyscript_core.py)
 
-Directories named ``app-<hash>`` and ``pyodide-<version>`` never change content, so the server
-may cache them for a year. Every Pyodide file is accepted only if its sha256 equals the one in
-the official lock file of the pinned release.
+Directories named ``app-<hash>``, ``pyodide-<version>`` and ``pyscript-<version>`` never change
+content, so the server may cache them for a year. Every Pyodide file is accepted only if its
+sha256 equals the one in the official lock file of the pinned release.
 """
 
 from __future__ import annotations

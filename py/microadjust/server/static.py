@@ -3,7 +3,8 @@
 - ``application/wasm`` for wasm (Pyodide compiles it with ``instantiateStreaming``);
 - the ``.gz`` twin written by the build when the client accepts gzip;
 - ``immutable`` year-long caching for content-named directories (``app-<hash>/``,
-  ``pyodide-<version>/``), revalidation with ETags for everything else.
+  ``pyodide-<version>/``, ``pyscript-<version>/``), revalidation with ETags for the rest;
+- cross-origin isolation headers for PyScript pages only.
 """
 
 from __future__ import annotations
