@@ -422,7 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{len(jobs)} learner-stream runs on {args.jobs} processes in {elapsed:.0f} s. "
         f"MABWiser LinUCB (alpha=1) is updated with partial_fit {mabwiser_updates}. "
         "VW: `--cb_explore_adf -q UA` with `--epsilon 0.05` or `--squarecb`. "
-        "Supervised streams: scikit-learn bundled datasets, z-scored, several shuffled passes."
+        "Supervised streams: scikit-learn bundled datasets, z-scored, several shuffled passes. "
+        f"Engine: microadjust {qa.engine_revision()}."
     )
     if not args.markdown:
         header = header.replace("### ", "").replace("`", "")

@@ -13,7 +13,9 @@ An adapter is used as ``action, prob = a.choose(context, actions)`` followed by
 from __future__ import annotations
 
 import random
+import subprocess
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 Context = Mapping[str, float | int | str | bool]
@@ -37,6 +39,23 @@ class Adapter(Protocol):
 def action_ids(actions: Actions) -> list[str]:
     """Action ids in order, for either form of ``actions``."""
     return list(actions.keys()) if isinstance(actions, Mapping) else list(actions)
+
+
+def engine_revision() -> str:
+    """The engine's git commit, marked ``+local changes`` when py/microadjust is modified."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
+    try:
+        commit = git("log", "-1", "--format=%h", "--", "py/microadjust")
+        dirty = git("status", "--porcelain", "--", "py/microadjust")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}{' +local changes' if dirty else ''}" if commit else "unknown"
 
 
 # --- microadjust ----------------------------------------------------------------------------

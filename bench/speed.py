@@ -231,7 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{len(ACTIONS)} actions; time of rank + reward per decision in microseconds over "
         f"{args.decisions} decisions after {args.warmup} warm-up ones, including the library's "
         "own input preparation (VW text lines, MABWiser numeric rows). MABWiser LinUCB is "
-        "updated with partial_fit after every decision here."
+        "updated with partial_fit after every decision here. "
+        f"Engine: microadjust {qa.engine_revision()}."
     )
     if not args.markdown:
         header = header.replace("### ", "").replace("`", "")
