@@ -15,6 +15,14 @@ from microadjust.sync_client import SyncClient
 from microadjust.worker import WorkerSession
 
 VARIANTS = ["default", "discount", "quiz"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_blas_thread():
+    """64 x 64 inversions are far slower with BLAS threads fighting over two cores."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(1):
+        yield
 SYNC = {"url": "https://sync.example", "site": "shop", "key": "k" * 12, "upload": True}
 
 

@@ -115,7 +115,7 @@ class SyncAPI:
         )
 
     async def openapi(self, request: Request) -> Response:
-        return JSONResponse(spec())
+        return JSONResponse(spec(list(self.settings.sites)))
 
     async def priors(self, request: Request) -> Response:
         site = self._site(request)

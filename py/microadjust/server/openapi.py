@@ -31,18 +31,19 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-SITE = {
-    "name": "site",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
-}
 ADMIN = [{"bearer": []}, {"basic": []}]
 ADMIN_ERRORS = {"401": _error("missing or wrong admin token"), "404": _error("unknown site")}
 
 
-def spec() -> dict[str, Any]:
-    """The OpenAPI document."""
+def spec(sites: list[str]) -> dict[str, Any]:
+    """The OpenAPI document of a server configured for ``sites``."""
+    SITE = {  # noqa: N806 - a constant of this document
+        "name": "site",
+        "in": "path",
+        "required": True,
+        "description": "a site configured on this server",
+        "schema": {"type": "string", "enum": sorted(sites)} if sites else {"type": "string"},
+    }
     upload = {
         "type": "object",
         "additionalProperties": False,
@@ -61,6 +62,11 @@ def spec() -> dict[str, Any]:
                     "features": {
                         "type": "object",
                         "required": ["dim"],
+                        "maxProperties": 32,
+                        "additionalProperties": {
+                            "type": ["string", "integer", "number"],
+                            "maxLength": 64,
+                        },
                         "properties": {
                             "dim": {"type": "integer", "minimum": 2, "maximum": 4096},
                             "bias_index": {"type": "integer", "minimum": 0},
@@ -70,14 +76,14 @@ def spec() -> dict[str, Any]:
             },
             "privacy": {
                 "type": "object",
-                "required": ["mechanism", "epsilon", "delta", "sigma", "ips_clip"],
+                "required": ["mechanism", "epsilon", "delta", "ips_clip"],
                 "additionalProperties": False,
                 "description": "The local-DP mechanism applied on the device "
-                "(see microadjust.privacy); sigma must match epsilon and delta.",
+                "(see microadjust.privacy); sigma, if given, must match epsilon and delta.",
                 "properties": {
                     "mechanism": {"const": "gaussian"},
-                    "epsilon": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-                    "delta": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.001},
+                    "epsilon": {"type": "number", "minimum": 1e-6, "maximum": 1},
+                    "delta": {"type": "number", "minimum": 1e-12, "maximum": 0.001},
                     "sigma": {"type": "number", "minimum": 0},
                     "ips_clip": {"type": "number", "minimum": 1, "maximum": 1000},
                 },
@@ -227,6 +233,8 @@ def spec() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _json({"type": "object"}),
+                        "400": _error("not JSON"),
+                        "413": _error("body too large"),
                         "422": _error("invalid or unknown version"),
                         **ADMIN_ERRORS,
                     },

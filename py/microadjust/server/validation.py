@@ -63,6 +63,13 @@ def _number(value: Any, field: str, low: float = -MAX_ABS, high: float = MAX_ABS
     return float(value)
 
 
+def _integer(value: Any) -> Any:
+    """``value`` as an int if it is an integral number (JSON does not tell 20 from 20.0)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
 def _name(value: Any, field: str) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_NAME:
         raise ValidationError(field, f"{field} must be a name of 1 to {MAX_NAME} characters")
@@ -91,7 +98,7 @@ def parse_upload(body: Any, *, min_events: int) -> dict[str, Any]:
         raise ValidationError(
             "v", f"v must be 1 (the upload format version), got {body.get('v')!r}"
         )
-    events = body.get("events")
+    events = _integer(body.get("events"))
     if type(events) is not int or not min_events <= events <= MAX_EVENTS:
         raise ValidationError(
             "events",
@@ -104,12 +111,12 @@ def parse_upload(body: Any, *, min_events: int) -> dict[str, Any]:
             "schema.format", f"schema must have format {STATS_FORMAT!r} and version {STATS_VERSION}"
         )
     features = _object(schema.get("features"), "schema.features")
-    dim = features.get("dim")
+    dim = _integer(features.get("dim"))
     if type(dim) is not int or not 2 <= dim <= 4096:
         raise ValidationError(
             "schema.features.dim", "schema.features.dim must be an int in [2, 4096]"
         )
-    bias = features.get("bias_index", 0)
+    bias = _integer(features.get("bias_index", 0))
     if type(bias) is not int or not 0 <= bias < dim:
         raise ValidationError(
             "schema.features.bias_index", "schema.features.bias_index must be an int in [0, dim)"
@@ -118,6 +125,7 @@ def parse_upload(body: Any, *, min_events: int) -> dict[str, Any]:
         isinstance(k, str)
         and len(k) <= 64
         and isinstance(v, str | int | float)
+        and not isinstance(v, bool)
         and len(str(v)) <= 64
         for k, v in features.items()
     ):
@@ -153,7 +161,11 @@ def parse_upload(body: Any, *, min_events: int) -> dict[str, Any]:
         "v": 1,
         "batch_id": batch_id,
         "events": events,
-        "schema": {"format": STATS_FORMAT, "version": STATS_VERSION, "features": dict(features)},
+        "schema": {
+            "format": STATS_FORMAT,
+            "version": STATS_VERSION,
+            "features": {**features, "dim": dim, "bias_index": bias},
+        },
         "privacy": privacy,
         "slots": slots,
     }
@@ -164,18 +176,15 @@ def _parse_privacy(value: Any) -> dict[str, Any]:
     privacy = _object(value, "privacy", keys)
     if privacy.get("mechanism") != MECHANISM:
         raise ValidationError("privacy.mechanism", f"privacy.mechanism must be {MECHANISM!r}")
-    for name in ("epsilon", "delta", "sigma", "ips_clip"):
+    for name in ("epsilon", "delta", "ips_clip"):
         if name not in privacy:
             raise ValidationError(f"privacy.{name}", f"privacy.{name} is required (a number)")
     epsilon = _number(privacy["epsilon"], "privacy.epsilon", 1e-6, 1.0)
     delta = _number(privacy["delta"], "privacy.delta", 1e-12, 1e-3)
-    sigma = _number(privacy["sigma"], "privacy.sigma", 0.0, MAX_ABS)
     ips_clip = _number(privacy["ips_clip"], "privacy.ips_clip", 1.0, 1000.0)
-    if (
-        epsilon <= 0
-        or delta <= 0
-        or not math.isclose(sigma, gaussian_sigma(epsilon, delta), rel_tol=1e-6)
-    ):
+    sigma = gaussian_sigma(epsilon, delta)
+    declared = _number(privacy.get("sigma", sigma), "privacy.sigma", 0.0, MAX_ABS)
+    if not math.isclose(declared, sigma, rel_tol=1e-6):
         raise ValidationError(
             "privacy.sigma",
             "privacy.sigma does not match the Gaussian mechanism for epsilon, delta",
@@ -192,7 +201,7 @@ def _parse_privacy(value: Any) -> dict[str, Any]:
 def parse_rollback(body: Any) -> int:
     """The ``version`` of a rollback request."""
     body = _object(body, "", {"version"})
-    version = body.get("version")
+    version = _integer(body.get("version"))
     if type(version) is not int or not 1 <= version <= 2**31 - 1:
         raise ValidationError(
             "version", f"version must be a published version number, got {version!r}"
