@@ -1,10 +1,11 @@
-"""Drift detection: a two-sided Page-Hinkley test on standardized prediction residuals.
+"""Drift detection: a Page-Hinkley test on standardized prediction residuals.
 
 The engine feeds it ``(reward - predicted reward) / sigma`` for every rewarded decision of a
 slot. While the model is right the residuals average zero; when the visitor's interest
-shifts, the residuals of the action the model exploits turn persistently negative (or
-positive) and the cumulative sum crosses ``threshold``: the engine then forgets most of
-what it learned about this visitor in that slot (keeping its priors) and re-learns.
+shifts, the residuals of the action the model exploits turn persistently negative (the
+default ``direction="down"``: rewards fall short of what the model expects) and the
+cumulative sum crosses ``threshold``: the engine then forgets most of what it learned about
+this visitor in that slot (keeping its priors) and re-learns.
 
 >>> ph = PageHinkley(delta=0.1, threshold=5.0, min_samples=10)
 >>> any(ph.update(0.0) for _ in range(100))
@@ -19,29 +20,31 @@ from typing import Any
 
 __all__ = ["PageHinkley"]
 
+_FIELDS = ("delta", "threshold", "min_samples", "direction", "n", "mean", "up", "up_min",
+           "down", "down_max", "alarms")  # fmt: skip
+
 
 class PageHinkley:
-    """Two-sided Page-Hinkley change detector.
+    """Page-Hinkley change detector.
 
     ``delta`` is the magnitude of change tolerated, ``threshold`` the alarm level,
-    ``min_samples`` how many values to see before raising any alarm.
+    ``min_samples`` how many values to see before raising any alarm, ``direction``
+    which changes to detect (``"both"``, ``"up"`` for increases, ``"down"`` for decreases).
     ``update(x)`` returns ``True`` on an alarm, after which the detector restarts.
     """
 
-    __slots__ = (
-        "delta",
-        "threshold",
-        "min_samples",
-        "n",
-        "mean",
-        "up",
-        "up_min",
-        "down",
-        "down_max",
-        "alarms",
-    )
+    __slots__ = _FIELDS
 
-    def __init__(self, delta: float = 0.1, threshold: float = 8.0, min_samples: int = 20):
+    def __init__(
+        self,
+        delta: float = 0.1,
+        threshold: float = 8.0,
+        min_samples: int = 20,
+        direction: str = "both",
+    ):
+        if direction not in ("both", "up", "down"):
+            raise ValueError(f"direction must be 'both', 'up' or 'down', got {direction!r}")
+        self.direction = direction
         self.delta = float(delta)
         self.threshold = float(threshold)
         self.min_samples = int(min_samples)
@@ -67,18 +70,21 @@ class PageHinkley:
         self.down_max = max(self.down_max, self.down)
         if self.n < self.min_samples:
             return False
-        if self.up - self.up_min > self.threshold or self.down_max - self.down > self.threshold:
+        up = self.direction != "down" and self.up - self.up_min > self.threshold
+        down = self.direction != "up" and self.down_max - self.down > self.threshold
+        if up or down:
             self.alarms += 1
             self.reset()
             return True
         return False
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}
+        return {k: getattr(self, k) for k in _FIELDS}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PageHinkley:
-        ph = cls(d["delta"], d["threshold"], d["min_samples"])
-        for k in cls.__slots__:
+        ph = cls(float(d["delta"]), float(d["threshold"]), int(d["min_samples"]),
+                 str(d["direction"]))  # fmt: skip
+        for k in _FIELDS:
             setattr(ph, k, type(getattr(ph, k))(d[k]))
         return ph

@@ -50,30 +50,32 @@ __all__ = ["Engine", "Decision", "DEFAULTS", "AUTO_POLICY"]
 
 STATE_FORMAT = "microadjust.engine"
 STATE_VERSION = 1
-AUTO_POLICY = "lin_ts"
+AUTO_POLICY = "linucb"
 
 #: Every parameter ``Engine(**params)`` accepts, with its default.
 DEFAULTS: dict[str, Any] = {
     # featurization
-    "dim": 64,  # hashed feature dimension per action model (bias included)
+    "dim": 128,  # hashed feature dimension per action model (bias included)
     "interactions": True,  # context x action-feature interactions
+    "scaling": "rms",  # online scaling of numbers: "rms" (clipped to +-3) or "maxabs"
     "max_features": 256,  # most entries in one context (or one action's features)
     "max_actions": 64,  # most actions per rank call, and action models kept per slot
     "max_slots": 32,
     # models and policies
     "l2": 1.0,  # ridge regularization
-    "alpha": 1.0,  # exploration scale (LinUCB bonus / lin_ts posterior width), x noise std
+    "alpha": 0.5,  # exploration scale (LinUCB bonus / lin_ts posterior width), x noise std
     "epsilon": 0.05,  # epsilon_greedy exploration
-    "explore_floor": 0.02,  # explicit floor mixed into linucb / lin_ts / thompson
+    "explore_floor": 0.005,  # explicit floor mixed into linucb / lin_ts / thompson
     "mc_samples": 64,  # Monte-Carlo posterior draws for the Thompson policies
     "discount": 1.0,  # forgetting factor per update of an action (1 = none)
     "refresh_every": 64,  # exact re-inversion of an action's model every N updates
     # drift
     "drift_detection": True,
     "drift_delta": 0.1,
-    "drift_threshold": 8.0,
+    "drift_threshold": 20.0,
     "drift_min_samples": 20,
-    "drift_keep": 0.05,  # share of the visitor's own statistics kept after a drift alarm
+    "drift_direction": "down",  # "down": react when rewards fall below what the model expects
+    "drift_keep": 0.0,  # share of the visitor's own statistics kept after a drift alarm
     # priors
     "prior_strength": 20.0,  # a full-weight prior counts as at most this many observations
     # guardrails
@@ -142,6 +144,14 @@ def _check_params(policy: object, params: Mapping[str, Any]) -> dict[str, Any]:
         elif name in ("interactions", "drift_detection"):
             if type(value) is not bool:
                 raise InvalidParameter(f"{name} must be a bool, got {value!r}")
+        elif name == "scaling":
+            if value not in ("rms", "maxabs"):
+                raise InvalidParameter(f"scaling must be 'rms' or 'maxabs', got {value!r}")
+        elif name == "drift_direction":
+            if value not in ("both", "up", "down"):
+                raise InvalidParameter(
+                    f"drift_direction must be 'both', 'up' or 'down', got {value!r}"
+                )
         elif name == "default_reward":
             if value is not None and not _is_finite_number(value):
                 raise InvalidParameter(f"default_reward must be None or finite, got {value!r}")
@@ -237,7 +247,10 @@ class Engine:
         p = self.params
         self._rng = np.random.Generator(np.random.PCG64(seed))
         self._features = Featurizer(
-            dim=p["dim"], max_features=p["max_features"], interactions=p["interactions"]
+            dim=p["dim"],
+            max_features=p["max_features"],
+            interactions=p["interactions"],
+            scaling=p["scaling"],
         )
         self._guard = Guardrails(
             holdout=p["holdout"],
@@ -414,7 +427,7 @@ class Engine:
             },
             "prefix": self._prefix,
             "counter": self._counter,
-            "scale": dict(self._features.scale),
+            "scale": {k: list(v) for k, v in self._features.scale.items()},
             "guard": self._guard.to_dict(),
             "slots": slots,
             "pending": pending,
@@ -447,7 +460,9 @@ class Engine:
             }
             eng._prefix = str(state["prefix"])
             eng._counter = int(state["counter"])
-            eng._features.scale = {str(k): float(v) for k, v in state["scale"].items()}
+            eng._features.scale = {
+                str(k): [float(v[0]), float(v[1])] for k, v in state["scale"].items()
+            }
             eng._guard.load(state["guard"])
             for name, sd in state["slots"].items():
                 models = ArmModels.from_dict(
@@ -649,7 +664,12 @@ class Engine:
             p = self.params
             st = _Slot(
                 ArmModels(p["dim"], p["l2"], p["discount"], p["refresh_every"]),
-                PageHinkley(p["drift_delta"], p["drift_threshold"], p["drift_min_samples"]),
+                PageHinkley(
+                    p["drift_delta"],
+                    p["drift_threshold"],
+                    p["drift_min_samples"],
+                    p["drift_direction"],
+                ),
             )
             self._slots[slot] = st
         return st
@@ -716,7 +736,7 @@ class Engine:
             m = st.models
             k = m.index.get(rec["action"])
             if k is not None:
-                resid = m.update(k, rec["x"], value)
+                m.update(k, rec["x"], value)
                 sigma = st.sigma()
                 n, mu, m2 = st.noise
                 n += 1.0
@@ -724,7 +744,7 @@ class Engine:
                 mu += delta / n
                 m2 += delta * (value - mu)
                 st.noise = [n, mu, m2]
-                if self.params["drift_detection"] and st.drift.update(resid / sigma):
+                if self.params["drift_detection"] and st.drift.update(value / sigma):
                     st.drift_resets += 1
                     keep = self.params["drift_keep"]
                     for j in range(len(m.actions)):

@@ -68,6 +68,8 @@ class Featurizer:
         max_string_length: int = 512,
         interactions: bool = True,
         max_scaled_names: int = 1024,
+        scaling: str = "rms",
+        clip: float = 3.0,
     ):
         self.dim = int(dim)
         self.max_features = int(max_features)
@@ -75,7 +77,10 @@ class Featurizer:
         self.max_string_length = int(max_string_length)
         self.interactions = bool(interactions)
         self.max_scaled_names = int(max_scaled_names)
-        self.scale: dict[str, float] = {}  # numeric name -> largest |value| seen
+        self.scaling = scaling
+        self.clip = float(clip) if scaling == "rms" else 1.0
+        # numeric name -> [count, sum of squares ("rms") or largest |value| ("maxabs")]
+        self.scale: dict[str, list[float]] = {}
         self._cache: dict[str, int] = {}
 
     def schema(self) -> dict[str, object]:
@@ -85,7 +90,8 @@ class Featurizer:
             "dim": self.dim,
             "hash": "crc32-signed",
             "bias_index": 0,
-            "numeric_scaling": "maxabs",
+            "numeric_scaling": self.scaling,
+            "clip": self.clip,
             "interactions": "ca" if self.interactions else "",
         }
 
@@ -195,24 +201,33 @@ class Featurizer:
     def observe(self, parsed: ParsedFeatures) -> None:
         """Update the online scaler with the numeric values of ``parsed``."""
         scale = self.scale
+        rms = self.scaling == "rms"
         for pos, name in parsed.numeric:
-            a = abs(parsed.values[pos])
-            old = scale.get(name)
-            if old is None:
-                if len(scale) < self.max_scaled_names:
-                    scale[name] = a
-            elif a > old:
-                scale[name] = a
+            v = parsed.values[pos]
+            stat = scale.get(name)
+            if stat is None:
+                if len(scale) >= self.max_scaled_names:
+                    continue
+                stat = scale[name] = [0.0, 0.0]
+            stat[0] += 1.0
+            if rms:
+                stat[1] += v * v
+            elif abs(v) > stat[1]:
+                stat[1] = abs(v)
 
     def _scaled(self, parsed: ParsedFeatures) -> tuple[np.ndarray, np.ndarray]:
         h = np.array(parsed.hashes, dtype=np.uint64)
         v = np.array(parsed.values, dtype=np.float64)
         if parsed.numeric:
             scale = self.scale
+            rms = self.scaling == "rms"
             for pos, name in parsed.numeric:
-                s = scale.get(name, 1.0)
+                stat = scale.get(name)
+                if stat is None:
+                    continue
+                s = math.sqrt(stat[1] / stat[0]) if rms else stat[1]
                 v[pos] = v[pos] / s if s > 0 else 0.0
-            np.clip(v, -1.0, 1.0, out=v)
+            np.clip(v, -self.clip, self.clip, out=v)
         return h, v
 
     def _accumulate(self, out: np.ndarray, h: np.ndarray, v: np.ndarray) -> None:
