@@ -1,0 +1,201 @@
+"""The sync server end to end in Chromium: a fresh browser profile starts from the site's
+prior and does measurably better on its first visits; uploads are noisy aggregates, sent only
+with consent and never under Global Privacy Control."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+from conftest import ROOT, free_port, wait_for
+
+from microadjust import Engine
+from microadjust.sync_client import SyncClient
+
+KEY = "e2e-upload-key"
+ADMIN = "e2e-admin-token-0123456789"
+VARIANTS = ["default", "discount", "quiz"]
+FAVOURED = "quiz"  # what this site's visitors click
+VISITS = 10
+FIXED_TIME = "2026-03-02T10:30:00"  # the page's clock: the same context on every visit
+
+PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>sync e2e</title>
+<script type="application/json" data-microadjust>%s</script>
+<script src="/microadjust/microadjust.js" defer></script></head>
+<body data-ma-page="shop"><main><p style="height: 2000px">Coffee.</p>
+<div data-ma-slot="cta"><a href="#buy" data-ma-goal="click">Shop the beans</a>
+  <template data-ma-variant="discount"><a href="#buy" data-ma-goal="click">15%% off</a></template>
+  <template data-ma-variant="quiz"><a href="#buy" data-ma-goal="click">Your roast</a></template>
+</div></main></body></html>"""  # the slot is below the fold: decisions apply at once
+
+RECORD = """window.__decisions = [];
+document.addEventListener('microadjust:decision', (e) => window.__decisions.push(e.detail));"""
+
+
+@pytest.fixture(scope="module")
+def sync_server(built, tmp_path_factory):
+    """serve.py --sync on a free loopback port, with a fresh SQLite data directory."""
+    port = free_port()
+    data = tmp_path_factory.mktemp("sync-data")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "serve.py"),
+            "--no-build",
+            "--sync",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data),
+            "--site",
+            f"shop={KEY}",
+            "--site",
+            f"empty={KEY}",
+            "--admin-token",
+            ADMIN,
+            "--publish-interval",
+            "0",
+            "--min-events",
+            "1",
+            "--rate",
+            "1000",
+            "--burst",
+            "100000",
+        ],  # fmt: skip
+        cwd=ROOT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(base + "/v1/health", process)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def simulated_visitor(seed: int, decisions: int = 30) -> Engine:
+    """A visitor of the site on CPython: the favoured variant is clicked 80%, others 10%."""
+    rng = np.random.default_rng(seed)
+    engine = Engine(seed=seed)
+    for i in range(decisions):
+        context = {"device": str(rng.choice(["mobile", "desktop"])), "hour": int(rng.integers(24))}
+        d = engine.rank(context, VARIANTS, slot="cta", now=float(i))
+        clicked = rng.random() < (0.8 if d.action == FAVOURED else 0.1)
+        engine.reward(d.event_id, float(clicked), now=i + 0.5)
+    return engine
+
+
+@pytest.fixture(scope="module")
+def seeded(sync_server):
+    """60 simulated visitors upload their noisy aggregates through the API, as browsers would."""
+    with httpx.Client(base_url=sync_server) as client:
+        for seed in range(60):
+            sync = SyncClient()
+            sync.configure({"site": "shop", "upload": True}, consent=True)
+            body = sync.next_upload(simulated_visitor(seed), rng=np.random.default_rng(seed))
+            response = client.post(
+                "/v1/sites/shop/uploads", json=body, headers={"X-Microadjust-Key": KEY}
+            )
+            assert response.status_code == 201, response.text
+        priors = client.get("/v1/sites/shop/priors").json()
+    assert priors["version"] >= 1 and set(priors["slots"]["cta"]["actions"]) == set(VARIANTS)
+    return sync_server
+
+
+def route_page(context, base: str, config: dict) -> str:
+    """The test page, with ``config``, served at ``base``/sync-e2e.html in this profile."""
+    url = base + "/sync-e2e.html"
+    html = PAGE % json.dumps(config)
+    context.route(url, lambda route: route.fulfill(body=html, content_type="text/html"))
+    return url
+
+
+def first_visit(browser, base: str, config: dict) -> str:
+    """Open the page in a fresh profile; click the CTA if it shows the favoured variant."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.clock.set_fixed_time(FIXED_TIME)
+        page.add_init_script(RECORD)
+        page.goto(route_page(context, base, config))
+        page.wait_for_function("window.__decisions.some((d) => d.slot === 'cta')")
+        variant = page.evaluate("window.__decisions.find((d) => d.slot === 'cta').variant")
+        if variant == FAVOURED:
+            page.click("[data-ma-slot=cta] a")
+        return variant
+    finally:
+        context.close()
+
+
+def test_first_visits_do_better_with_the_sites_prior(seeded, browser):
+    """Same seeds, same clock, same page: only the server's prior differs."""
+    rates = {}
+    for site in ("shop", "empty"):  # "empty": a site the server has no prior for
+        rewarded = 0
+        for seed in range(VISITS):
+            config = {"seed": seed, "sync": {"site": site, "key": KEY, "upload": False}}
+            rewarded += first_visit(browser, seeded, config) == FAVOURED
+        rates[site] = rewarded / VISITS
+    print(
+        f"first-visit reward rate: with the site prior {rates['shop']:.0%}, "
+        f"without {rates['empty']:.0%}"
+    )
+    assert rates["shop"] >= 0.7, rates
+    assert rates["shop"] >= rates["empty"] + 0.3, rates
+
+
+def uploads(base: str) -> int:
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    return httpx.get(f"{base}/v1/admin/sites/shop", headers=auth).json()["uploads"]
+
+
+def wait_uploads(base: str, count: int, timeout_s: float = 20) -> int:
+    deadline = time.monotonic() + timeout_s
+    while uploads(base) < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return uploads(base)
+
+
+def test_a_visitor_uploads_noisy_aggregates(seeded, visit):
+    """The server's validation is strict (only numbers in a fixed shape, unknown fields
+    refused), so an accepted upload holds nothing but the noisy sums."""
+    before = uploads(seeded)
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    report = httpx.get(f"{seeded}/v1/admin/sites/shop/report", headers=auth).json()
+    config = {"seed": 1, "sync": {"site": "shop", "key": KEY, "upload": True, "min_events": 1,
+                                  "interval_s": 1}}  # fmt: skip
+    visit.page.add_init_script(RECORD)
+    visit.page.goto(route_page(visit.context, seeded, config))
+    visit.page.wait_for_function("window.__decisions.some((d) => d.slot === 'cta')")
+    visit.page.click("[data-ma-slot=cta] a")  # a reward: one decision with an outcome
+    assert wait_uploads(seeded, before + 1) == before + 1
+    visit.page.wait_for_timeout(2500)  # more intervals pass: the same decision is not re-sent
+    assert uploads(seeded) == before + 1
+    after = httpx.get(f"{seeded}/v1/admin/sites/shop/report", headers=auth).json()
+    assert after["slots"]["cta"]["uploads"] == report["slots"]["cta"]["uploads"] + 1
+    assert visit.errors == []
+
+
+@pytest.mark.parametrize("why", ["gpc", "no consent"])
+def test_no_upload_under_gpc_or_without_consent(seeded, visit, why):
+    before = uploads(seeded)
+    config = {"seed": 2, "sync": {"site": "shop", "key": KEY, "upload": True, "min_events": 1,
+                                  "interval_s": 1}}  # fmt: skip
+    if why == "gpc":
+        visit.page.add_init_script(
+            "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {get: () => true})"
+        )
+    else:
+        config["consent"] = "required"  # and the visitor never grants it
+    visit.page.add_init_script(RECORD)
+    visit.page.goto(route_page(visit.context, seeded, config))
+    visit.page.wait_for_function("window.__decisions.some((d) => d.slot === 'cta')")
+    visit.page.click("[data-ma-slot=cta] a")
+    visit.page.wait_for_timeout(3000)  # three upload intervals
+    assert any(url.endswith("/v1/sites/shop/priors") for url in visit.requests)  # priors: fine
+    assert uploads(seeded) == before
