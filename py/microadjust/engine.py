@@ -55,7 +55,7 @@ AUTO_POLICY = "linucb"
 #: Every parameter ``Engine(**params)`` accepts, with its default.
 DEFAULTS: dict[str, Any] = {
     # featurization
-    "dim": 128,  # hashed feature dimension per action model (bias included)
+    "dim": 64,  # hashed feature dimension per action model (bias included)
     "interactions": True,  # context x action-feature interactions
     "scaling": "rms",  # online scaling of numbers: "rms" (clipped to +-3) or "maxabs"
     "max_features": 256,  # most entries in one context (or one action's features)
@@ -68,7 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "explore_floor": 0.005,  # explicit floor mixed into linucb / lin_ts / thompson
     "mc_samples": 64,  # Monte-Carlo posterior draws for the Thompson policies
     "discount": 1.0,  # forgetting factor per update of an action (1 = none)
-    "refresh_every": 64,  # exact re-inversion of an action's model every N updates
+    "refresh_every": 32,  # exact re-inversion of an action's model every N updates
     # drift
     "drift_detection": True,
     "drift_delta": 0.1,
@@ -525,7 +525,7 @@ class Engine:
                     "reward_sq_sum": float(s[2]),
                     "successes": float(s[3]),
                     "failures": float(s[4]),
-                    "xtx": m.G[k].tolist(),
+                    "xtx": m.gram(k).tolist(),
                     "xty": m.g[k].tolist(),
                 }
         return {"schema": self.schema(), "slot": slot, "actions": actions}
@@ -597,6 +597,7 @@ class Engine:
                     j = m.index[a]
                     for attr in ("A_inv", "b", "theta", "G", "g", "P", "p", "scalars"):
                         getattr(tmp.models, attr)[k] = getattr(m, attr)[j]
+                    tmp.models.rows[k] = list(m.rows[j])
             st = tmp
         idx = [st.models.index[a] for a in names]
         rng = np.random.Generator(np.random.PCG64(12345))

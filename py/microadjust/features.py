@@ -47,8 +47,9 @@ _CACHE_LIMIT = 20_000
 class ParsedFeatures:
     """A validated feature mapping: hashes, raw values, and which entries are numeric."""
 
-    hashes: list[int]
-    values: list[float]
+    hashes: list[int]  # 32-bit CRC of each entry's key (for interactions)
+    index: list[int]  # its index in the hashed vector, in [1, dim)
+    values: list[float]  # its signed raw value (sign from the hash)
     numeric: list[tuple[int, str]]  # (position in the lists, feature name)
 
 
@@ -97,13 +98,15 @@ class Featurizer:
 
     # -- validation ---------------------------------------------------------------
 
-    def _hash(self, key: str) -> int:
-        h = self._cache.get(key)
-        if h is None:
+    def _lookup(self, key: str) -> tuple[int, int, float]:
+        """``(crc32, index, sign)`` of a feature key (cached)."""
+        hit = self._cache.get(key)
+        if hit is None:
             h = zlib.crc32(key.encode("utf-8", "surrogatepass"))
+            hit = (h, 1 + h % (self.dim - 1), -1.0 if h >> 31 else 1.0)
             if len(self._cache) < _CACHE_LIMIT:
-                self._cache[key] = h
-        return h
+                self._cache[key] = hit
+        return hit
 
     def parse(self, mapping: object, what: str, prefix: str = "") -> ParsedFeatures:
         """Validate one feature mapping; raise :class:`InvalidContext` naming the bad entry."""
@@ -116,9 +119,11 @@ class Featurizer:
                 f"{what} has {len(mapping)} entries, more than max_features={self.max_features}"
             )
         hashes: list[int] = []
+        index: list[int] = []
         values: list[float] = []
         numeric: list[tuple[int, str]] = []
         max_key = self.max_key_length
+        lookup = self._lookup
         for key, value in mapping.items():
             if type(key) is not str or not key or len(key) > max_key:
                 raise InvalidContext(
@@ -133,29 +138,34 @@ class Featurizer:
                         f"{what}[{key!r}] is a string of {len(value)} characters, more than "
                         f"max_string_length={self.max_string_length}"
                     )
-                hashes.append(self._hash(f"{prefix}{key}={value}"))
-                values.append(1.0)
+                h, i, sign = lookup(f"{prefix}{key}={value}")
+                hashes.append(h)
+                index.append(i)
+                values.append(sign)
                 continue
             elif t is bool:
-                hashes.append(self._hash(f"{prefix}{key}={'true' if value else 'false'}"))
-                values.append(1.0)
+                h, i, sign = lookup(f"{prefix}{key}={'true' if value else 'false'}")
+                hashes.append(h)
+                index.append(i)
+                values.append(sign)
                 continue
             else:
                 v = _coerce_other(value, what, key)
-                if isinstance(v, bool):
-                    hashes.append(self._hash(f"{prefix}{key}={'true' if v else 'false'}"))
-                    values.append(1.0)
-                    continue
-                if isinstance(v, str):
-                    hashes.append(self._hash(f"{prefix}{key}={v}"))
-                    values.append(1.0)
+                if isinstance(v, bool | str):
+                    text = ("true" if v else "false") if isinstance(v, bool) else v
+                    h, i, sign = lookup(f"{prefix}{key}={text}")
+                    hashes.append(h)
+                    index.append(i)
+                    values.append(sign)
                     continue
             if not math.isfinite(v):
                 raise InvalidContext(f"{what}[{key!r}] = {value!r} is not a finite number")
             numeric.append((len(values), prefix + key))
-            hashes.append(self._hash(prefix + key))
-            values.append(v)
-        return ParsedFeatures(hashes, values, numeric)
+            h, i, sign = lookup(prefix + key)
+            hashes.append(h)
+            index.append(i)
+            values.append(sign * v)
+        return ParsedFeatures(hashes, index, values, numeric)
 
     def parse_actions(
         self, actions: object, max_actions: int
@@ -202,8 +212,9 @@ class Featurizer:
         """Update the online scaler with the numeric values of ``parsed``."""
         scale = self.scale
         rms = self.scaling == "rms"
+        values = parsed.values
         for pos, name in parsed.numeric:
-            v = parsed.values[pos]
+            v = values[pos]
             stat = scale.get(name)
             if stat is None:
                 if len(scale) >= self.max_scaled_names:
@@ -215,27 +226,35 @@ class Featurizer:
             elif abs(v) > stat[1]:
                 stat[1] = abs(v)
 
-    def _scaled(self, parsed: ParsedFeatures) -> tuple[np.ndarray, np.ndarray]:
-        h = np.array(parsed.hashes, dtype=np.uint64)
-        v = np.array(parsed.values, dtype=np.float64)
-        if parsed.numeric:
-            scale = self.scale
-            rms = self.scaling == "rms"
-            for pos, name in parsed.numeric:
-                stat = scale.get(name)
-                if stat is None:
-                    continue
-                s = math.sqrt(stat[1] / stat[0]) if rms else stat[1]
-                v[pos] = v[pos] / s if s > 0 else 0.0
-            np.clip(v, -self.clip, self.clip, out=v)
-        return h, v
+    def _scaled(self, parsed: ParsedFeatures) -> np.ndarray:
+        if not parsed.numeric:
+            return np.array(parsed.values)
+        values = list(parsed.values)
+        scale = self.scale
+        rms = self.scaling == "rms"
+        sqrt = math.sqrt
+        for pos, name in parsed.numeric:
+            stat = scale.get(name)
+            if stat is not None:
+                s = sqrt(stat[1] / stat[0]) if rms else stat[1]
+                values[pos] = values[pos] / s if s > 0 else 0.0
+        v = np.array(values)
+        np.clip(v, -self.clip, self.clip, out=v)
+        return v
 
-    def _accumulate(self, out: np.ndarray, h: np.ndarray, v: np.ndarray) -> None:
-        if h.size:
-            d1 = np.uint64(self.dim - 1)
-            idx = (h % d1 + np.uint64(1)).astype(np.intp)
-            sign = 1.0 - 2.0 * ((h >> np.uint64(31)) & np.uint64(1)).astype(np.float64)
-            out += np.bincount(idx, weights=sign * v, minlength=self.dim)
+    def _interactions(
+        self, out: np.ndarray, hc: list[int], vc: np.ndarray, ha: list[int], va: np.ndarray
+    ) -> None:
+        h = ((np.array(hc, dtype=np.uint64)[:, None] * _FNV_PRIME)
+             ^ np.array(ha, dtype=np.uint64)[None, :]) & _MASK32  # fmt: skip
+        h = h.ravel()
+        idx = (h % np.uint64(self.dim - 1) + np.uint64(1)).astype(np.intp)
+        sign = 1.0 - 2.0 * (h >> np.uint64(31)).astype(np.float64)
+        # values carry their own hash signs already: undo them, then apply the pair's sign
+        vc_raw = vc * np.array([-1.0 if x >> 31 else 1.0 for x in hc])
+        va_raw = va * np.array([-1.0 if x >> 31 else 1.0 for x in ha])
+        w = sign * (vc_raw[:, None] * va_raw[None, :]).ravel()
+        out += np.bincount(idx, weights=w, minlength=self.dim)
 
     def transform(
         self,
@@ -244,21 +263,22 @@ class Featurizer:
         n_actions: int,
     ) -> np.ndarray:
         """Return the ``(n_actions, dim)`` matrix of feature vectors."""
-        xc = np.zeros(self.dim)
+        vc = self._scaled(context)
+        if context.index:
+            xc = np.bincount(context.index, weights=vc, minlength=self.dim)
+        else:
+            xc = np.zeros(self.dim)
         xc[0] = 1.0
-        hc, vc = self._scaled(context)
-        self._accumulate(xc, hc, vc)
         if action_features is None:
             return np.broadcast_to(xc, (n_actions, self.dim))
         X = np.empty((n_actions, self.dim))
         for k, af in enumerate(action_features):
             row = xc.copy()
-            if af.hashes:
-                ha, va = self._scaled(af)
-                self._accumulate(row, ha, va)
-                if self.interactions and hc.size:
-                    hi = ((hc[:, None] * _FNV_PRIME) ^ ha[None, :]) & _MASK32
-                    self._accumulate(row, hi.ravel(), (vc[:, None] * va[None, :]).ravel())
+            if af.index:
+                va = self._scaled(af)
+                row += np.bincount(af.index, weights=va, minlength=self.dim)
+                if self.interactions and context.index:
+                    self._interactions(row, context.hashes, vc, af.hashes, va)
             X[k] = row
         return X
 

@@ -74,6 +74,13 @@ def sample_share_probabilities(draws: np.ndarray, floor: float) -> np.ndarray:
     return floor / k + (1.0 - floor) * wins
 
 
+def _row(values: list[float], dim: int) -> np.ndarray:
+    a = np.array(values, dtype=np.float64).reshape(dim)
+    if not np.isfinite(a).all():
+        raise ValueError("non-finite values")
+    return a
+
+
 def sym_to_list(m: np.ndarray) -> list[list[float]]:
     """Upper triangle of a symmetric matrix, row by row (half the size of the full matrix)."""
     return [m[i, i:].tolist() for i in range(m.shape[0])]
@@ -116,6 +123,7 @@ class ArmModels:
         self.b = np.zeros((0, d))
         self.theta = np.zeros((0, d))
         self.G = np.zeros((0, d, d))
+        self.rows: list[list[np.ndarray]] = []  # per action: x rows not yet folded into G
         self.g = np.zeros((0, d))
         self.P = np.zeros((0, d, d))  # prior Gram (already weighted)
         self.p = np.zeros((0, d))
@@ -136,6 +144,7 @@ class ArmModels:
         self.b = np.concatenate([self.b, np.zeros((1, d))])
         self.theta = np.concatenate([self.theta, np.zeros((1, d))])
         self.G = np.concatenate([self.G, np.zeros((1, d, d))])
+        self.rows.append([])
         self.g = np.concatenate([self.g, np.zeros((1, d))])
         self.P = np.concatenate([self.P, np.zeros((1, d, d))])
         self.p = np.concatenate([self.p, np.zeros((1, d))])
@@ -145,6 +154,7 @@ class ArmModels:
     def remove_action(self, k: int) -> None:
         """Drop the model of action index ``k`` (indices above shift down)."""
         del self.actions[k]
+        del self.rows[k]
         for name in ("A_inv", "b", "theta", "G", "g", "P", "p", "scalars"):
             setattr(self, name, np.delete(getattr(self, name), k, axis=0))
         self.index = {a: i for i, a in enumerate(self.actions)}
@@ -178,14 +188,13 @@ class ArmModels:
         if gamma != 1.0:
             A_inv /= gamma
             self.b[k] *= gamma
-            self.G[k] *= gamma
             self.g[k] *= gamma
             s[0:5] *= gamma
         u = A_inv @ x
         A_inv -= np.outer(u, u / (1.0 + x @ u))
         rx = r * x
         self.b[k] += rx
-        self.G[k] += np.outer(x, x)
+        self.rows[k].append(x)  # folded into G (one matrix product) at the next refresh
         self.g[k] += rx
         rc = min(max(r, 0.0), 1.0)
         s[0] += 1.0
@@ -200,8 +209,28 @@ class ArmModels:
             self.theta[k] = A_inv @ self.b[k]
         return resid
 
+    def gram(self, k: int) -> np.ndarray:
+        """This visitor's Gram matrix of action ``k`` including rows not yet folded in."""
+        rows = self.rows[k]
+        if not rows:
+            return self.G[k].copy()
+        B = np.array(rows)
+        if self.discount != 1.0:
+            m = len(rows)
+            w = self.discount ** np.arange(m - 1, -1, -1, dtype=np.float64)
+            return self.discount**m * self.G[k] + (B * w[:, None]).T @ B
+        return self.G[k] + B.T @ B
+
+    def fold(self, k: int) -> None:
+        """Fold the buffered rows of action ``k`` into ``G_k``."""
+        if self.rows[k]:
+            G = self.gram(k)
+            self.G[k] = (G + G.T) * 0.5
+            self.rows[k] = []
+
     def refresh(self, k: int) -> None:
         """Recompute ``A_k^-1`` and ``theta_k`` exactly from ``l2 I + P_k + G_k``."""
+        self.fold(k)
         A = self.P[k] + self.G[k]
         A[np.diag_indices(self.dim)] += self.l2
         inv = np.linalg.inv(A)
@@ -212,6 +241,7 @@ class ArmModels:
 
     def forget(self, k: int, keep: float) -> None:
         """Scale this visitor's own statistics of action ``k`` by ``keep`` (drift reset)."""
+        self.fold(k)
         self.G[k] *= keep
         self.g[k] *= keep
         self.scalars[k, 0:5] *= keep
@@ -236,6 +266,7 @@ class ArmModels:
             "A_inv": [sym_to_list(m) for m in self.A_inv],
             "b": self.b.tolist(),
             "G": [sym_to_list(m) for m in self.G],
+            "rows": [[r.tolist() for r in rows] for rows in self.rows],
             "g": self.g.tolist(),
             "P": [sym_to_list(m) if h else None for m, h in zip(self.P, has_prior, strict=True)],
             "p": self.p.tolist(),
@@ -267,6 +298,9 @@ class ArmModels:
         m.A_inv = mats(d["A_inv"])
         m.b = vecs(d["b"], dim)
         m.G = mats(d["G"])
+        if len(d["rows"]) != k:
+            raise ValueError("wrong number of row buffers")
+        m.rows = [[_row(r, dim) for r in rows] for rows in d["rows"]]
         m.g = vecs(d["g"], dim)
         if len(d["P"]) != k:
             raise ValueError("wrong number of prior matrices")
