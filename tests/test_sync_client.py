@@ -23,6 +23,8 @@ def one_blas_thread():
     threadpoolctl = pytest.importorskip("threadpoolctl")
     with threadpoolctl.threadpool_limits(1):
         yield
+
+
 SYNC = {"url": "https://sync.example", "site": "shop", "key": "k" * 12, "upload": True}
 
 
