@@ -17,12 +17,13 @@ protocol (version 1) is:
   (:meth:`SyncClient.acknowledged`), so a retry carries the same ``batch_id`` and the server
   counts it once.
 
-Uploads happen only when the site enables them (``upload: true``), the page says the visitor
-consented (``consent: true``), Global Privacy Control is off, and at least ``min_events``
-decisions with a known outcome were made since the last upload.
+Uploads happen only when the site enables them (``config.sync.upload: true``), the visitor
+consented (the loader's consent: granted, or not required by the site), Global Privacy Control
+is off, and at least ``min_events`` decisions with a known outcome were made since the last
+upload.
 
 >>> client = SyncClient()
->>> client.configure({"url": "/sync", "site": "shop", "key": "k", "upload": True}, gpc=True)
+>>> client.configure({"site": "shop", "key": "k", "upload": True}, gpc=True, consent=True)
 >>> client.upload_blocked()
 'Global Privacy Control is on'
 """
@@ -55,7 +56,6 @@ class SyncConfig:
     url: str = ""  # the sync server's base URL; "" is this site's own origin
     key: str = ""
     upload: bool = False  # the site enables contributions
-    consent: bool = False  # the page says this visitor consented
     epsilon: float = DEFAULT_EPSILON
     delta: float = DEFAULT_DELTA
     min_events: int = DEFAULT_MIN_EVENTS
@@ -75,9 +75,8 @@ class SyncConfig:
         for field in ("url", "key"):
             if not isinstance(raw.get(field, ""), str):
                 raise InvalidParameter(f"config.sync.{field} must be a string")
-        for field in ("upload", "consent"):
-            if not isinstance(raw.get(field, False), bool):
-                raise InvalidParameter(f"config.sync.{field} must be true or false")
+        if not isinstance(raw.get("upload", False), bool):
+            raise InvalidParameter("config.sync.upload must be true or false")
         checks = {
             "epsilon": lambda v: 0 < v <= 1,
             "delta": lambda v: 0 < v < 1e-3,
@@ -106,6 +105,7 @@ class SyncClient:
     def __init__(self) -> None:
         self.config: SyncConfig | None = None
         self.gpc = False
+        self.consent = False
         self.server_min_events = 0
         self.priors_version: int | None = None
         self.watermark: list[Any] | None = None  # fingerprint of the last uploaded log record
@@ -116,11 +116,19 @@ class SyncClient:
     # -- configuration and persistence -------------------------------------------------
 
     def configure(
-        self, raw: Mapping[str, Any] | None, *, gpc: bool = False, saved: Any = None
+        self,
+        raw: Mapping[str, Any] | None,
+        *,
+        gpc: bool = False,
+        consent: bool = False,
+        saved: Any = None,
     ) -> None:
-        """Set the page's ``config.sync`` (None: no sync), the GPC signal, and restore state."""
+        """Set the page's ``config.sync`` (None: no sync), the visitor's Global Privacy Control
+        signal and consent (the loader's: granted, or not required by the site and no GPC),
+        and restore the state saved on this device."""
         self.config = None if raw is None else SyncConfig.parse(raw)
         self.gpc = gpc is True
+        self.consent = consent is True
         if isinstance(saved, Mapping):
             self.watermark = saved.get("watermark")
             pending = saved.get("pending")
@@ -129,6 +137,12 @@ class SyncClient:
             self.uploaded = int(saved.get("uploaded", 0))
         if self.upload_blocked() is not None:
             self.pending = None  # e.g. consent withdrawn: a batch built earlier is never sent
+
+    def set_consent(self, granted: bool) -> None:
+        """Consent granted or withdrawn; a withdrawn consent drops the unsent batch."""
+        self.consent = granted is True
+        if self.upload_blocked() is not None:
+            self.pending = None
 
     def state(self) -> dict[str, Any]:
         """What to persist on the device (inside the worker's checkpoint)."""
@@ -159,7 +173,7 @@ class SyncClient:
             return "the site does not enable uploads"
         if self.gpc:
             return "Global Privacy Control is on"
-        if not self.config.consent:
+        if not self.consent:
             return "the visitor has not consented"
         return None
 
