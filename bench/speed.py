@@ -41,6 +41,7 @@ CATEGORICAL = {
     "daypart": ["morning", "afternoon", "evening", "night"],
 }
 BOOLEANS = ["returning", "logged_in"]
+BLOCK = 100  # learners take turns every BLOCK decisions
 
 
 def contexts(n: int, seed: int) -> list[dict[str, float | int | str | bool]]:
@@ -138,19 +139,28 @@ class Timed:
 
 
 def time_all(
-    factories: dict[str, qa.AdapterFactory], ctxs: list, draws: list[float], warmup: int, seed: int
+    factories: dict[str, qa.AdapterFactory],
+    ctxs: list,
+    draws: list[float],
+    warmup: int,
+    seed: int,
+    block: int = BLOCK,
 ) -> list[Timing]:
-    """Time every learner on the same decisions, interleaved decision by decision.
+    """Time every learner on the same decisions, taking turns in blocks of ``block`` decisions.
 
-    Interleaving (in a rotating order) spreads any background load on the machine evenly over
-    the learners instead of penalizing whichever one happened to run during it.
+    Taking turns (in a rotating order) spreads background load on the machine evenly over the
+    learners; blocks rather than single decisions keep each learner's caches and its own
+    garbage collections its own (one decision each in turn would charge one learner for the
+    collections another one's garbage triggered). A collection runs before each block.
     """
     learners = [Timed(name, factory, seed) for name, factory in factories.items()]
-    gc.collect()
-    for i, (ctx, draw) in enumerate(zip(ctxs, draws, strict=True)):
-        k = i % len(learners)
+    starts = range(0, len(ctxs), block)
+    for b, first in enumerate(starts):
+        k = b % len(learners)
         for learner in learners[k:] + learners[:k]:
-            learner.decide(ctx, draw, timed=i >= warmup)
+            gc.collect()
+            for i in range(first, min(first + block, len(ctxs))):
+                learner.decide(ctxs[i], draws[i], timed=i >= warmup)
     for learner in learners:
         close = getattr(learner.adapter, "close", None)
         if close:
@@ -224,8 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"### Speed ({today})\n\n"
         f"`bench/speed.py --decisions {args.decisions} --seed {args.seed}`: CPython "
         f"{platform.python_version()} on {platform.machine()}, one process, one BLAS thread (as in "
-        "Pyodide), learners interleaved "
-        f"decision by decision (load average at start {load:.1f}); "
+        "Pyodide), learners taking turns "
+        f"every {BLOCK} decisions (load average at start {load:.1f}); "
         f"{NUMERIC + len(CATEGORICAL) + len(BOOLEANS)} context features "
         f"({NUMERIC} numeric, {len(CATEGORICAL)} categorical, {len(BOOLEANS)} boolean), "
         f"{len(ACTIONS)} actions; time of rank + reward per decision in microseconds over "
