@@ -187,21 +187,19 @@ def test_propensities_sum_to_one_and_match_logged_probability():
 
 
 def test_epsilon_greedy_propensity_is_exact():
-    eng = Engine(policy="epsilon_greedy", seed=0, epsilon=0.3)
+    eng = Engine(policy="epsilon_greedy", seed=0, epsilon=0.3, max_pending=10)
     simulate(eng, 200, seed=1)
     ctx = {"device": "mobile", "scroll_depth": 0.5}
-    counts: dict[str, int] = {}
-    props: dict[str, float] = {}
-    state = eng.state()
-    for i in range(3000):
-        e = Engine.from_state(state)  # same model, fresh draw each time
-        e._rng = np.random.default_rng(i)
-        dec = e.rank(ctx, ACTIONS, now=1000.0)
-        counts[dec.action] = counts.get(dec.action, 0) + 1
-        props[dec.action] = dec.probability
-    assert math.isclose(sum(props.values()), 1.0, rel_tol=1e-9)
-    for a, p in props.items():
-        assert abs(counts[a] / 3000 - p) < 0.03
+    expected = eng.policy_probabilities(ctx, ACTIONS)
+    counts = dict.fromkeys(ACTIONS, 0)
+    n = 3000
+    for _ in range(n):  # rank without reward does not change the model
+        dec = eng.rank(ctx, ACTIONS, now=1000.0)
+        assert math.isclose(dec.probability, expected[dec.action], rel_tol=1e-12)
+        counts[dec.action] += 1
+    assert sorted(expected.values()) == pytest.approx([0.1, 0.1, 0.8])
+    for a, p in expected.items():
+        assert abs(counts[a] / n - p) < 0.03
 
 
 def test_default_action_and_slots():

@@ -211,6 +211,20 @@ def _json_features(mapping: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _json_record(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy of a pending or logged record with plain-JSON context and action features."""
+    out = dict(rec)
+    if "context" in rec:
+        out["context"] = _json_features(rec["context"])
+        acts = rec["actions"]
+        out["actions"] = (
+            {a: _json_features(f) for a, f in acts.items()}
+            if isinstance(acts, Mapping)
+            else list(acts)
+        )
+    return out
+
+
 class _Slot:
     """Everything the engine keeps for one slot."""
 
@@ -344,9 +358,10 @@ class Engine:
             "holdout": is_holdout,
         }
         if self.params["log_size"] > 0:
-            rec["context"] = _json_features(context)
+            # shallow copies now; converted to plain JSON types when the log is read
+            rec["context"] = dict(context)
             rec["actions"] = (
-                list(names) if afeats is None else {a: _json_features(actions[a]) for a in names}  # type: ignore[index]
+                names if afeats is None else {a: dict(actions[a]) for a in names}  # type: ignore[index]
             )
         self._pending[event_id] = rec
         while len(self._pending) > self.params["max_pending"]:
@@ -409,7 +424,7 @@ class Engine:
             }
         pending = []
         for eid, rec in self._pending.items():
-            r = dict(rec)
+            r = _json_record(rec)
             r["x"] = rec["x"].tolist()
             pending.append([eid, r])
         return {
@@ -432,7 +447,7 @@ class Engine:
             "slots": slots,
             "pending": pending,
             "expired": list(self._expired),
-            "log": [dict(r) for r in self._log],
+            "log": [_json_record(r) for r in self._log],
         }
 
     @classmethod
@@ -569,7 +584,7 @@ class Engine:
 
     def log(self, slot: str | None = None) -> list[dict[str, Any]]:
         """The bounded log of rewarded decisions (oldest first), optionally for one slot."""
-        return [dict(r) for r in self._log if slot is None or r["slot"] == slot]
+        return [_json_record(r) for r in self._log if slot is None or r["slot"] == slot]
 
     def policy_probabilities(
         self,

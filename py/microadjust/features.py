@@ -158,10 +158,11 @@ class Featurizer:
                     index.append(i)
                     values.append(sign)
                     continue
-            if not math.isfinite(v):
+            if v - v != 0.0:  # nan or infinite
                 raise InvalidContext(f"{what}[{key!r}] = {value!r} is not a finite number")
-            numeric.append((len(values), prefix + key))
-            h, i, sign = lookup(prefix + key)
+            name = prefix + key if prefix else key
+            numeric.append((len(values), name))
+            h, i, sign = lookup(name)
             hashes.append(h)
             index.append(i)
             values.append(sign * v)

@@ -90,11 +90,11 @@ class Guardrails:
             q = np.zeros_like(probs)
             q[actions.index(shown[0])] = 1.0
             return q, f"cooldown: keep {shown[0]}"
-        forced = np.zeros_like(probs)
-        forced[default] = 1.0
-        if self.max_session is not None and self.session_adjustments >= self.max_session:
-            return forced, "cap reached: default"
-        if self.max_slot is not None and self.slot_adjustments.get(slot, 0) >= self.max_slot:
+        if (self.max_session is not None and self.session_adjustments >= self.max_session) or (
+            self.max_slot is not None and self.slot_adjustments.get(slot, 0) >= self.max_slot
+        ):
+            forced = np.zeros_like(probs)
+            forced[default] = 1.0
             return forced, "cap reached: default"
         if self.min_confidence > 0 and confidence is not None:
             weak = confidence < self.min_confidence

@@ -38,6 +38,7 @@ True
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -191,7 +192,8 @@ class ArmModels:
             self.g[k] *= gamma
             s[0:5] *= gamma
         u = A_inv @ x
-        A_inv -= np.outer(u, u / (1.0 + x @ u))
+        v = u * (1.0 / math.sqrt(1.0 + x @ u))  # outer(v, v) is exactly symmetric
+        A_inv -= np.outer(v, v)
         rx = r * x
         self.b[k] += rx
         self.rows[k].append(x)  # folded into G (one matrix product) at the next refresh
