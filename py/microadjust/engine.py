@@ -321,7 +321,9 @@ class Engine:
         confidence = None
         if self._guard.min_confidence > 0:
             confidence = beat_probability(mean, std * st.sigma(), default)
-        q, forced = self._guard.constrain(probs, names, default, slot, now, confidence)
+        p = self.params
+        explore = p["epsilon"] if self.resolved_policy == "epsilon_greedy" else p["explore_floor"]
+        q, forced = self._guard.constrain(probs, names, default, slot, now, confidence, explore)
         h = self._guard.holdout
         is_holdout = bool(h > 0 and self._rng.random() < h)
         if is_holdout:

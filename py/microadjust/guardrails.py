@@ -13,7 +13,9 @@ probability vector, so the engine can still log the exact propensity of what it 
   it for ``cooldown_s`` seconds (no flicker); repeats during a cooldown do not count as new
   adjustments.
 * **minimum confidence** (``min_confidence``): probability mass on an action whose posterior
-  probability of beating the default is below the threshold moves to the default.
+  probability of beating the default is below the threshold moves to the default, except
+  the policy's uniform exploration share (``explore_floor`` or ``epsilon``), which keeps
+  gathering the evidence needed to become confident.
 
 Regularization (the ridge ``l2`` and the capped prior weight) lives in the models.
 """
@@ -78,6 +80,7 @@ class Guardrails:
         slot: str,
         now: float,
         confidence: np.ndarray | None,
+        explore: float = 0.0,
     ) -> tuple[np.ndarray, str | None]:
         """Return the constrained probabilities and, if a rule forced them, its reason."""
         shown = self.shown.get(slot)
@@ -100,8 +103,9 @@ class Guardrails:
             weak = confidence < self.min_confidence
             weak[default] = False
             if weak.any():
-                q = np.where(weak, 0.0, probs)
-                q[default] += probs[weak].sum()
+                # keep the uniform exploration share (to gather evidence), move the rest
+                q = np.where(weak, np.minimum(probs, explore / len(probs)), probs)
+                q[default] += probs.sum() - q.sum()
                 return q, "not confident yet: default"
         return probs, None
 

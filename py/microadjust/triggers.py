@@ -174,10 +174,9 @@ class _Parser:
         tok = self.peek()
         if tok.kind == "op" and tok.text in _COMPARISONS:
             self.take()
-            right_tok = self.peek()
             right = self.operand()
             if left[0] == "lit" and right[0] == "lit":
-                _check_comparable(tok.text, left[1], right[1], self.text, right_tok.pos)
+                _check_comparable(tok.text, left[1], right[1], self.text, tok.pos)
             node: Node = ("cmp", tok.text, left, right, tok.pos)
             nxt = self.peek()
             if nxt.kind == "op" and nxt.text in _COMPARISONS:
