@@ -452,7 +452,7 @@
     ready.then(() => clearTimeout(timer), () => clearTimeout(timer));
     const engineConfig = Object.fromEntries(Object.entries(config).filter(([key]) => !PAGE_KEYS.includes(key)));
     worker.postMessage({
-      v: PROTOCOL, type: 'init', config: engineConfig, context: context(), persist,
+      v: PROTOCOL, type: 'init', config: engineConfig, context: context(), persist, gpc,
       assets: { pyodide: asset(ASSETS.pyodide), wheel: asset(ASSETS.wheel) },
     });
     observe();

@@ -24,6 +24,7 @@ async function setPersist(granted) {
   clearTimeout(saveTimer);
   saveTimer = 0;
   if (!session) return;
+  session.sync_consent(granted);
   await store(granted ? 'put' : 'delete', granted ? session.checkpoint() : undefined);
 }
 
@@ -36,6 +37,7 @@ async function boot(init) {
   const started = performance.now();
   persist = init.persist !== false;
   const saved = persist ? await store('get') : null;
+  const priors = fetchPriors(init.config && init.config.sync); // meanwhile, while Python boots
   importScripts(init.assets.pyodide + 'pyodide.js');
   pyodide = await loadPyodide({
     indexURL: init.assets.pyodide,
@@ -48,8 +50,10 @@ async function boot(init) {
   handle({
     v: PROTOCOL, type: 'init', config: init.config, context: init.context,
     state: saved ? JSON.parse(saved) : null, boot_ms: Math.round(performance.now() - started),
+    persist, gpc: init.gpc === true, priors: await priors,
   });
   for (const message of pending.splice(0)) handle(message);
+  startUploads();
   const lazy = session.lazy_packages().toJs();
   if (lazy.length) {
     await pyodide.loadPackage(lazy, { messageCallback: () => {} });
@@ -85,4 +89,52 @@ function store(operation, value) {
       tx.onerror = () => { db.close(); resolve(null); };
     };
   });
+}
+
+// --- the optional sync server: priors down at boot, noisy aggregates up now and then ----------
+// What is sent, and when, is decided in Python (microadjust.sync_client); here only fetch().
+const SYNC_TIMEOUT_MS = 5000;
+
+async function fetchPriors(sync) {
+  if (!sync || typeof sync.site !== 'string') return null;
+  const url = `${String(sync.url || '').replace(/\/+$/, '')}/v1/sites/${encodeURIComponent(sync.site)}/priors`;
+  try { // the HTTP cache revalidates with the ETag; the engine's state keeps the last prior
+    const response = await fetch(url, { credentials: 'omit', signal: AbortSignal.timeout(SYNC_TIMEOUT_MS) });
+    return response.ok ? await response.json() : null;
+  } catch {
+    return null; // no server, offline or slow: the engine starts from what it has
+  }
+}
+
+function startUploads() { // Python says, each time, whether anything may be sent (consent can change)
+  const plan = JSON.parse(session.sync_plan());
+  if (!plan) return;
+  setTimeout(upload, Math.min(plan.interval_ms, 5000)); // a batch left by an earlier visit
+  setInterval(upload, plan.interval_ms);
+}
+
+let uploading = false;
+async function upload() {
+  if (uploading || !persist) return;
+  const body = session.sync_upload();
+  if (body === 'null') return;
+  uploading = true;
+  try {
+    clearTimeout(saveTimer);
+    await save(); // the batch and its watermark are stored before they are sent
+    const plan = JSON.parse(session.sync_plan());
+    let status = 0;
+    try {
+      const response = await fetch(plan.uploads_url, {
+        method: 'POST', body, credentials: 'omit', keepalive: true,
+        headers: { 'Content-Type': 'application/json', 'X-Microadjust-Key': plan.key },
+        signal: AbortSignal.timeout(SYNC_TIMEOUT_MS),
+      });
+      status = response.status;
+    } catch { /* offline: the same batch is sent again next time */ }
+    for (const reply of JSON.parse(session.sync_result(JSON.parse(body).batch_id, status))) postMessage(reply);
+    if (session.dirty) await save();
+  } finally {
+    uploading = false;
+  }
 }

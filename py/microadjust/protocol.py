@@ -12,7 +12,10 @@ type            fields
 init            ``config`` (object: engine parameters such as ``policy``, ``holdout``,
                 ``attribution_window_s``), ``context`` (object), ``state`` (object or null:
                 what ``checkpoint`` saved on an earlier visit, added by the worker from
-                IndexedDB), ``boot_ms`` (number, added by the worker)
+                IndexedDB), ``boot_ms`` (number, added by the worker); ``persist`` and
+                ``gpc`` (the visitor's consent and Global Privacy Control, from the loader);
+                ``priors`` (object or null: the sync server's priors, fetched by the worker
+                when ``config.sync`` is set, see :mod:`microadjust.sync_client`)
 page            ``context``: a new page view of a single-page app (behaviour starts afresh)
 events          ``events``: list of ``{kind, t, ...}``, ``t`` in ms since navigation start;
                 ``t`` (optional): the page's time now. Kinds: ``scroll`` (``depth`` 0..1),
@@ -39,6 +42,8 @@ rewarded        ``goal``, ``value``, ``event_ids`` (the decisions it was attribu
 forgotten       ``id``; ``exported``: ``id``, ``data`` (all this device keeps, as JSON)
 error           ``message``; ``slot`` when about one slot; ``fatal: true`` when the engine
                 cannot run (the page keeps its defaults)
+synced          ``priors_version`` (the sync server's prior now installed, or null),
+                ``uploaded`` (noisy batches this device's server acknowledged, in all)
 =============== ==========================================================================
 
 A context is a flat object of string, number and boolean values.

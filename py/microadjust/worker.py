@@ -38,10 +38,12 @@ from .protocol import (
     require_finite,
 )
 from .signals import Signals
+from .sync_client import SyncClient
 from .triggers import Trigger, parse_trigger
 
 STATE_SCHEMA = 1
-WORKER_OPTIONS = frozenset({"segments"})  # the rest of the page's config configures the Engine
+# options for the worker itself; the rest of the page's config configures the Engine
+WORKER_OPTIONS = frozenset({"segments", "sync"})
 SIGNALS = frozenset(
     {
         "dwell_s",
@@ -77,6 +79,7 @@ class WorkerSession:
         self.visits = 0
         self.rewards = 0  # rewards received on this device, over all visits
         self.dirty = False  # True when state changed since the last checkpoint
+        self.sync = SyncClient()  # the optional sync server: priors down, noisy sums up
 
     def handle_json(self, text: str) -> str:
         """JSON in, JSON list of replies out; never raises: a broken engine never breaks a page."""
@@ -110,6 +113,7 @@ class WorkerSession:
             "rewards": self.rewards,
             "attribution": self.attribution.state(),
             "engine": self.engine.state(),
+            "sync": self.sync.state(),
         }
 
     def checkpoint(self) -> str:
@@ -146,7 +150,7 @@ class WorkerSession:
             boot_ms=message.get("boot_ms"),
         )
         self._close_windows()
-        return [*replies, ready]
+        return [*replies, ready, *self._sync_init(message)]
 
     def _page(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
         """A new page view in a single-page app: fresh behaviour signals, same visitor."""
@@ -230,6 +234,7 @@ class WorkerSession:
         self.engine = fresh_engine(self.config)
         self.attribution, self.decided, self.waiting = Attribution(), {}, {}
         self.visits, self.rewards, self.dirty = 1, 0, False
+        self.sync.pending = self.sync.watermark = None
         return [reply("forgotten", id=message.get("id"))]
 
     def _export(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -238,6 +243,61 @@ class WorkerSession:
     def _packages_loaded(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
         require_field(message, "packages", list)
         return []
+
+    # --- the optional sync server (web/worker.js fetches, this decides) ----------------------
+
+    def _sync_init(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Configure sync from ``config.sync``, restore its state, install fetched priors."""
+        saved = message.get("state")
+        try:
+            self.sync.configure(
+                self.config.get("sync"),
+                gpc=message.get("gpc") is True,
+                consent=message.get("persist") is not False,
+                saved=saved.get("sync") if isinstance(saved, Mapping) else None,
+            )
+        except MicroadjustError as error:
+            return [reply("error", message=f"sync is off: {error}")]
+        if self.sync.config is None or message.get("priors") is None:
+            return []
+        problems = self.sync.apply_priors(self.engine, message["priors"])
+        self.dirty = True
+        return [
+            *(reply("error", message=problem) for problem in problems),
+            reply("synced", priors_version=self.sync.priors_version, uploaded=self.sync.uploaded),
+        ]
+
+    def sync_plan(self) -> str:
+        """JSON: the sync URLs, key and upload interval for the worker, or null."""
+        return json.dumps(self.sync.describe())
+
+    def sync_consent(self, granted: bool) -> None:
+        """The visitor granted or withdrew consent (the page's ``consent`` message)."""
+        self.sync.set_consent(bool(granted))
+        self.dirty = True
+
+    def sync_upload(self) -> str:
+        """JSON body of the batch to upload now, or null; a new batch must be saved first."""
+        try:
+            body = self.sync.next_upload(self.engine)
+        except MicroadjustError:
+            return "null"
+        self.dirty = self.dirty or body is not None
+        return json.dumps(body)
+
+    def sync_result(self, batch_id: str, status: int) -> str:
+        """JSON list of replies once the server answered ``status`` to ``batch_id``."""
+        if 200 <= status < 300:
+            done = self.sync.acknowledged(batch_id)
+        elif 400 <= status < 500 and status not in (408, 429):
+            done = self.sync.rejected(batch_id)  # refused for good: never resend it
+        else:
+            return "[]"  # server or network trouble: the same batch is retried later
+        self.dirty = self.dirty or done
+        synced = reply(
+            "synced", priors_version=self.sync.priors_version, uploaded=self.sync.uploaded
+        )
+        return json.dumps([synced] if done else [])
 
     # --- helpers ----------------------------------------------------------------------------
 
