@@ -99,7 +99,8 @@ def _slot_html(slot: str, rep: dict[str, Any]) -> str:
     )
     return (
         f"<section><h2>Slot <code>{html.escape(slot)}</code></h2>"
-        f"<p>{rep['uploads']} uploads, about {_fmt(rep['decisions'], False)} decisions. "
+        f"<p>{rep['uploads']} uploads, about {_fmt(rep['decisions'], False)} decisions with a "
+        "known outcome (shown, then rewarded or not within the attribution window). "
         f"Lift of personalization over the holdout: <strong>{lift_text}</strong>.</p>"
         f"{_chart(rows)}"
         "<table><thead><tr><th>variant</th><th>decisions</th><th>reward rate</th>"
