@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import CHROMIUM, CHROMIUM_FLAGS, free_port, wait_for  # noqa: E402
+from conftest import CHROMIUM, CHROMIUM_FLAGS, serving  # noqa: E402
 
 PROBE = """
 window.__tasks = [];
@@ -91,16 +91,8 @@ def main() -> int:
     args = parser.parse_args()
     subprocess.run([sys.executable, str(ROOT / "build" / "bundle.py")], check=True)
     rows, at_boot = bundle_bytes()
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, str(ROOT / "serve.py"), "--no-build", "--port", str(port)]
-    )
-    try:
-        wait_for(f"http://127.0.0.1:{port}/", server)
-        times = time_boot(f"http://127.0.0.1:{port}", args.runs)
-    finally:
-        server.terminate()
-        server.wait(10)
+    with serving() as base:
+        times = time_boot(base, args.runs)
 
     sizes = {path: (raw, sent) for path, raw, sent in rows}
     boot_raw = sum(sizes[p][0] for p in at_boot)

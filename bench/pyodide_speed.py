@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 import speed  # noqa: E402
-from conftest import CHROMIUM, CHROMIUM_FLAGS, free_port, wait_for  # noqa: E402
+from conftest import CHROMIUM, CHROMIUM_FLAGS, serving  # noqa: E402
 
 POLICIES = ["auto", "epsilon_greedy", "thompson", "linucb", "lin_ts"]
 
@@ -122,15 +122,8 @@ def main() -> int:
     parser.add_argument("--markdown", action="store_true", help="print a dated markdown table")
     args = parser.parse_args()
     subprocess.run([sys.executable, str(ROOT / "build" / "bundle.py")], check=True)
-    port = free_port()
-    command = [sys.executable, str(ROOT / "serve.py"), "--no-build", "--port", str(port)]
-    server = subprocess.Popen(command)
-    try:
-        wait_for(f"http://127.0.0.1:{port}/", server)
-        figures = measure(f"http://127.0.0.1:{port}", args.decisions)
-    finally:
-        server.terminate()
-        server.wait(10)
+    with serving() as base:
+        figures = measure(base, args.decisions)
     if not figures.pop("isolated"):
         print("warning: the page was not cross-origin isolated; timer resolution is 100 µs")
     if args.markdown:

@@ -8,6 +8,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,20 +58,26 @@ def built() -> Path:
     return ROOT / "dist"
 
 
-@pytest.fixture(scope="session")
-def server(built: Path) -> Iterator[str]:
-    """serve.py on a free loopback port; yields its base URL."""
+@contextmanager
+def serving(*options: str, health: str = "/") -> Iterator[str]:
+    """serve.py (dist/ as built, plus ``options``) on a free loopback port; yields its base URL."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "serve.py"), "--no-build", "--port", str(port)], cwd=ROOT
-    )
+    command = [sys.executable, str(ROOT / "serve.py"), "--no-build", "--port", str(port), *options]
+    process = subprocess.Popen(command, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(base + "/", process)
+        wait_for(base + health, process)
         yield base
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def server(built: Path) -> Iterator[str]:
+    """The demo and the bundle, served as a site would serve them."""
+    with serving() as base:
+        yield base
 
 
 @pytest.fixture(scope="session")

@@ -255,3 +255,28 @@ def test_handle_json_never_raises_and_says_what_was_wrong():
     assert ready["type"] == "ready"
     [late] = json.loads(session.handle_json("[]"))
     assert late["type"] == "error" and late["fatal"] is False
+
+
+def test_segments_group_behaviour_once_scikit_learn_has_loaded():
+    session = started(segments={"n": 2}, log_size=64)
+    assert session.lazy_packages() == ["scikit-learn"]
+    for i in range(6):  # quick skimmers and slow readers
+        slow = i % 2 == 1
+        depth = 0.9 if slow else 0.1
+        events(session, {"kind": "scroll", "t": 1000 * i, "depth": depth})
+        decide(session, {"slot": f"s{i}", "variants": ["default", "b"]}, t=1000 * i)
+    assert session.segmenter.centers is None  # scikit-learn is not there yet: rows wait
+    session.handle({"v": 1, "type": "packages_loaded", "packages": ["scikit-learn"]})
+    decide(session, {"slot": "after", "variants": ["default", "b"]})
+    assert session.segmenter.centers is not None and session.segment_rows == []
+    last = session.engine.state()["pending"][-1][1]
+    assert last["slot"] == "after" and last["context"]["segment"] in ("seg0", "seg1")
+    again = WorkerSession()
+    again.handle(
+        {**INIT, "config": {"segments": {"n": 2}}, "state": json.loads(session.checkpoint())}
+    )
+    assert again.segmenter.centers.tolist() == session.segmenter.centers.tolist()
+
+
+def test_without_segments_no_package_loads_lazily():
+    assert started().lazy_packages() == []

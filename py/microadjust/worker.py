@@ -37,11 +37,13 @@ from .protocol import (
     require_field,
     require_finite,
 )
+from .segments import Segmenter
 from .signals import Signals
 from .sync_client import SyncClient
 from .triggers import Trigger, parse_trigger
 
 STATE_SCHEMA = 1
+SEGMENT_SIGNALS = ("dwell_s", "scroll_depth", "clicks", "idle_s", "visits")
 # options for the worker itself; the rest of the page's config configures the Engine
 WORKER_OPTIONS = frozenset({"segments", "sync"})
 SIGNALS = frozenset(
@@ -80,6 +82,9 @@ class WorkerSession:
         self.rewards = 0  # rewards received on this device, over all visits
         self.dirty = False  # True when state changed since the last checkpoint
         self.sync = SyncClient()  # the optional sync server: priors down, noisy sums up
+        self.segmenter: Segmenter | None = None  # behavioural micro-segments, when configured
+        self.segment_rows: list[dict[str, float]] = []  # kept until scikit-learn has loaded
+        self.can_fit_segments = False
 
     def handle_json(self, text: str) -> str:
         """JSON in, JSON list of replies out; never raises: a broken engine never breaks a page."""
@@ -114,6 +119,7 @@ class WorkerSession:
             "attribution": self.attribution.state(),
             "engine": self.engine.state(),
             "sync": self.sync.state(),
+            "segments": self.segmenter.to_dict() if self.segmenter else None,
         }
 
     def checkpoint(self) -> str:
@@ -141,6 +147,7 @@ class WorkerSession:
         self.engine, visits, self.rewards, self.attribution = restored
         self.config, self.context = config, context
         self.visits, self.dirty = visits + 1, True
+        self._segments_init(message)
         ready = reply(
             "ready",
             engine=__version__,
@@ -234,6 +241,11 @@ class WorkerSession:
         self.engine = fresh_engine(self.config)
         self.attribution, self.decided, self.waiting = Attribution(), {}, {}
         self.visits, self.rewards, self.dirty = 1, 0, False
+        if self.segmenter is not None:
+            self.segmenter, self.segment_rows = (
+                Segmenter(SEGMENT_SIGNALS, self.segmenter.n_segments),
+                [],
+            )
         self.sync.pending = self.sync.watermark = None
         return [reply("forgotten", id=message.get("id"))]
 
@@ -241,8 +253,32 @@ class WorkerSession:
         return [reply("exported", id=message.get("id"), data=self.snapshot())]
 
     def _packages_loaded(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
-        require_field(message, "packages", list)
+        self.can_fit_segments = "scikit-learn" in require_field(message, "packages", list)
         return []
+
+    # --- behavioural micro-segments (scikit-learn loads after the first decision) -----------
+
+    def _segments_init(self, message: Mapping[str, Any]) -> None:
+        option = self.config.get("segments")
+        if not option:
+            return
+        saved = message.get("state") if isinstance(message.get("state"), Mapping) else {}
+        with contextlib.suppress(InvalidState):  # an unusable saved segmenter: start afresh
+            self.segmenter = (
+                Segmenter.from_dict(saved["segments"]) if saved.get("segments") else None
+            )
+        if self.segmenter is None:
+            n = option.get("n", 4) if isinstance(option, Mapping) else 4
+            self.segmenter = Segmenter(SEGMENT_SIGNALS, n_segments=n, seed=self.visits)
+
+    def _segment(self, context: Mapping[str, Any]) -> str:
+        """The visitor's segment now; the segments learn from each decision's signals."""
+        row = {name: float(context[name]) for name in SEGMENT_SIGNALS}
+        self.segment_rows.append(row)
+        if self.can_fit_segments:
+            self.segmenter.partial_fit(self.segment_rows)
+            self.segment_rows = []
+        return self.segmenter.segment(row)
 
     # --- the optional sync server (web/worker.js fetches, this decides) ----------------------
 
@@ -316,8 +352,10 @@ class WorkerSession:
         if not specs and request_id is None:
             return []
         decisions, errors = [], []
+        context = {k: v for k, v in self._signals("", None).items() if k != "visible_s"}
+        if self.segmenter is not None:
+            context["segment"] = self._segment(context)
         for spec in specs:
-            context = {k: v for k, v in self._signals(spec.slot, None).items() if k != "visible_s"}
             try:
                 decision, events = self._decide_one(spec, context)
             except MicroadjustError as error:

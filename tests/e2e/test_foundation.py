@@ -66,6 +66,19 @@ def test_no_request_leaves_the_origin(server, visit):
     assert any("pyodide.asm.wasm" in url for url in visit.requests)
     assert any(url.endswith(".whl") for url in visit.requests), "the worker's requests are seen"
     assert [url for url in visit.requests if not url.startswith(server + "/")] == []
+    assert not [url for url in visit.requests if "scikit_learn" in url or "scipy" in url]
+
+
+def test_scikit_learn_loads_after_the_first_decision_when_segments_need_it(server, visit):
+    body = TWO_SLOTS.split("<body>")[1].split("</body>")[0]
+    open_fixture(visit, server, fixture_page(body, {"segments": True}))
+    visit.page.evaluate("window.microadjust.ready")
+    wait_until(lambda: len(decisions(visit)) == 2, "two decisions")
+    wait_until(lambda: any("scikit_learn" in url for url in visit.requests), "scikit-learn")
+    wheels = [url.rsplit("/", 1)[1].split("-")[0] for url in visit.requests if url.endswith(".whl")]
+    assert wheels.index("scikit_learn") > wheels.index("microadjust")
+    visit.page.evaluate("microadjust.decide('later', ['default', 'b'])")  # now with a segment
+    assert visit.errors == [] and not [w for w in visit.warnings() if "microadjust" in w]
 
 
 def test_no_long_task_on_the_main_thread_while_the_engine_boots(server, visit):

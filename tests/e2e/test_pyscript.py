@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import urllib.request
 
+from .helpers import SLOTS
+
 PAGE = "/pyscript.html"
 
 RECORD = """
@@ -17,14 +19,6 @@ new PerformanceObserver((list) => {
   }
 }).observe({type: 'longtask', buffered: true});
 """
-
-SLOT_STATE = """[...document.querySelectorAll('[data-ma-slot]')].map((slot) => ({
-  slot: slot.dataset.maSlot, applied: slot.dataset.maApplied ?? null,
-  text: [...slot.childNodes].filter((n) => n.nodeName !== 'TEMPLATE')
-    .map((n) => n.textContent).join('').replace(/\\s+/g, ' ').trim(),
-  variants: Object.fromEntries([...slot.querySelectorAll(':scope > template')].map(
-    (t) => [t.dataset.maVariant, t.content.textContent.replace(/\\s+/g, ' ').trim()])),
-}))"""
 
 STATUS = "document.querySelector('#ma-status')"
 
@@ -55,11 +49,11 @@ def test_python_in_a_pyscript_worker_personalizes_every_slot(server, visit):
     assert visit.page.evaluate(f"{STATUS}.dataset.pythonThread") == "DedicatedWorkerGlobalScope"
     in_view = visit.page.evaluate(IN_VIEW)
     assert "headline" in in_view and "reviews" not in in_view
-    for slot in visit.page.evaluate(SLOT_STATE):  # nothing swapped under the visitor's eyes
+    for slot in visit.page.evaluate(SLOTS):  # nothing swapped under the visitor's eyes
         if slot["slot"] in in_view:
             assert slot["applied"] in (None, "default")
     decisions = scroll_past_every_slot(visit)
-    slots = visit.page.evaluate(SLOT_STATE)
+    slots = visit.page.evaluate(SLOTS)
     assert {s["slot"] for s in slots} == set(decisions) == {"headline", "cta", "reviews"}
     for slot in slots:
         decision = decisions[slot["slot"]]
@@ -135,7 +129,7 @@ def test_a_missing_engine_wheel_leaves_the_default_content(server, visit):
         visit.page.goto(server + PAGE)
     assert "micropip" in str(failure.value)  # PyScript reports the failed install, uncaught
     visit.page.wait_for_timeout(300)
-    slots = visit.page.evaluate(SLOT_STATE)
+    slots = visit.page.evaluate(SLOTS)
     assert all(s["applied"] is None for s in slots)
     assert slots[0]["text"].startswith("Coffee that tastes like where it grew.")
     assert visit.page.evaluate(f"{STATUS}.dataset.state") == "booting"

@@ -5,14 +5,12 @@ with consent and never under Global Privacy Control."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import httpx
 import numpy as np
 import pytest
-from conftest import ROOT, free_port, wait_for
+from conftest import serving
 
 from microadjust import Engine
 from microadjust.sync_client import SyncClient
@@ -40,42 +38,14 @@ document.addEventListener('microadjust:decision', (e) => window.__decisions.push
 @pytest.fixture(scope="module")
 def sync_server(built, tmp_path_factory):
     """serve.py --sync on a free loopback port, with a fresh SQLite data directory."""
-    port = free_port()
     data = tmp_path_factory.mktemp("sync-data")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "serve.py"),
-            "--no-build",
-            "--sync",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data),
-            "--site",
-            f"shop={KEY}",
-            "--site",
-            f"empty={KEY}",
-            "--admin-token",
-            ADMIN,
-            "--publish-interval",
-            "0",
-            "--min-events",
-            "1",
-            "--rate",
-            "1000",
-            "--burst",
-            "100000",
-        ],  # fmt: skip
-        cwd=ROOT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(base + "/v1/health", process)
+    options = [
+        "--sync", "--data-dir", str(data), "--site", f"shop={KEY}", "--site", f"empty={KEY}",
+        "--admin-token", ADMIN, "--publish-interval", "0", "--min-events", "1",
+        "--rate", "1000", "--burst", "100000",
+    ]  # fmt: skip
+    with serving(*options, health="/v1/health") as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def simulated_visitor(seed: int, decisions: int = 30) -> Engine:
