@@ -28,7 +28,7 @@ def as_json(eng: Engine) -> str:
 
 
 def test_stats_are_json_and_additive():
-    e1, e2 = Engine(seed=1), Engine(seed=2)
+    e1, e2 = Engine(policy="linucb", seed=1), Engine(policy="linucb", seed=2)  # no discount
     train(e1, 100, 1)
     train(e2, 80, 2)
     s1, s2 = e1.stats(), e2.stats()

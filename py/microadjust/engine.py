@@ -46,11 +46,14 @@ from .policies import (
 )
 from .priors import PRIOR_LEVELS, make_schema, parse_stats, prior_scale
 
-__all__ = ["Engine", "Decision", "DEFAULTS", "AUTO_POLICY"]
+__all__ = ["Engine", "Decision", "DEFAULTS", "AUTO_POLICY", "AUTO_PARAMS"]
 
 STATE_FORMAT = "microadjust.engine"
 STATE_VERSION = 1
 AUTO_POLICY = "linucb"
+#: Parameters ``policy="auto"`` uses unless given explicitly: LinUCB with mild forgetting
+#: (an effective memory of a few thousand updates per action) on top of drift detection.
+AUTO_PARAMS: dict[str, Any] = {"discount": 0.9993}
 
 #: Every parameter ``Engine(**params)`` accepts, with its default.
 DEFAULTS: dict[str, Any] = {
@@ -75,6 +78,8 @@ DEFAULTS: dict[str, Any] = {
     "drift_threshold": 20.0,
     "drift_min_samples": 20,
     "drift_direction": "down",  # "down": react when rewards fall below what the model expects
+    "drift_explore": 0.0,  # exploration floor right after a drift alarm (decays per decision)
+    "drift_explore_decay": 0.995,
     "drift_keep": 0.0,  # share of the visitor's own statistics kept after a drift alarm
     # priors
     "prior_strength": 20.0,  # a full-weight prior counts as at most this many observations
@@ -104,7 +109,15 @@ _INT_PARAMS = {
     "log_size": (0, 1_000_000),
 }
 _OPTIONAL_INT = ("max_adjustments_per_session", "max_adjustments_per_slot")
-_UNIT = {"epsilon", "explore_floor", "holdout", "min_confidence", "drift_keep"}
+_UNIT = {
+    "epsilon",
+    "explore_floor",
+    "holdout",
+    "min_confidence",
+    "drift_keep",
+    "drift_explore",
+    "drift_explore_decay",
+}
 _POSITIVE = {"l2", "discount", "drift_threshold", "session_timeout_s", "attribution_window_s"}
 _NONNEG = {"alpha", "drift_delta", "prior_strength", "cooldown_s"}
 
@@ -228,7 +241,7 @@ def _json_record(rec: Mapping[str, Any]) -> dict[str, Any]:
 class _Slot:
     """Everything the engine keeps for one slot."""
 
-    __slots__ = ("models", "priors", "noise", "drift", "drift_resets")
+    __slots__ = ("models", "priors", "noise", "drift", "drift_resets", "boost")
 
     def __init__(self, models: ArmModels, drift: PageHinkley):
         self.models = models
@@ -237,6 +250,7 @@ class _Slot:
         self.noise = [0.0, 0.0, 0.0]  # Welford n, mean, M2 of rewards
         self.drift = drift
         self.drift_resets = 0
+        self.boost = 0.0  # extra exploration after a drift alarm, decays per decision
 
     def sigma(self) -> float:
         n, _, m2 = self.noise
@@ -246,13 +260,15 @@ class _Slot:
 class Engine:
     """On-device contextual bandit with guardrails, priors, drift handling and logging.
 
-    ``policy`` is one of ``"auto"`` (currently ``"lin_ts"`` with the default parameters),
+    ``policy`` is one of ``"auto"`` (``"linucb"`` with :data:`AUTO_PARAMS` as defaults),
     ``"epsilon_greedy"``, ``"thompson"`` (Beta-Bernoulli, context-free), ``"linucb"`` and
     ``"lin_ts"``. ``seed`` seeds the single random generator (``None``: fresh entropy).
     Every other parameter is listed, with its default, in :data:`DEFAULTS`.
     """
 
     def __init__(self, policy: str = "auto", seed: int | None = 0, **params: Any):
+        if policy == "auto":
+            params = {**AUTO_PARAMS, **params}
         self.params = _check_params(policy, params)
         if seed is not None and (type(seed) is not int or seed < 0):
             raise InvalidParameter(f"seed must be None or an int >= 0, got {seed!r}")
@@ -317,6 +333,7 @@ class Engine:
         st = self._slot(slot)
         idx = self._ensure_actions(st, names)
         probs, mean, std = self._policy_probs(st, idx, X, self._rng)
+        st.boost *= self.params["drift_explore_decay"]
         default = names.index("default") if "default" in names else 0
         confidence = None
         if self._guard.min_confidence > 0:
@@ -423,6 +440,7 @@ class Engine:
                 "noise": list(st.noise),
                 "drift": st.drift.to_dict(),
                 "drift_resets": st.drift_resets,
+                "boost": st.boost,
             }
         pending = []
         for eid, rec in self._pending.items():
@@ -488,6 +506,7 @@ class Engine:
                 st = _Slot(models, PageHinkley.from_dict(sd["drift"]))
                 st.noise = [float(v) for v in sd["noise"]]
                 st.drift_resets = int(sd["drift_resets"])
+                st.boost = float(sd["boost"])
                 for level, pr in sd["priors"].items():
                     if level not in PRIOR_LEVELS:
                         raise ValueError(f"unknown prior level {level!r}")
@@ -731,19 +750,20 @@ class Engine:
         policy = self.resolved_policy
         mean, std = st.models.predict(idx, X)
         sigma = st.sigma()
+        floor = max(p["explore_floor"], p["drift_explore"] * st.boost)
         if policy == "epsilon_greedy":
-            probs = greedy_probabilities(mean, p["epsilon"])
+            probs = greedy_probabilities(mean, max(p["epsilon"], floor))
         elif policy == "linucb":
-            probs = ucb_probabilities(mean, std, p["alpha"] * sigma, p["explore_floor"])
+            probs = ucb_probabilities(mean, std, p["alpha"] * sigma, floor)
         elif policy == "lin_ts":
             draws = mean + (p["alpha"] * sigma) * std * rng.standard_normal(
                 (p["mc_samples"], len(idx))
             )
-            probs = sample_share_probabilities(draws, p["explore_floor"])
+            probs = sample_share_probabilities(draws, floor)
         else:  # thompson
             a, b = st.models.beta_params(idx)
             draws = rng.beta(a, b, size=(p["mc_samples"], len(idx)))
-            probs = sample_share_probabilities(draws, p["explore_floor"])
+            probs = sample_share_probabilities(draws, floor)
             mean = a / (a + b)
             std = np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1))) / max(sigma, 1e-12)
         return probs, mean, std
@@ -764,6 +784,7 @@ class Engine:
                 st.noise = [n, mu, m2]
                 if self.params["drift_detection"] and st.drift.update(value / sigma):
                     st.drift_resets += 1
+                    st.boost = 1.0
                     keep = self.params["drift_keep"]
                     for j in range(len(m.actions)):
                         m.forget(j, keep)
