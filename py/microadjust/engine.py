@@ -71,7 +71,7 @@ DEFAULTS: dict[str, Any] = {
     "explore_floor": 0.005,  # explicit floor mixed into linucb / lin_ts / thompson
     "mc_samples": 64,  # Monte-Carlo posterior draws for the Thompson policies
     "discount": 1.0,  # forgetting factor per update of an action (1 = none)
-    "refresh_every": 32,  # exact re-inversion of an action's model every N updates
+    "refresh_every": 256,  # exact re-inversion of an action's model every N updates
     # drift
     "drift_detection": True,
     "drift_delta": 0.1,
@@ -325,11 +325,11 @@ class Engine:
         # ---- validated: from here on the call succeeds and may change state ----
         self._purge(now)
         self._guard.roll_session(now)
-        self._features.observe(ctx)
+        vc = self._features.observe_scaled(ctx)
         if afeats is not None:
             for af in afeats:
                 self._features.observe(af)
-        X = self._features.transform(ctx, afeats, len(names))
+        X = self._features.transform(ctx, afeats, len(names), vc)
         st = self._slot(slot)
         idx = self._ensure_actions(st, names)
         probs, mean, std = self._policy_probs(st, idx, X, self._rng)
@@ -343,22 +343,29 @@ class Engine:
         q, forced = self._guard.constrain(probs, names, default, slot, now, confidence, explore)
         h = self._guard.holdout
         is_holdout = bool(h > 0 and self._rng.random() < h)
+        ql = q.tolist()
         if is_holdout:
             k = default
-        else:
-            cdf = np.cumsum(q)
-            k = int(np.searchsorted(cdf, self._rng.random() * cdf[-1], side="right"))
-            k = min(k, len(names) - 1)
-            while q[k] <= 0:  # numerical edge: never pick a zero-probability action
+        else:  # inverse-CDF sampling with one uniform draw
+            u = self._rng.random() * math.fsum(ql)
+            k = 0
+            acc = ql[0]
+            last = len(ql) - 1
+            while (acc <= u or ql[k] <= 0) and k < last:
+                k += 1
+                acc += ql[k]
+            while ql[k] <= 0:  # numerical edge: never pick a zero-probability action
                 k -= 1
-        propensity = float((h if k == default else 0.0) + (1.0 - h) * q[k])
+        propensity = (h if k == default else 0.0) + (1.0 - h) * ql[k]
         propensity = min(max(propensity, 1e-12), 1.0)
+        pl = probs.tolist()
+        top = max(pl)
         if is_holdout:
             reason = "holdout: default"
         elif forced is not None and (forced.startswith("cooldown") or k == default):
             reason = forced
-        elif probs[k] >= probs.max() - 1e-12 and probs.max() > 1.0 / len(names) + 1e-12:
-            reason = f"exploit: score {mean[k]:.3g} ± {std[k] * st.sigma():.2g}"
+        elif pl[k] >= top - 1e-12 and top > 1.0 / len(pl) + 1e-12:
+            reason = f"exploit: score {float(mean[k]):.3g} ± {float(std[k]) * st.sigma():.2g}"
         else:
             reason = "explore"
         event_id = f"{self._prefix}-{self._counter}"

@@ -124,6 +124,7 @@ class Featurizer:
         numeric: list[tuple[int, str]] = []
         max_key = self.max_key_length
         lookup = self._lookup
+        cached = self._cache.get
         for key, value in mapping.items():
             if type(key) is not str or not key or len(key) > max_key:
                 raise InvalidContext(
@@ -138,7 +139,8 @@ class Featurizer:
                         f"{what}[{key!r}] is a string of {len(value)} characters, more than "
                         f"max_string_length={self.max_string_length}"
                     )
-                h, i, sign = lookup(f"{prefix}{key}={value}")
+                fk = f"{prefix}{key}={value}"
+                h, i, sign = cached(fk) or lookup(fk)
                 hashes.append(h)
                 index.append(i)
                 values.append(sign)
@@ -162,7 +164,7 @@ class Featurizer:
                 raise InvalidContext(f"{what}[{key!r}] = {value!r} is not a finite number")
             name = prefix + key if prefix else key
             numeric.append((len(values), name))
-            h, i, sign = lookup(name)
+            h, i, sign = cached(name) or lookup(name)
             hashes.append(h)
             index.append(i)
             values.append(sign * v)
@@ -227,6 +229,36 @@ class Featurizer:
             elif abs(v) > stat[1]:
                 stat[1] = abs(v)
 
+    def observe_scaled(self, parsed: ParsedFeatures) -> np.ndarray:
+        """:meth:`observe` then the scaled values (one pass; same result as both calls)."""
+        if not parsed.numeric:
+            return np.array(parsed.values)
+        scale = self.scale
+        rms = self.scaling == "rms"
+        values = list(parsed.values)
+        sqrt = math.sqrt
+        full = len(scale) >= self.max_scaled_names
+        for pos, name in parsed.numeric:
+            v = values[pos]
+            stat = scale.get(name)
+            if stat is None:
+                if full:
+                    continue
+                stat = scale[name] = [0.0, 0.0]
+                full = len(scale) >= self.max_scaled_names
+            stat[0] += 1.0
+            if rms:
+                stat[1] += v * v
+                sc = sqrt(stat[1] / stat[0])
+            else:
+                if abs(v) > stat[1]:
+                    stat[1] = abs(v)
+                sc = stat[1]
+            values[pos] = v / sc if sc > 0 else 0.0
+        out = np.array(values)
+        np.clip(out, -self.clip, self.clip, out=out)
+        return out
+
     def _scaled(self, parsed: ParsedFeatures) -> np.ndarray:
         if not parsed.numeric:
             return np.array(parsed.values)
@@ -262,9 +294,14 @@ class Featurizer:
         context: ParsedFeatures,
         action_features: list[ParsedFeatures] | None,
         n_actions: int,
+        context_values: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Return the ``(n_actions, dim)`` matrix of feature vectors."""
-        vc = self._scaled(context)
+        """Return the ``(n_actions, dim)`` matrix of feature vectors.
+
+        ``context_values`` are the context's scaled values if already computed (by
+        :meth:`observe_scaled`).
+        """
+        vc = self._scaled(context) if context_values is None else context_values
         if context.index:
             xc = np.bincount(context.index, weights=vc, minlength=self.dim)
         else:

@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 POLICIES = ("auto", "epsilon_greedy", "thompson", "linucb", "lin_ts")
+FOLD_EVERY = 32  # buffered rows are folded into the Gram matrix (one product) this often
 
 
 def greedy_probabilities(scores: np.ndarray, epsilon: float) -> np.ndarray:
@@ -208,6 +209,8 @@ class ArmModels:
         if s[7] >= self.refresh_every:
             self.refresh(k)
         else:
+            if len(self.rows[k]) >= FOLD_EVERY:
+                self.fold(k)
             self.theta[k] = A_inv @ self.b[k]
         return resid
 
