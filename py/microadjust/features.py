@@ -308,7 +308,7 @@ class Featurizer:
             xc = np.zeros(self.dim)
         xc[0] = 1.0
         if action_features is None:
-            return np.broadcast_to(xc, (n_actions, self.dim))
+            return np.repeat(xc[None, :], n_actions, axis=0)
         X = np.empty((n_actions, self.dim))
         for k, af in enumerate(action_features):
             row = xc.copy()

@@ -59,9 +59,13 @@ FOLD_EVERY = 32  # buffered rows are folded into the Gram matrix (one product) t
 
 def greedy_probabilities(scores: np.ndarray, epsilon: float) -> np.ndarray:
     """``epsilon / K`` on every action plus ``1 - epsilon`` shared by the best scores."""
-    k = scores.shape[0]
-    best = scores >= scores.max() - 1e-12
-    return epsilon / k + (1.0 - epsilon) * best / best.sum()
+    values = scores.tolist()
+    k = len(values)
+    top = max(values) - 1e-12
+    best = [v >= top for v in values]
+    share = (1.0 - epsilon) / sum(best)
+    base = epsilon / k
+    return np.array([base + share if b else base for b in best])
 
 
 def ucb_probabilities(mean: np.ndarray, std: np.ndarray, alpha: float, floor: float) -> np.ndarray:
