@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from visitors import VARIANTS, visitor
 
 from microadjust import Engine
 from microadjust.errors import InvalidParameter
@@ -13,8 +14,6 @@ from microadjust.privacy import gaussian_sigma
 from microadjust.server.aggregate import merge, prior_stats
 from microadjust.sync_client import SyncClient
 from microadjust.worker import WorkerSession
-
-VARIANTS = ["default", "discount", "quiz"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -26,18 +25,6 @@ def one_blas_thread():
 
 
 SYNC = {"url": "https://sync.example", "site": "shop", "key": "k" * 12, "upload": True}
-
-
-def visitor(seed: int, decisions: int = 30, favoured: str = "quiz") -> Engine:
-    """A simulated visitor: the favoured variant is clicked 80% of the time, others 10%."""
-    rng = np.random.default_rng(seed)
-    engine = Engine(seed=seed)
-    for i in range(decisions):
-        context = {"device": str(rng.choice(["mobile", "desktop"])), "hour": int(rng.integers(24))}
-        d = engine.rank(context, VARIANTS, slot="cta", now=float(i))
-        clicked = rng.random() < (0.8 if d.action == favoured else 0.1)
-        engine.reward(d.event_id, float(clicked), now=i + 0.5)
-    return engine
 
 
 def client(**overrides) -> SyncClient:

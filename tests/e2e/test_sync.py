@@ -11,14 +11,12 @@ import httpx
 import numpy as np
 import pytest
 from conftest import serving
+from visitors import FAVOURED, VARIANTS, visitor
 
-from microadjust import Engine
 from microadjust.sync_client import SyncClient
 
 KEY = "e2e-upload-key"
 ADMIN = "e2e-admin-token-0123456789"
-VARIANTS = ["default", "discount", "quiz"]
-FAVOURED = "quiz"  # what this site's visitors click
 VISITS = 10
 FIXED_TIME = "2026-03-02T10:30:00"  # the page's clock: the same context on every visit
 
@@ -48,18 +46,6 @@ def sync_server(built, tmp_path_factory):
         yield base
 
 
-def simulated_visitor(seed: int, decisions: int = 30) -> Engine:
-    """A visitor of the site on CPython: the favoured variant is clicked 80%, others 10%."""
-    rng = np.random.default_rng(seed)
-    engine = Engine(seed=seed)
-    for i in range(decisions):
-        context = {"device": str(rng.choice(["mobile", "desktop"])), "hour": int(rng.integers(24))}
-        d = engine.rank(context, VARIANTS, slot="cta", now=float(i))
-        clicked = rng.random() < (0.8 if d.action == FAVOURED else 0.1)
-        engine.reward(d.event_id, float(clicked), now=i + 0.5)
-    return engine
-
-
 @pytest.fixture(scope="module")
 def seeded(sync_server):
     """60 simulated visitors upload their noisy aggregates through the API, as browsers would."""
@@ -67,7 +53,7 @@ def seeded(sync_server):
         for seed in range(60):
             sync = SyncClient()
             sync.configure({"site": "shop", "upload": True}, consent=True)
-            body = sync.next_upload(simulated_visitor(seed), rng=np.random.default_rng(seed))
+            body = sync.next_upload(visitor(seed), rng=np.random.default_rng(seed))
             response = client.post(
                 "/v1/sites/shop/uploads", json=body, headers={"X-Microadjust-Key": KEY}
             )
