@@ -23,6 +23,7 @@
   const config = readConfig();
   const gpc = navigator.globalPrivacyControl === true;
   let persist = storage('get', CONSENT_KEY) === 'granted' || (config.consent !== 'required' && !gpc);
+  const remembered = persist ? readRemembered() : {};
 
   const slots = new Map(); // name -> slot record (see register)
   const known = new WeakSet(); // elements already registered or warned about
@@ -58,6 +59,15 @@
       else localStorage.removeItem(key);
     } catch { /* storage disabled: nothing is kept */ }
     return null;
+  }
+
+  function readRemembered() {
+    try {
+      const last = JSON.parse(storage('get', CACHE_KEY) || '{}');
+      return last && typeof last === 'object' ? last : {};
+    } catch {
+      return {}; // a cache from another version: ignored
+    }
   }
 
   function warn(message, element) {
@@ -187,6 +197,7 @@
     }
     slots.set(name, slot);
     visibility.observe(element);
+    showRemembered(slot);
     return slot;
   }
 
@@ -306,20 +317,34 @@
   function remember() {
     if (!persist) return;
     const last = {};
-    for (const slot of slots.values()) if (slot.decision && !slot.trigger) last[slot.name] = slot.shown;
+    for (const slot of slots.values()) {
+      if ((slot.decision || slot.remembered) && !slot.trigger) last[slot.name] = slot.shown;
+    }
     storage('set', CACHE_KEY, JSON.stringify(last));
   }
 
-  function showRemembered() { // before first paint: what this visitor saw last time
-    let last = {};
-    try { last = persist ? JSON.parse(storage('get', CACHE_KEY) || '{}') : {}; } catch { /* stale */ }
-    for (const slot of slots.values()) {
-      const choice = last[slot.name];
-      if (!choice || slot.trigger || slot.manual) continue;
-      const order = slot.isRank ? choice.split(',') : null;
-      const fits = order ? order.length === slot.items.size && order.every((id) => slot.items.has(id)) : slot.variants.has(choice);
-      if (fits) write(slot, order || choice);
-    }
+  function showRemembered(slot) { // what this visitor saw last time, before the slot is painted
+    const choice = remembered[slot.name];
+    if (!choice || slot.trigger || slot.manual) return;
+    const order = slot.isRank ? choice.split(',') : null;
+    const fits = order ? order.length === slot.items.size && order.every((id) => slot.items.has(id)) : slot.variants.has(choice);
+    if (!fits) return;
+    write(slot, order || choice);
+    slot.remembered = true;
+  }
+
+  function watchParsing() { // a synchronous script tag: slots get last visit's choice as parsed
+    const early = new MutationObserver(() => {
+      for (const element of document.querySelectorAll(HOSTS)) {
+        const closed = element.nextSibling || (element.parentNode && element.parentNode.nextSibling);
+        if (closed && !known.has(element)) {
+          known.add(element);
+          register(element);
+        }
+      }
+    });
+    early.observe(document.documentElement, { childList: true, subtree: true });
+    document.addEventListener('DOMContentLoaded', () => early.disconnect(), { once: true });
   }
 
   // --- visibility: deferred writes, impressions, slot visibility signals ----------------------
@@ -439,7 +464,6 @@
     if (typeof Worker !== 'function' || typeof WebAssembly !== 'object') return fail('this browser has no Web Worker or WebAssembly');
     performance.mark('microadjust:start');
     scan(document);
-    showRemembered();
     if (config.debug) document.head.append(Object.assign(document.createElement('script'), { src: asset(ASSETS.debug) }));
     try {
       worker = new Worker(asset(ASSETS.worker));
@@ -505,6 +529,10 @@
       }));
     },
   });
-  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start, { once: true });
-  else start();
+  if (document.readyState === 'loading') {
+    if (Object.keys(remembered).length) watchParsing();
+    document.addEventListener('DOMContentLoaded', start, { once: true });
+  } else {
+    start();
+  }
 })();

@@ -42,14 +42,17 @@ STORED_STATE = """new Promise((resolve) => {
 })"""
 
 
-def fixture_page(body: str, config: dict[str, Any] | None = None, head: str = "") -> str:
+def fixture_page(
+    body: str, config: dict[str, Any] | None = None, head: str = "", defer: bool = True
+) -> str:
     """A page that uses the script tag, with ``body`` and an optional JSON configuration."""
     settings = ""
     if config is not None:
         settings = f"<script type='application/json' data-microadjust>{json.dumps(config)}</script>"
     return (
         "<!doctype html><html><head><meta charset='utf-8'><link rel='icon' href='data:,'>"
-        f"{settings}{head}<script src='/microadjust/microadjust.js' defer></script></head>"
+        f"{settings}{head}<script src='/microadjust/microadjust.js'{' defer' if defer else ''}>"
+        "</script></head>"
         f"<body>{body}</body></html>"
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from .helpers import (
     BELOW_THE_FOLD,
     SLOTS,
@@ -161,20 +163,39 @@ def test_a_goal_from_javascript_rewards_what_the_visitor_saw(server, visit):
     assert visit.errors == []
 
 
-def test_a_returning_visitor_sees_last_visits_decisions_before_first_paint(server, visit):
-    body = (
-        BELOW_THE_FOLD + "<div data-ma-slot='promo'>A<template data-ma-variant='b'>B</template>"
-        "<template data-ma-variant='c'>C</template></div>"
-    )
-    open_fixture(visit, server, fixture_page(body))
-    promo = wait_until(lambda: decisions(visit).get("promo"), "the promo's decision")
-    visit.page.add_init_script("""document.addEventListener('DOMContentLoaded', () => {
-      window.__atLoad = {applied: document.querySelector('[data-ma-slot=promo]').dataset.maApplied,
+FIRST_SHOWN = """new MutationObserver((changes, observer) => {
+  const change = changes.find((c) => c.attributeName === 'data-ma-applied');
+  if (!change) return;
+  window.__firstShown = {applied: change.target.dataset.maApplied,
                          paints: performance.getEntriesByType('paint').length};
-    });""")
+  observer.disconnect();
+}).observe(document, {attributes: true, subtree: true, attributeFilter: ['data-ma-applied']});"""
+
+
+def test_a_returning_visitor_sees_last_visits_decisions_before_first_paint(server, visit):
+    # Without defer, the loader runs before the body is parsed and shows the remembered
+    # variant as the slot is parsed; with defer it does so at DOMContentLoaded (best effort).
+    body = (
+        "<div data-ma-slot='promo' data-ma-live>A<template data-ma-variant='b'>B</template>"
+        "<template data-ma-variant='c'>C</template></div>"
+        "<script src='/t/slow.js'></script>" + BELOW_THE_FOLD  # the browser paints meanwhile
+    )
+
+    def slowly(route) -> None:
+        time.sleep(0.8)
+        route.fulfill(status=200, content_type="text/javascript", body="window.slow = 1;")
+
+    visit.context.route(server + "/t/slow.js", slowly)
+    open_fixture(visit, server, fixture_page(body, defer=False))
+    wait_until(lambda: decisions(visit).get("promo"), "the promo's decision")
+    cached = wait_until(
+        lambda: visit.page.evaluate("JSON.parse(localStorage.getItem('microadjust:last'))"),
+        "the cache of shown decisions",
+    )
+    visit.page.add_init_script(FIRST_SHOWN)
     visit.page.reload()
-    at_load = visit.page.evaluate("window.__atLoad")
-    assert at_load == {"applied": promo["variant"], "paints": 0}
+    first = wait_until(lambda: visit.page.evaluate("window.__firstShown"), "the slot's variant")
+    assert first == {"applied": cached["promo"], "paints": 0}
 
 
 def test_forget_erases_every_trace_on_the_device(server, visit):
