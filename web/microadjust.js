@@ -26,6 +26,7 @@
   const remembered = persist ? readRemembered() : {};
 
   const slots = new Map(); // name -> slot record (see register)
+  const slotOf = new WeakMap(); // element -> slot record
   const known = new WeakSet(); // elements already registered or warned about
   const events = []; // behaviour observed since the last flush
   const writes = []; // DOM writes waiting for the next animation frame
@@ -196,6 +197,7 @@
       }
     }
     slots.set(name, slot);
+    slotOf.set(element, slot);
     visibility.observe(element);
     showRemembered(slot);
     return slot;
@@ -350,8 +352,8 @@
   // --- visibility: deferred writes, impressions, slot visibility signals ----------------------
   const visibility = new IntersectionObserver((entries) => {
     for (const entry of entries) {
-      const slot = [...slots.values()].find((s) => s.element === entry.target);
-      if (!slot) continue;
+      const slot = slotOf.get(entry.target);
+      if (!slot || slots.get(slot.name) !== slot) continue;
       slot.inView = entry.isIntersecting && entry.intersectionRatio > 0;
       const half = entry.intersectionRatio >= 0.5;
       if (half !== slot.halfVisible) record(half ? 'slot_in' : 'slot_out', { slot: slot.name });
