@@ -6,7 +6,6 @@
 const PROTOCOL = 1;
 const SAVE_DELAY_MS = 250;
 let session = null; // the Python WorkerSession, once booted
-let pyodide = null;
 let persist = true; // false when the page says nothing may be stored on this device
 const pending = []; // page messages that arrive while the engine boots
 let saveTimer = 0;
@@ -39,7 +38,7 @@ async function boot(init) {
   const saved = persist ? await store('get') : null;
   const priors = fetchPriors(init.config && init.config.sync); // meanwhile, while Python boots
   importScripts(init.assets.pyodide + 'pyodide.js');
-  pyodide = await loadPyodide({
+  const pyodide = await loadPyodide({
     indexURL: init.assets.pyodide,
     packages: ['numpy', 'micropip'],
     stdout: () => {},
