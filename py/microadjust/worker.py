@@ -337,22 +337,26 @@ class WorkerSession:
 
     # --- helpers ----------------------------------------------------------------------------
 
-    def _signals(self, slot: str, now_ms: float | None) -> dict[str, Any]:
-        """What triggers and the engine see: page context, behaviour, visits."""
+    def _context(self, now_ms: float | None = None) -> dict[str, Any]:
+        """What the engine sees: page context, behaviour so far, visits."""
         return {
             **self.context,
             **self.signals.snapshot(now_ms),
             "visits": self.visits,
             "returning": self.visits > 1,
-            "visible_s": self.signals.visible_s(slot, now_ms or self.signals.last_t_ms),
         }
+
+    def _signals(self, slot: str, now_ms: float | None) -> dict[str, Any]:
+        """What a slot's trigger sees: the context and the slot's own visible time."""
+        visible_s = self.signals.visible_s(slot, now_ms or self.signals.last_t_ms)
+        return {**self._context(now_ms), "visible_s": visible_s}
 
     def _decisions(self, specs: list[SlotRequest], request_id: Any) -> list[dict[str, Any]]:
         """Decide each slot on its own: one that the engine rejects keeps its default."""
         if not specs and request_id is None:
             return []
         decisions, errors = [], []
-        context = {k: v for k, v in self._signals("", None).items() if k != "visible_s"}
+        context = self._context()
         if self.segmenter is not None:
             context["segment"] = self._segment(context)
         for spec in specs:
