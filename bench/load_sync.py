@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "py"))
 
 from microadjust import Engine  # noqa: E402
-from microadjust.privacy import IPS_CLIP, gaussian_sigma  # noqa: E402
+from microadjust.browser.privacy import IPS_CLIP, gaussian_sigma  # noqa: E402
 
 KEY = "load-test-upload-key"
 SCHEMA = Engine().schema()

@@ -43,9 +43,7 @@ DIST = ROOT / "dist"
 CACHE = Path(os.environ.get("MICROADJUST_CACHE", Path.home() / ".cache" / "microadjust"))
 
 PYODIDE_VERSION = "0.27.7"
-PYODIDE_NPM_INTEGRITY = (
-    "sha512-RUSVJlhQdfWfgO9hVHCiXoG+nVZQRS5D9FzgpLJ/VcgGBLSAKoPL8kTiOikxbHQm1kRISeWUBdulEgO26qpSRA=="
-)  # noqa: E501
+PYODIDE_NPM_INTEGRITY = "sha512-RUSVJlhQdfWfgO9hVHCiXoG+nVZQRS5D9FzgpLJ/VcgGBLSAKoPL8kTiOikxbHQm1kRISeWUBdulEgO26qpSRA=="  # noqa: E501
 PYODIDE_RUNTIME = [
     "pyodide.js",
     "pyodide.mjs",

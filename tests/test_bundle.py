@@ -65,7 +65,8 @@ def test_the_engine_wheel_is_reproducible_and_leaves_the_server_out():
     assert name == "microadjust-0.1.0-py3-none-any.whl"
     assert bundle.engine_wheel()[1] == first
     names = zipfile.ZipFile(io.BytesIO(first)).namelist()
-    assert "microadjust/worker.py" in names and "microadjust-0.1.0.dist-info/RECORD" in names
+    assert "microadjust/browser/session.py" in names
+    assert "microadjust-0.1.0.dist-info/RECORD" in names
     assert not [n for n in names if n.startswith("microadjust/server/")]
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from microadjust import InvalidActions, InvalidContext
-from microadjust.features import Featurizer
+from microadjust.core.features import Featurizer
 
 
 def vec(f: Featurizer, ctx, actions=None, n=1):
@@ -34,7 +34,7 @@ def test_bounded_dimension_and_bias():
 
 def test_hashing_is_stable_across_processes():
     code = (
-        "from microadjust.features import Featurizer; f = Featurizer(dim=32); "
+        "from microadjust.core.features import Featurizer; f = Featurizer(dim=32); "
         "p = f.parse({'device': 'mobile', 'x': 2.0}, 'c'); print(p.index, p.values)"
     )
     outs = {
@@ -117,7 +117,11 @@ def test_numpy_scalars():
 
 @pytest.mark.parametrize(
     "module",
-    ["features", "triggers", "drift", "policies", "priors", "evaluation", "engine", "segments"],
+    [
+        *(f"core.{m}" for m in ("features", "drift", "policies", "priors", "evaluation", "engine")),
+        "browser.triggers",
+        "browser.segments",
+    ],
 )
 def test_docstring_examples(module):
     mod = importlib.import_module(f"microadjust.{module}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from microadjust.policies import (
+from microadjust.core.policies import (
     ArmModels,
     greedy_probabilities,
     sample_share_probabilities,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from microadjust.privacy import (
+from microadjust.browser.privacy import (
     DEFAULT_DELTA,
     DEFAULT_EPSILON,
     IPS_CLIP,
@@ -106,7 +106,7 @@ def test_the_privacy_module_ships_in_the_browser_without_server_imports():
     import ast
     from pathlib import Path
 
-    import microadjust.privacy as module
+    import microadjust.browser.privacy as module
 
     tree = ast.parse(Path(module.__file__).read_text())
     imported = {

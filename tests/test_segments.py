@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from microadjust import Engine, InvalidContext
-from microadjust.segments import Segmenter, dbscan_segments
+from microadjust.browser.segments import Segmenter, dbscan_segments
 
 SIGNALS = ["dwell_s", "scroll_depth", "clicks"]
 
@@ -82,7 +82,7 @@ def test_bad_rows():
 
 def test_sklearn_is_only_imported_when_fitting():
     code = (
-        "import sys; from microadjust.segments import Segmenter; "
+        "import sys; from microadjust.browser.segments import Segmenter; "
         "s = Segmenter(['a'], n_segments=2); s.assign({'a': 1.0}); "
         "print('sklearn' in sys.modules)"
     )

@@ -13,7 +13,7 @@ with warnings.catch_warnings():  # starlette suggests httpx2, which is not neede
     from starlette.testclient import TestClient
 
 from microadjust import Engine
-from microadjust.privacy import IPS_CLIP, gaussian_sigma
+from microadjust.browser.privacy import IPS_CLIP, gaussian_sigma
 from microadjust.server.api import create_app
 from microadjust.server.config import Site, SyncSettings
 

@@ -9,11 +9,11 @@ import pytest
 from visitors import VARIANTS, visitor
 
 from microadjust import Engine
-from microadjust.errors import InvalidParameter
-from microadjust.privacy import gaussian_sigma
+from microadjust.browser.privacy import gaussian_sigma
+from microadjust.browser.session import WorkerSession
+from microadjust.browser.sync_client import SyncClient
+from microadjust.core.errors import InvalidParameter
 from microadjust.server.aggregate import merge, prior_stats
-from microadjust.sync_client import SyncClient
-from microadjust.worker import WorkerSession
 
 
 @pytest.fixture(autouse=True, scope="module")

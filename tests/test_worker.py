@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from microadjust.protocol import ProtocolError
-from microadjust.worker import WorkerSession
+from microadjust.browser.protocol import ProtocolError
+from microadjust.browser.session import WorkerSession
 
 INIT = {"v": 1, "type": "init", "config": {"seed": 7}, "context": {"device": "mobile"}}
 CTA = {"slot": "cta", "variants": ["default", "discount", "quiz"]}
@@ -188,7 +188,7 @@ def test_forget_erases_the_visitor_and_export_shows_everything_kept():
     reward(session)
     [exported] = session.handle({"v": 1, "type": "export", "id": 3})
     assert exported["id"] == 3 and exported["data"]["rewards"] == 1
-    assert exported["data"]["engine"]["format"] == "microadjust.engine"
+    assert exported["data"]["engine"]["format"] == "microadjust.core.engine"
     [forgotten] = session.handle({"v": 1, "type": "forget", "id": 4})
     assert forgotten == {"v": 1, "type": "forgotten", "id": 4}
     fresh = session.snapshot()

@@ -1,5 +1,5 @@
 // microadjust worker: boots Pyodide from the site's own origin, installs the engine wheel and
-// hands every page message to the Python handler microadjust.worker.WorkerSession.
+// hands every page message to the Python handler microadjust.browser.session.WorkerSession.
 // The message protocol is documented in one place: py/microadjust/protocol.py.
 'use strict';
 
@@ -45,7 +45,7 @@ async function boot(init) {
     stderr: (line) => console.debug('[microadjust]', line),
   });
   await pyodide.pyimport('micropip').install.callKwargs(init.assets.wheel, { deps: false });
-  session = pyodide.pyimport('microadjust.worker').WorkerSession();
+  session = pyodide.pyimport('microadjust.browser.session').WorkerSession();
   handle({
     v: PROTOCOL, type: 'init', config: init.config, context: init.context,
     state: saved ? JSON.parse(saved) : null, boot_ms: Math.round(performance.now() - started),
@@ -91,7 +91,7 @@ function store(operation, value) {
 }
 
 // --- the optional sync server: priors down at boot, noisy aggregates up now and then ----------
-// What is sent, and when, is decided in Python (microadjust.sync_client); here only fetch().
+// What is sent, and when, is decided in Python (microadjust.browser.sync_client); here only fetch().
 const SYNC_TIMEOUT_MS = 5000;
 
 async function fetchPriors(sync) {

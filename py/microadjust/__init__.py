@@ -4,10 +4,21 @@
 >>> eng = Engine(policy="auto", seed=0)
 >>> dec = eng.rank({"device": "mobile"}, ["a", "b"], now=0.0)
 >>> eng.reward(dec.event_id, 1.0, now=1.0)
+
+The package has three layers, each in its own folder:
+
+| folder | layer | runs |
+| --- | --- | --- |
+| ``core/`` | the engine: features, policies, drift, priors, guardrails, evaluation | everywhere |
+| ``browser/`` | the worker session, page protocol, signals, triggers, sync client | in the worker |
+| ``server/`` | the optional sync server (never shipped to browsers) | on the site's server |
+
+Imports only run downwards: ``server`` and ``browser`` use ``core``; ``core`` uses neither.
 """
 
-from .engine import DEFAULTS, Decision, Engine
-from .errors import (
+from .browser.triggers import Trigger, parse_trigger
+from .core.engine import DEFAULTS, Decision, Engine
+from .core.errors import (
     ExpiredEvent,
     InvalidActions,
     InvalidContext,
@@ -21,9 +32,8 @@ from .errors import (
     UnknownEvent,
     UnknownSignal,
 )
-from .evaluation import Estimate, LiftEstimate, doubly_robust, ips, lift, snips
-from .priors import merge_stats
-from .triggers import Trigger, parse_trigger
+from .core.evaluation import Estimate, LiftEstimate, doubly_robust, ips, lift, snips
+from .core.priors import merge_stats
 
 __version__ = "0.1.0"
 

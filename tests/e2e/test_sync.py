@@ -13,7 +13,7 @@ import pytest
 from conftest import serving
 from visitors import FAVOURED, VARIANTS, visitor
 
-from microadjust.sync_client import SyncClient
+from microadjust.browser.sync_client import SyncClient
 
 KEY = "e2e-upload-key"
 ADMIN = "e2e-admin-token-0123456789"

@@ -79,7 +79,7 @@ def spec(sites: list[str]) -> dict[str, Any]:
                 "required": ["mechanism", "epsilon", "delta", "ips_clip"],
                 "additionalProperties": False,
                 "description": "The local-DP mechanism applied on the device "
-                "(see microadjust.privacy); sigma, if given, must match epsilon and delta.",
+                "(see microadjust.browser.privacy); sigma, if given, must match epsilon and delta.",
                 "properties": {
                     "mechanism": {"const": "gaussian"},
                     "epsilon": {"type": "number", "minimum": 1e-6, "maximum": 1},
@@ -121,7 +121,7 @@ def spec(sites: list[str]) -> dict[str, Any]:
             "published_at": {"type": ["number", "null"]},
             "slots": {
                 "type": "object",
-                "description": "slot -> statistics in the engine's format (microadjust.priors)",
+                "description": "slot -> statistics in the engine format (microadjust.core.priors)",
                 "additionalProperties": {"type": "object"},
             },
             "upload": {

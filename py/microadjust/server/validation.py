@@ -14,8 +14,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..priors import STATS_FORMAT, STATS_VERSION
-from ..privacy import MECHANISM, gaussian_sigma
+from ..browser.privacy import MECHANISM, gaussian_sigma
+from ..core.priors import STATS_FORMAT, STATS_VERSION
 
 __all__ = ["ValidationError", "parse_upload", "parse_rollback"]
 
@@ -87,7 +87,7 @@ def _pair(value: Any, field: str, names: tuple[str, str]) -> dict[str, float]:
 
 
 def parse_upload(body: Any, *, min_events: int) -> dict[str, Any]:
-    """Validate an upload (see ``microadjust.sync_client``); return it normalized."""
+    """Validate an upload (see ``microadjust.browser.sync_client``); return it normalized."""
     body = _object(body, "", UPLOAD_FIELDS)
     batch_id = body.get("batch_id")
     if not isinstance(batch_id, str) or not BATCH_ID.match(batch_id):

@@ -1,17 +1,18 @@
 """The decision engine: ``Engine.rank`` chooses, ``Engine.reward`` learns.
 
-A ``rank`` call validates its input (raising an error from :mod:`microadjust.errors` and
-changing nothing on bad input), hashes the context (and each action's features) into one
-vector per action (:mod:`microadjust.features`), asks the slot's per-action ridge models for a
+A ``rank`` call validates its input (raising an error from :mod:`microadjust.core.errors` and
+changing nothing on bad input), hashes the context (and each action's features) into one vector
+per action (:mod:`microadjust.core.features`), asks the slot's per-action ridge models for a
 mean and an uncertainty, turns them into a probability vector with the policy
-(:mod:`microadjust.policies`), applies the guardrails (:mod:`microadjust.guardrails`) and draws
-the action from the result with the engine's single seeded generator: ``Decision.probability``
-is the exact probability of that draw. The decision waits (bounded: ``max_pending``) for its
-reward for ``attribution_window_s`` seconds; ``reward`` updates the chosen action's model
-(rank-1), the slot's drift detector (:mod:`microadjust.drift`) and the bounded log used for
-off-policy evaluation (:mod:`microadjust.evaluation`). Each rewarded decision is one reward;
-a second reward for the same event raises :class:`UnknownEvent`. With
-``default_reward`` set, decisions that expire unrewarded are learned with that reward.
+(:mod:`microadjust.core.policies`), applies the guardrails (:mod:`microadjust.core.guardrails`)
+and draws the action from the result with the engine's single seeded generator:
+``Decision.probability`` is the exact probability of that draw. The decision waits (bounded:
+``max_pending``) for its reward for ``attribution_window_s`` seconds; ``reward`` updates the
+chosen action's model (rank-1), the slot's drift detector (:mod:`microadjust.core.drift`) and
+the bounded log used for off-policy evaluation (:mod:`microadjust.core.evaluation`). Each
+rewarded decision is one reward; a second reward for the same event raises
+:class:`UnknownEvent`. With ``default_reward`` set, decisions that expire unrewarded are learned
+with that reward.
 
 >>> eng = Engine(seed=0)
 >>> dec = eng.rank({"device": "mobile", "scroll_depth": 0.4}, ["eco", "standard", "premium"],
@@ -61,7 +62,7 @@ from .priors import PRIOR_LEVELS, make_schema, parse_stats, prior_scale
 
 __all__ = ["Engine", "Decision", "DEFAULTS", "AUTO_POLICY", "AUTO_PARAMS"]
 
-STATE_FORMAT = "microadjust.engine"
+STATE_FORMAT = "microadjust.core.engine"
 STATE_VERSION = 1
 AUTO_POLICY = "linucb"
 #: Parameters ``policy="auto"`` uses unless given explicitly: LinUCB with mild forgetting
@@ -563,7 +564,7 @@ class Engine:
     # -- priors -----------------------------------------------------------------------
 
     def schema(self) -> dict[str, Any]:
-        """The ``schema`` of this engine's statistics (see :mod:`microadjust.priors`)."""
+        """The ``schema`` of this engine's statistics (see :mod:`microadjust.core.priors`)."""
         return make_schema(self._features.schema())
 
     def stats(self, slot: str = "default") -> dict[str, Any]:

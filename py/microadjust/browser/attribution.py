@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import InvalidState
+from ..core.errors import InvalidState
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidContext, InvalidParameter, InvalidState
+from ..core.errors import InvalidContext, InvalidParameter, InvalidState
 
 __all__ = ["Segmenter", "dbscan_segments"]
 

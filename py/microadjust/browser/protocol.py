@@ -2,7 +2,7 @@
 
 Every message is a JSON object with ``v`` (the protocol version, 1) and ``type``.
 The page's loader (web/microadjust.js) and the worker (web/worker.js) speak it; the worker hands
-each message to :class:`microadjust.worker.WorkerSession` and posts back what that returns.
+each message to :class:`microadjust.browser.session.WorkerSession` and posts back what that returns.
 
 Page → worker (``id``, where given, is echoed in the reply):
 
@@ -15,7 +15,7 @@ init            ``config`` (object: engine parameters such as ``policy``, ``hold
                 IndexedDB), ``boot_ms`` (number, added by the worker); ``persist`` and
                 ``gpc`` (the visitor's consent and Global Privacy Control, from the loader);
                 ``priors`` (object or null: the sync server's priors, fetched by the worker
-                when ``config.sync`` is set, see :mod:`microadjust.sync_client`)
+                when ``config.sync`` is set, see :mod:`microadjust.browser.sync_client`)
 page            ``context``: a new page view of a single-page app (behaviour starts afresh)
 events          ``events``: list of ``{kind, t, ...}``, ``t`` in ms since navigation start;
                 ``t`` (optional): the page's time now. Kinds: ``scroll`` (``depth`` 0..1),
@@ -56,7 +56,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import MicroadjustError
+from ..core.errors import MicroadjustError
 
 PROTOCOL_VERSION = 1
 EVENT_KINDS = frozenset(

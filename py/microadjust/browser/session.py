@@ -2,7 +2,7 @@
 
 web/worker.js boots Pyodide, then passes every page message through
 :meth:`WorkerSession.handle_json` and posts back the replies. The messages are described in
-:mod:`microadjust.protocol`.
+:mod:`microadjust.browser.protocol`.
 
 >>> session = WorkerSession()
 >>> [reply["type"] for reply in session.handle({"v": 1, "type": "init", "config": {"seed": 1}})]
@@ -21,10 +21,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from . import __version__
+from .. import __version__
+from ..core.engine import Engine
+from ..core.errors import InvalidState, MicroadjustError, UnknownEvent
 from .attribution import Attribution
-from .engine import Engine
-from .errors import InvalidState, MicroadjustError, UnknownEvent
 from .protocol import (
     PROTOCOL_VERSION,
     ProtocolError,

@@ -27,7 +27,7 @@ class Signals:
     slot_visible_ms: dict[str, float] = field(default_factory=dict)
 
     def ingest(self, events: Iterable[Mapping[str, Any]]) -> None:
-        """Fold a batch of already-validated events (see microadjust.protocol) in time order."""
+        """Fold a batch of validated events (see microadjust.browser.protocol) in time order."""
         for event in sorted(events, key=lambda e: e["t"]):
             t, kind = float(event["t"]), event["kind"]
             self.last_t_ms = max(self.last_t_ms, t)

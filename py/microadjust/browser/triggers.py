@@ -26,7 +26,7 @@ True
 >>> parse_trigger('dwell_s > > 3')  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-microadjust.errors.InvalidTrigger: unexpected '>' at position 10 (expected a number, ...
+microadjust.core.errors.InvalidTrigger: unexpected '>' at position 10 (expected a number, ...
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidTrigger, UnknownSignal
+from ..core.errors import InvalidTrigger, UnknownSignal
 
 __all__ = ["Trigger", "parse_trigger"]
 

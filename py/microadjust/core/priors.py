@@ -24,7 +24,7 @@ object per slot::
 
 Every number is additive: statistics of two groups of visitors (with the same ``schema``)
 merge by summing elementwise (:func:`merge_stats`, which can decay the older one). A prior is
-rejected (:class:`~microadjust.errors.InvalidPrior`) when its ``schema`` differs from the
+rejected (:class:`~microadjust.core.errors.InvalidPrior`) when its ``schema`` differs from the
 engine's, or when it is malformed (shapes, non-finite values, negative counts).
 
 Priors are hierarchical and progressive: a slot can hold a ``"site"`` prior (e.g. merged by the

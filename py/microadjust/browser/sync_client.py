@@ -6,13 +6,13 @@ protocol (version 1) is:
 
 * ``GET {url}/v1/sites/{site}/priors`` → ``{"site", "version", "slots": {slot: stats},
   "upload": {"min_events"}}`` where ``stats`` is the engine's statistics format
-  (:mod:`microadjust.priors`); :meth:`SyncClient.apply_priors` installs each slot's stats as
+  (:mod:`microadjust.core.priors`); :meth:`SyncClient.apply_priors` installs each slot's stats as
   the engine's ``"site"`` prior.
 * ``POST {url}/v1/sites/{site}/uploads`` with header ``X-Microadjust-Key`` and the body from
   :meth:`SyncClient.next_upload`: ``{"v": 1, "batch_id", "events", "schema", "privacy",
   "slots"}`` (``schema`` is the engine's statistics schema, so the server builds priors in the
   same feature space).
-  Every statistic in it is clipped and noised on the device (:mod:`microadjust.privacy`).
+  Every statistic in it is clipped and noised on the device (:mod:`microadjust.browser.privacy`).
   The batch is kept, byte for byte, until the server acknowledges it
   (:meth:`SyncClient.acknowledged`), so a retry carries the same ``batch_id`` and the server
   counts it once.
@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidParameter, InvalidPrior, InvalidSlot
+from ..core.errors import InvalidParameter, InvalidPrior, InvalidSlot
 from .privacy import DEFAULT_DELTA, DEFAULT_EPSILON, Accumulator
 
 __all__ = ["SyncConfig", "SyncClient", "UPLOAD_VERSION"]
