@@ -1,0 +1,33 @@
+// Compiled by `tsc --noEmit` in CI: a site's typed use of the loader, checked against microadjust.d.ts.
+import type { MicroadjustAttribute, MicroadjustConfig, MicroadjustDecision } from '../../web/microadjust';
+
+const config: MicroadjustConfig = {
+  policy: 'auto',
+  holdout: 0.05,
+  consent: 'required',
+  sync: { site: 'shop', key: 'public-key', upload: true },
+};
+
+const slotAttribute: MicroadjustAttribute = 'data-ma-slot';
+
+function track(decision: MicroadjustDecision): string {
+  const order: string[] = decision.order ?? [decision.variant];
+  return `${decision.slot}:${order.join(',')}@${decision.probability.toFixed(3)}`;
+}
+
+document.addEventListener('microadjust:decision', (event) => {
+  console.log(track(event.detail));
+});
+
+async function main(): Promise<void> {
+  const { visits, boot_ms } = await window.microadjust.ready;
+  window.microadjust.on('decision', (decision) => console.log(decision.reason));
+  window.microadjust.reward('signup', 1);
+  const decision = await window.microadjust.decide('banner', ['default', 'sale']);
+  if (decision) console.log(decision.variant, visits, boot_ms);
+  window.microadjust.consent(true);
+  await window.microadjust.forget();
+  console.log(config, slotAttribute, window.microadjust.version);
+}
+
+void main();

@@ -1,0 +1,117 @@
+/**
+ * Types for the microadjust loader: `window.microadjust`, the `microadjust:decision` event, the
+ * page configuration (`<script type="application/json" data-microadjust>`) and the markup's
+ * attribute names. Shipped beside the loader as dist/microadjust/microadjust.d.ts.
+ */
+
+/** What the engine decided for one slot, as the page applied it. */
+export interface MicroadjustDecision {
+  /** The slot's name (`data-ma-slot`, `data-ma-rank`, or the name given to `decide`). */
+  slot: string;
+  /** The variant shown (`"default"` is the slot's own content); for a ranking, the top item. */
+  variant: string;
+  /** For a ranking (`data-ma-rank`): every item id, top first. */
+  order?: string[];
+  /** The exact probability the engine had of making this choice (for off-policy evaluation). */
+  probability: number;
+  /** Opaque id of the decision; `null` for a ranking of a single item. */
+  event_id: string | null;
+  /** Why it was chosen, in words (e.g. `"explore"`, `"exploit: score 0.07 ± 0.02"`, `"holdout: default"`). */
+  reason: string;
+}
+
+/** What `microadjust.ready` resolves with once the engine runs in its worker. */
+export interface MicroadjustReady {
+  /** The engine's version. */
+  engine: string;
+  /** Whether the visitor's earlier state was restored from this device. */
+  restored: boolean;
+  /** Page views of this visitor on this device, this one included. */
+  visits: number;
+  /** Time the worker took to boot, in milliseconds. */
+  boot_ms: number;
+}
+
+/** Everything `microadjust.export()` returns: what this device holds about the visitor. */
+export interface MicroadjustExport {
+  device: unknown;
+  page: { last_decisions: string | null; consent: string | null };
+}
+
+/** The optional sync server (on the site's own origin unless `url` says otherwise). */
+export interface MicroadjustSyncConfig {
+  site: string;
+  url?: string;
+  /** The public upload key: it only scopes uploads to the site. */
+  key?: string;
+  /** Whether this site contributes aggregates (consent and Global Privacy Control permitting). */
+  upload?: boolean;
+  [option: string]: unknown;
+}
+
+/** The page configuration, a JSON object in `<script type="application/json" data-microadjust>`. */
+export interface MicroadjustConfig {
+  policy?: 'auto' | 'epsilon_greedy' | 'thompson' | 'linucb' | 'lin_ts';
+  /** Share of decisions that show the default content, to measure lift (0 to < 1). */
+  holdout?: number;
+  attribution_window_s?: number;
+  /** `"required"`: nothing is stored or uploaded until `microadjust.consent(true)`. */
+  consent?: 'implied' | 'required';
+  /** Shows the debug panel (also `?microadjust=debug`). */
+  debug?: boolean;
+  /** The default content stays if the engine has not started within this many seconds. */
+  boot_timeout_s?: number;
+  /** Micro-segments (scikit-learn, loaded lazily after the first decision). */
+  segments?: boolean;
+  sync?: MicroadjustSyncConfig;
+  /** Any other engine parameter (see the README's parameter table). */
+  [parameter: string]: unknown;
+}
+
+export type MicroadjustDecisionListener = (decision: MicroadjustDecision) => void;
+
+/** `window.microadjust`: the page's API. */
+export interface Microadjust {
+  readonly version: string;
+  /** Settles once: resolves when the engine runs, rejects (after one console warning) if not. */
+  readonly ready: Promise<MicroadjustReady>;
+  on(type: 'decision', listener: MicroadjustDecisionListener): void;
+  off(type: 'decision', listener: MicroadjustDecisionListener): void;
+  /** Rewards every seen, open decision with `value` (default 1) under goal `name`. */
+  reward(name: string, value?: number): void;
+  /** Decides a slot now: one on the page by name, or one without markup given its variants. */
+  decide(slot: string, variants?: string[]): Promise<MicroadjustDecision | null>;
+  /** The visitor's choice: `true` allows storing and uploading, `false` erases and stops it. */
+  consent(granted: boolean): void;
+  /** Erases everything microadjust keeps on this device. */
+  forget(): Promise<unknown>;
+  export(): Promise<MicroadjustExport>;
+}
+
+/** The markup's attributes, as written in HTML. */
+export type MicroadjustAttribute =
+  | 'data-ma-slot'
+  | 'data-ma-variant'
+  | 'data-ma-rank'
+  | 'data-ma-item'
+  | 'data-ma-trigger'
+  | 'data-ma-goal'
+  | 'data-ma-value'
+  | 'data-ma-live'
+  | 'data-ma-manual'
+  | 'data-ma-page'
+  | 'data-ma-applied'
+  | 'data-ma-src'
+  | 'data-ma-srcset'
+  | 'data-ma-alt'
+  | 'data-ma-href'
+  | 'data-ma-class';
+
+declare global {
+  interface Window {
+    microadjust: Microadjust;
+  }
+  interface DocumentEventMap {
+    'microadjust:decision': CustomEvent<MicroadjustDecision>;
+  }
+}
