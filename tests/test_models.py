@@ -1,18 +1,13 @@
-"""Per-action models (Sherman-Morrison) and the policies' choice distributions."""
+"""Per-action models: Sherman-Morrison against direct ridge, named counters, saved state."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from microadjust.core.policies import (
-    ArmModels,
-    greedy_probabilities,
-    sample_share_probabilities,
-    sym_from_list,
-    sym_to_list,
-    ucb_probabilities,
-)
+from microadjust.core.errors import InvalidState
+from microadjust.core.models import ArmModels, ModelScalars
+from microadjust.core.state import StateReader, sym_to_list
 
 
 def ridge(X: np.ndarray, y: np.ndarray, l2: float, w: np.ndarray | None = None):
@@ -68,7 +63,7 @@ def test_forget_and_prior():
         m.update(0, x, 1.0)
     assert m.theta[0, 0] > 0.9
     m.forget(0, 0.0)
-    assert m.theta[0, 0] == 0.0 and m.scalars[0, 0] == 0.0
+    assert m.theta[0, 0] == 0.0 and m.scalars_of(0).n == 0.0
     m.set_prior(0, 10 * np.outer(x, x), 10 * x * 0.5, 5.0, 5.0)
     assert m.theta[0, 0] == pytest.approx(5.0 / 11.0)
 
@@ -82,30 +77,56 @@ def test_remove_action_and_serialization_round_trip():
         m.update(int(rng.integers(3)), rng.normal(size=4), float(rng.random()))
     m.remove_action(1)
     assert m.actions == ["a", "c"] and m.index == {"a": 0, "c": 1}
-    d = m.to_dict()
-    m2 = ArmModels.from_dict(d, 4, 1.0, 1.0, 64)
-    assert m2.to_dict() == d
+    d = m.to_state()
+    m2 = ArmModels.from_state(StateReader(d, "models"), 4, 1.0, 1.0, 64)
+    assert m2.to_state() == d
     np.testing.assert_array_equal(m2.theta, m.theta)
 
 
 def test_sym_list_round_trip():
     a = np.random.default_rng(0).normal(size=(5, 5))
     a = a + a.T
-    assert np.array_equal(sym_from_list(sym_to_list(a), 5), a)
-    with pytest.raises(ValueError):
-        sym_from_list([[1.0]], 2)
+    assert np.array_equal(StateReader(sym_to_list(a), "m").symmetric(5), a)
+    with pytest.raises(
+        InvalidState, match=r"^m: expected a list of 2 items, got a list of 1 items$"
+    ):
+        StateReader([[1.0]], "m").symmetric(2)
+    with pytest.raises(InvalidState, match=r"^m\[1\]: expected a list of 1 floats, got None$"):
+        StateReader([[1.0, 2.0], None], "m").symmetric(2)
 
 
-def test_greedy_and_ucb_probabilities():
-    p = greedy_probabilities(np.array([0.1, 0.5, 0.5]), epsilon=0.3)
-    assert p.sum() == pytest.approx(1.0)
-    assert p[0] == pytest.approx(0.1) and p[1] == p[2] == pytest.approx(0.45)
-    p = ucb_probabilities(np.array([0.5, 0.4]), np.array([0.0, 1.0]), alpha=1.0, floor=0.02)
-    assert p.tolist() == pytest.approx([0.01, 0.99])
+def test_counters_are_named():
+    m = ArmModels(2, l2=1.0)
+    m.add_action("a")
+    m.update(0, np.array([1.0, 0.0]), 2.0)
+    m.update(0, np.array([1.0, 0.0]), 0.0)
+    m.set_prior(0, np.zeros((2, 2)), np.zeros(2), 3.0, 4.0)
+    m.touch(0, 7.0)
+    assert m.scalars_of(0) == ModelScalars(
+        n=2.0,
+        reward_sum=2.0,
+        reward_sq_sum=4.0,
+        successes=1.0,
+        failures=1.0,
+        prior_successes=3.0,
+        prior_failures=4.0,
+        since_refresh=0.0,  # set_prior refreshed the model
+        last_used=7.0,
+    )
+    assert [a.tolist() for a in m.beta_params([0])] == [[5.0], [6.0]]
 
 
-def test_sample_share_probabilities_sum_to_one_with_floor():
-    draws = np.random.default_rng(0).normal(size=(64, 4)) + np.array([0, 0, 3, 0])
-    p = sample_share_probabilities(draws, floor=0.04)
-    assert p.sum() == pytest.approx(1.0)
-    assert (p >= 0.01).all() and p.argmax() == 2
+def test_least_recently_used_skips_the_kept_actions():
+    m = ArmModels(2)
+    for step, a in enumerate("abcd"):
+        m.touch(m.add_action(a), float(4 - step))  # d is the oldest
+    assert m.least_recently_used(2, keep={"d"}) == [2, 1]
+
+
+def test_saved_models_with_a_wrong_shape_name_the_path():
+    m = ArmModels(3)
+    m.add_action("a")
+    state = m.to_state()
+    state["b"] = [[0.0, 0.0]]
+    with pytest.raises(InvalidState, match=r"^models\.b: expected a list of 1 x 3 floats"):
+        ArmModels.from_state(StateReader(state, "models"), 3, 1.0, 1.0, 64)
