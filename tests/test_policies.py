@@ -108,12 +108,12 @@ def test_thompson_scores_the_beta_posterior_of_clipped_rewards():
         m.update(1, x, 0.0)
     policy = Thompson(mc_samples=64)
     scores = policy.score(m, [0, 1], np.ones((2, 2)), sigma=0.5)
-    assert scores.alpha.tolist() == [31.0, 1.0] and scores.beta.tolist() == [1.0, 31.0]
+    assert scores.beta_a.tolist() == [31.0, 1.0] and scores.beta_b.tolist() == [1.0, 31.0]
     assert scores.mean[0] == pytest.approx(31 / 32)
     p = policy.probabilities(scores, 0.1, np.random.default_rng(0))
     assert p.tolist() == pytest.approx([0.95, 0.05])
 
 
-def test_the_base_class_decides_nothing():
-    with pytest.raises(NotImplementedError):
-        Policy().probabilities(Scores(np.zeros(1), np.zeros(1), 1.0), 0.0, None)
+def test_a_policy_must_say_how_it_decides():
+    with pytest.raises(TypeError, match="abstract"):
+        Policy()

@@ -137,21 +137,21 @@ class Featurizer:
             if t is not float and t is not int and t is not str and t is not bool:
                 value = _coerce_other(value, what, key)  # numpy scalars: float, str or bool
                 t = type(value)
-            if t is str:
+            if t is float or t is int:
+                v = float(value)
+                if v - v != 0.0:  # nan or infinite
+                    raise InvalidContext(f"{what}[{key!r}] = {value!r} is not a finite number")
+                feature = prefix + key if prefix else key
+                numeric.append((len(values), feature))
+            elif t is str:
                 if len(value) > self.max_string_length:
                     raise InvalidContext(
                         f"{what}[{key!r}] is a string of {len(value)} characters, more than "
                         f"max_string_length={self.max_string_length}"
                     )
                 feature, v = f"{prefix}{key}={value}", 1.0
-            elif t is bool:
-                feature, v = f"{prefix}{key}={'true' if value else 'false'}", 1.0
             else:
-                v = float(value)
-                if v - v != 0.0:  # nan or infinite
-                    raise InvalidContext(f"{what}[{key!r}] = {value!r} is not a finite number")
-                feature = prefix + key if prefix else key
-                numeric.append((len(values), feature))
+                feature, v = f"{prefix}{key}={'true' if value else 'false'}", 1.0
             h, i, sign = cached(feature) or lookup(feature)
             hashes.append(h)
             index.append(i)

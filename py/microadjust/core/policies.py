@@ -32,6 +32,7 @@ with :data:`AUTO_PARAMS` as defaults.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
@@ -74,24 +75,24 @@ def sample_share_probabilities(draws: np.ndarray, floor: float) -> np.ndarray:
     return floor / k + (1.0 - floor) * wins
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Scores:
     """What the models say about the offered actions (in offer order).
 
     ``mean`` is the expected reward, ``std`` its uncertainty in units of the reward noise
-    ``sigma`` (the slot's running reward standard deviation); ``alpha``, ``beta`` are the
-    Beta-Bernoulli posterior parameters, present only for context-free policies.
+    ``sigma`` (the slot's running reward standard deviation); ``beta_a``, ``beta_b`` are the
+    Beta-Bernoulli posterior parameters, present only for the context-free ``thompson``.
     """
 
     mean: np.ndarray
     std: np.ndarray
     sigma: float
-    alpha: np.ndarray | None = None
-    beta: np.ndarray | None = None
+    beta_a: np.ndarray | None = None
+    beta_b: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class Policy:
+class Policy(ABC):
     """Base class: :meth:`probabilities` is the one thing a policy decides.
 
     A subclass declares its parameters as dataclass fields named like the engine's
@@ -111,11 +112,11 @@ class Policy:
         mean, std = models.predict(idx, X)
         return Scores(mean, std, sigma)
 
+    @abstractmethod
     def probabilities(
         self, scores: Scores, floor: float, rng: np.random.Generator | None
     ) -> np.ndarray:
         """The exact probability of choosing each action, given ``scores``."""
-        raise NotImplementedError
 
     def uniform_share(self, explore_floor: float) -> float:
         """The share this policy spreads uniformly (kept by the minimum-confidence guardrail)."""
@@ -191,7 +192,7 @@ class Thompson(Policy):
     >>> m.add_action("a"), m.add_action("b")
     (0, 1)
     >>> s = Thompson().score(m, [0, 1], np.ones((2, 2)), 0.5)
-    >>> s.mean.tolist(), s.alpha.tolist()
+    >>> s.mean.tolist(), s.beta_a.tolist()
     ([0.5, 0.5], [1.0, 1.0])
     """
 
@@ -207,7 +208,7 @@ class Thompson(Policy):
     def probabilities(
         self, scores: Scores, floor: float, rng: np.random.Generator | None
     ) -> np.ndarray:
-        draws = rng.beta(scores.alpha, scores.beta, size=(self.mc_samples, len(scores.mean)))
+        draws = rng.beta(scores.beta_a, scores.beta_b, size=(self.mc_samples, len(scores.mean)))
         return sample_share_probabilities(draws, floor)
 
 

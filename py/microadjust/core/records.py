@@ -115,7 +115,7 @@ class PendingDecision:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LogRecord:
     """A rewarded decision, as off-policy evaluation needs it.
 

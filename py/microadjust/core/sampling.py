@@ -23,7 +23,7 @@ import numpy as np
 __all__ = ["Draw", "draw", "inverse_cdf"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Draw:
     """The drawn index, the exact probability it had, and whether it is a holdout decision."""
 
