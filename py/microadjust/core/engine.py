@@ -104,6 +104,7 @@ class Engine:
         self.seed = seed
         p = self.params
         self._policy: Policy = POLICIES[self.resolved_policy].from_params(p)
+        self._uniform_share = self._policy.uniform_share(p["explore_floor"])
         self._rng = np.random.Generator(np.random.PCG64(seed))
         self._features = Featurizer(
             dim=p["dim"],
@@ -161,12 +162,14 @@ class Engine:
         confidence = None
         if self._guard.min_confidence > 0:
             confidence = beat_probability(scores.mean, scores.std * st.sigma(), default)
-        explore = self._policy.uniform_share(p["explore_floor"])
-        q, forced = self._guard.constrain(probs, names, default, slot, now, confidence, explore)
-        drawn = draw(q.tolist(), self._rng, default, self._guard.holdout)
+        q, forced = self._guard.constrain(
+            probs, names, default, slot, now, confidence, self._uniform_share
+        )
+        pl = probs.tolist()
+        drawn = draw(pl if q is probs else q.tolist(), self._rng, default, self._guard.holdout)
         k = drawn.index
         reason = explain(
-            probs.tolist(),
+            pl,
             k,
             default=default,
             forced=forced,
@@ -181,7 +184,13 @@ class Engine:
             slot, action, k == default, bool(forced and forced.startswith("cooldown")), now
         )
         st.models.touch(idx[k], float(self._counter))
-        rec = PendingDecision(
+        logged_context = logged_actions = None
+        if p["log_size"] > 0:  # shallow copies now; plain JSON types when the log is read
+            logged_context = dict(context)
+            logged_actions = (
+                names if afeats is None else {a: dict(actions[a]) for a in names}  # type: ignore[index]
+            )
+        self._pending[event_id] = PendingDecision(
             event_id,
             slot,
             action,
@@ -189,14 +198,9 @@ class Engine:
             now,
             drawn.propensity,
             drawn.holdout,
+            logged_context,
+            logged_actions,
         )
-        if p["log_size"] > 0:
-            # shallow copies now; converted to plain JSON types when the log is read
-            rec.context = dict(context)
-            rec.actions = (
-                names if afeats is None else {a: dict(actions[a]) for a in names}  # type: ignore[index]
-            )
-        self._pending[event_id] = rec
         while len(self._pending) > p["max_pending"]:
             old_id, old = self._pending.popitem(last=False)
             self._expire(old_id, old)
@@ -524,8 +528,9 @@ class Engine:
 
     def _ensure_actions(self, st: SlotState, names: list[str]) -> list[int]:
         m = st.models
-        missing = [a for a in names if a not in m.index]
-        if missing:
+        idx = [m.index.get(a) for a in names]
+        if None in idx:
+            missing = [a for a, k in zip(names, idx, strict=True) if k is None]
             overflow = len(m.actions) + len(missing) - self.params["max_actions"]
             if overflow > 0:  # evict the least recently used models not offered now
                 for k in sorted(m.least_recently_used(overflow, set(names)), reverse=True):
@@ -534,7 +539,8 @@ class Engine:
                 k = m.add_action(a)
                 if st.priors:
                     st.install_priors(k)
-        return [m.index[a] for a in names]
+            idx = [m.index[a] for a in names]
+        return idx
 
     def _policy_probs(
         self, st: SlotState, idx: list[int], X: np.ndarray, rng: np.random.Generator

@@ -134,9 +134,6 @@ class Featurizer:
                     f"{what} key {key!r} must be a non-empty string of at most {max_key} characters"
                 )
             t = type(value)
-            if t is not float and t is not int and t is not str and t is not bool:
-                value = _coerce_other(value, what, key)  # numpy scalars: float, str or bool
-                t = type(value)
             if t is float or t is int:
                 v = float(value)
                 if v - v != 0.0:  # nan or infinite
@@ -150,8 +147,10 @@ class Featurizer:
                         f"max_string_length={self.max_string_length}"
                     )
                 feature, v = f"{prefix}{key}={value}", 1.0
-            else:
+            elif t is bool:
                 feature, v = f"{prefix}{key}={'true' if value else 'false'}", 1.0
+            else:  # numpy scalars and the like (rare): parse their plain Python values instead
+                return self.parse(_plain_values(mapping, what), what, prefix)
             h, i, sign = cached(feature) or lookup(feature)
             hashes.append(h)
             index.append(i)
@@ -234,8 +233,8 @@ class Featurizer:
             sc = sqrt(stat[1] / stat[0]) if rms else stat[1]
             values[pos] = v / sc if sc > 0 else 0.0
         out = np.array(values)
-        np.clip(out, -self.clip, self.clip, out=out)
-        return out
+        # clip with the two ufuncs: np.clip's Python wrapper costs more than the clipping
+        return np.minimum(np.maximum(out, -self.clip, out=out), self.clip, out=out)
 
     def _interactions(
         self, out: np.ndarray, hc: list[int], vc: np.ndarray, ha: list[int], va: np.ndarray
@@ -281,6 +280,12 @@ class Featurizer:
                     self._interactions(row, context.hashes, vc, af.hashes, va)
             X[k] = row
         return X
+
+
+def _plain_values(mapping: Mapping[str, object], what: str) -> dict[str, float | int | str | bool]:
+    """``mapping`` with every value a plain ``float``, ``int``, ``str`` or ``bool``."""
+    plain = (float, int, str, bool)
+    return {k: v if type(v) in plain else _coerce_other(v, what, k) for k, v in mapping.items()}
 
 
 def _coerce_other(value: object, what: str, key: str) -> float | str | bool:

@@ -165,8 +165,8 @@ class ArmModels:
             self.g[k] *= gamma
             s[OWN] *= gamma
         u = A_inv @ x
-        v = u * (1.0 / math.sqrt(1.0 + x @ u))  # outer(v, v) is exactly symmetric
-        A_inv -= np.outer(v, v)
+        v = u * (1.0 / math.sqrt(1.0 + x @ u))  # v v' is exactly symmetric
+        A_inv -= v[:, None] * v[None, :]  # np.outer(v, v) without its Python wrapper
         rx = r * x
         self.b[k] += rx
         self.rows[k].append(x)  # folded into G (one matrix product) at the next refresh
