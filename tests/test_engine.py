@@ -365,3 +365,69 @@ def test_import_does_not_load_sklearn_or_scipy():
     code = "import sys, microadjust; print('sklearn' in sys.modules or 'scipy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_rank_cascade_ranks_every_item_with_one_decision_per_position():
+    eng = Engine(seed=0)
+    items = ["a", "b", "c", "d"]
+    ranking = eng.rank_cascade({"device": "mobile"}, items, slot="list", now=0.0)
+    assert sorted(ranking.order) == items
+    assert [d.action for d in ranking.decisions] == ranking.order[:3]
+    assert all(d.slot == "list" for d in ranking.decisions)
+    # position i was drawn among the items left, so its probability is at least uniform-ish
+    assert ranking.decisions[-1].probability > 0 and len(eng.state()["pending"]) == 3
+    for d in ranking.decisions:
+        eng.reward(d.event_id, 1.0, now=1.0)
+
+
+def test_rank_cascade_is_the_same_as_ranking_what_is_left():
+    by_cascade, by_hand = Engine(seed=3), Engine(seed=3)
+    context = {"device": "desktop", "n": 0.5}
+    for t in range(20):
+        ranking = by_cascade.rank_cascade(context, ACTIONS, now=float(t))
+        left, decisions = list(ACTIONS), []
+        while len(left) > 1:
+            decisions.append(by_hand.rank(context, left, now=float(t)))
+            left.remove(decisions[-1].action)
+        assert ranking.decisions == decisions
+        assert ranking.order == [d.action for d in decisions] + left
+        for a, b in zip(ranking.decisions, decisions, strict=True):
+            by_cascade.reward(a.event_id, float(a.action == "eco"), now=float(t))
+            by_hand.reward(b.event_id, float(b.action == "eco"), now=float(t))
+    assert as_json(by_cascade) == as_json(by_hand)
+
+
+def test_rank_cascade_of_one_item_decides_nothing():
+    eng = Engine(seed=0)
+    before = as_json(eng)
+    ranking = eng.rank_cascade({"x": 1.0}, ["solo"], now=0.0)
+    assert ranking.order == ["solo"] and ranking.decisions == []
+    assert as_json(eng) == before
+
+
+def test_rank_cascade_keeps_item_features():
+    eng = Engine(seed=0)
+    items = {"a": {"price": 1.0}, "b": {"price": 2.0}, "c": {"price": 3.0}}
+    ranking = eng.rank_cascade({"x": 1.0}, items, now=0.0)
+    assert sorted(ranking.order) == ["a", "b", "c"]
+    eng.reward(ranking.decisions[0].event_id, 1.0, now=1.0)
+    assert eng.log()[0]["actions"] == items  # the first position was offered every item
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda e: e.rank_cascade({"x": float("nan")}, ["a", "b"]), InvalidContext),
+        (lambda e: e.rank_cascade({"x": 1.0}, ["a", "a"]), InvalidActions),
+        (lambda e: e.rank_cascade({"x": 1.0}, []), InvalidActions),
+        (lambda e: e.rank_cascade({"x": 1.0}, ["a", "b"], slot=""), InvalidSlot),
+        (lambda e: e.rank_cascade({"x": 1.0}, ["a", "b"], now=float("inf")), InvalidParameter),
+    ],
+)
+def test_a_rejected_rank_cascade_changes_nothing(call, error):
+    eng = Engine(seed=0)
+    simulate(eng, 20, seed=0)
+    before = as_json(eng)
+    with pytest.raises(error):
+        call(eng)
+    assert as_json(eng) == before

@@ -118,7 +118,24 @@ def test_numpy_scalars():
 @pytest.mark.parametrize(
     "module",
     [
-        *(f"core.{m}" for m in ("features", "drift", "policies", "priors", "evaluation", "engine")),
+        *(
+            f"core.{m}"
+            for m in (
+                "features",
+                "drift",
+                "policies",
+                "models",
+                "state",
+                "sampling",
+                "reasons",
+                "records",
+                "slots",
+                "params",
+                "priors",
+                "evaluation",
+                "engine",
+            )
+        ),
         "browser.triggers",
         "browser.segments",
     ],

@@ -1,107 +1,85 @@
-"""Per-action models (Sherman-Morrison) and the policies' choice distributions."""
+"""Policies as objects: the registry, each policy's choice distribution, the engine's lookup."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from microadjust import Engine, InvalidParameter
+from microadjust.core.models import ArmModels
 from microadjust.core.policies import (
-    ArmModels,
+    AUTO_PARAMS,
+    POLICIES,
+    EpsilonGreedy,
+    LinTS,
+    LinUCB,
+    Policy,
+    Scores,
+    Thompson,
     greedy_probabilities,
+    policy_names,
     sample_share_probabilities,
-    sym_from_list,
-    sym_to_list,
-    ucb_probabilities,
 )
 
 
-def ridge(X: np.ndarray, y: np.ndarray, l2: float, w: np.ndarray | None = None):
-    w = np.ones(len(y)) if w is None else w
-    A = l2 * np.eye(X.shape[1]) + (X * w[:, None]).T @ X
-    return np.linalg.solve(A, (X * w[:, None]).T @ y), np.linalg.inv(A)
+def test_registry_maps_each_name_to_its_class():
+    assert {
+        "epsilon_greedy": EpsilonGreedy,
+        "thompson": Thompson,
+        "linucb": LinUCB,
+        "lin_ts": LinTS,
+    } == POLICIES
+    assert all(cls.name == name and issubclass(cls, Policy) for name, cls in POLICIES.items())
+    assert policy_names() == ("auto", "epsilon_greedy", "thompson", "linucb", "lin_ts")
 
 
-@pytest.mark.parametrize("refresh_every", [1, 7, 1000])
-def test_sherman_morrison_matches_direct_ridge(refresh_every):
-    rng = np.random.default_rng(0)
-    d, n = 6, 150
-    X = rng.normal(size=(n, d))
-    y = X @ rng.normal(size=d) + 0.1 * rng.normal(size=n)
-    m = ArmModels(d, l2=2.0, refresh_every=refresh_every)
-    m.add_action("a")
-    for x, r in zip(X, y, strict=True):
-        m.update(0, x, float(r))
-    theta, A_inv = ridge(X, y, 2.0)
-    np.testing.assert_allclose(m.theta[0], theta, rtol=1e-8, atol=1e-10)
-    np.testing.assert_allclose(m.A_inv[0], A_inv, rtol=1e-8, atol=1e-12)
-    np.testing.assert_allclose(m.gram(0), X.T @ X, rtol=1e-10)
-    assert np.array_equal(m.A_inv[0], m.A_inv[0].T)  # exactly symmetric
-    mean, std = m.predict([0], X[:1])
-    assert mean[0] == pytest.approx(X[0] @ theta)
-    assert std[0] == pytest.approx(np.sqrt(X[0] @ A_inv @ X[0]))
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_engine_builds_the_registered_policy_from_its_parameters(name):
+    eng = Engine(policy=name, seed=0, epsilon=0.2, alpha=0.7, mc_samples=16)
+    policy = eng._policy
+    assert type(policy) is POLICIES[name]
+    expected = {"epsilon": 0.2, "alpha": 0.7, "mc_samples": 16}
+    for field in ("epsilon", "alpha", "mc_samples"):
+        if hasattr(policy, field):
+            assert getattr(policy, field) == expected[field]
 
 
-def test_discount_matches_weighted_ridge():
-    rng = np.random.default_rng(1)
-    d, n, gamma = 4, 80, 0.95
-    X = rng.normal(size=(n, d))
-    y = rng.normal(size=n)
-    m = ArmModels(d, l2=1.0, discount=gamma, refresh_every=1_000_000)
-    m.add_action("a")
-    for x, r in zip(X, y, strict=True):
-        m.update(0, x, float(r))
-    w = gamma ** np.arange(n - 1, -1, -1)
-    # without refresh the l2 prior decays too: A = gamma^n l2 I + sum w x x'
-    A = gamma**n * np.eye(d) + (X * w[:, None]).T @ X
-    np.testing.assert_allclose(m.theta[0], np.linalg.solve(A, (X * w[:, None]).T @ y), rtol=1e-7)
-    np.testing.assert_allclose(m.gram(0), (X * w[:, None]).T @ X, rtol=1e-10)
-    m.refresh(0)  # refresh restores the full l2 prior
-    A = np.eye(d) + (X * w[:, None]).T @ X
-    np.testing.assert_allclose(m.theta[0], np.linalg.solve(A, (X * w[:, None]).T @ y), rtol=1e-7)
+def test_auto_is_linucb_with_forgetting():
+    eng = Engine(policy="auto", seed=0)
+    assert type(eng._policy) is LinUCB and eng.resolved_policy == "linucb"
+    assert AUTO_PARAMS == {"discount": 0.9993} and eng.params["discount"] == 0.9993
+    assert Engine(policy="auto", seed=0, discount=1.0).params["discount"] == 1.0
 
 
-def test_forget_and_prior():
-    m = ArmModels(3, l2=1.0)
-    m.add_action("a")
-    x = np.array([1.0, 0.0, 0.0])
-    for _ in range(50):
-        m.update(0, x, 1.0)
-    assert m.theta[0, 0] > 0.9
-    m.forget(0, 0.0)
-    assert m.theta[0, 0] == 0.0 and m.scalars[0, 0] == 0.0
-    m.set_prior(0, 10 * np.outer(x, x), 10 * x * 0.5, 5.0, 5.0)
-    assert m.theta[0, 0] == pytest.approx(5.0 / 11.0)
+def test_unknown_policy_names_the_accepted_ones():
+    with pytest.raises(InvalidParameter, match=r"unknown policy 'ucb'; expected one of \('auto'"):
+        Engine(policy="ucb")
 
 
-def test_remove_action_and_serialization_round_trip():
-    m = ArmModels(4, l2=1.0)
-    for a in "abc":
-        m.add_action(a)
-    rng = np.random.default_rng(0)
-    for _ in range(30):
-        m.update(int(rng.integers(3)), rng.normal(size=4), float(rng.random()))
-    m.remove_action(1)
-    assert m.actions == ["a", "c"] and m.index == {"a": 0, "c": 1}
-    d = m.to_dict()
-    m2 = ArmModels.from_dict(d, 4, 1.0, 1.0, 64)
-    assert m2.to_dict() == d
-    np.testing.assert_array_equal(m2.theta, m.theta)
-
-
-def test_sym_list_round_trip():
-    a = np.random.default_rng(0).normal(size=(5, 5))
-    a = a + a.T
-    assert np.array_equal(sym_from_list(sym_to_list(a), 5), a)
-    with pytest.raises(ValueError):
-        sym_from_list([[1.0]], 2)
-
-
-def test_greedy_and_ucb_probabilities():
+def test_greedy_probabilities_share_ties():
     p = greedy_probabilities(np.array([0.1, 0.5, 0.5]), epsilon=0.3)
     assert p.sum() == pytest.approx(1.0)
     assert p[0] == pytest.approx(0.1) and p[1] == p[2] == pytest.approx(0.45)
-    p = ucb_probabilities(np.array([0.5, 0.4]), np.array([0.0, 1.0]), alpha=1.0, floor=0.02)
-    assert p.tolist() == pytest.approx([0.01, 0.99])
+
+
+def test_linucb_adds_the_scaled_uncertainty_bonus():
+    scores = Scores(np.array([0.5, 0.4]), np.array([0.0, 1.0]), sigma=0.5)
+    # 0.4 + 0.5 * 0.5 * 1.0 = 0.65 beats 0.5; with alpha 0.1 the bonus is too small
+    assert LinUCB(alpha=0.5).probabilities(scores, 0.02, None).tolist() == pytest.approx(
+        [0.01, 0.99]
+    )
+    assert LinUCB(alpha=0.1).probabilities(scores, 0.02, None).tolist() == pytest.approx(
+        [0.99, 0.01]
+    )
+
+
+def test_epsilon_greedy_explores_at_least_the_floor():
+    scores = Scores(np.array([1.0, 0.0]), np.zeros(2), sigma=1.0)
+    policy = EpsilonGreedy(epsilon=0.1)
+    assert policy.probabilities(scores, 0.0, None).tolist() == pytest.approx([0.95, 0.05])
+    assert policy.probabilities(scores, 0.4, None).tolist() == pytest.approx([0.8, 0.2])
+    assert policy.uniform_share(0.005) == 0.1
+    assert LinUCB().uniform_share(0.005) == 0.005
 
 
 def test_sample_share_probabilities_sum_to_one_with_floor():
@@ -109,3 +87,33 @@ def test_sample_share_probabilities_sum_to_one_with_floor():
     p = sample_share_probabilities(draws, floor=0.04)
     assert p.sum() == pytest.approx(1.0)
     assert (p >= 0.01).all() and p.argmax() == 2
+
+
+def test_lin_ts_uses_mc_samples_draws_from_the_generator():
+    scores = Scores(np.array([0.0, 0.0, 0.0]), np.ones(3), sigma=1.0)
+    rng = np.random.default_rng(3)
+    p = LinTS(alpha=1.0, mc_samples=8).probabilities(scores, 0.0, rng)
+    assert p.sum() == pytest.approx(1.0) and set((p * 8).round(9)) <= set(range(9))
+    same = np.random.default_rng(3)
+    draws = same.standard_normal((8, 3))
+    assert p.tolist() == sample_share_probabilities(draws, 0.0).tolist()
+
+
+def test_thompson_scores_the_beta_posterior_of_clipped_rewards():
+    m = ArmModels(2)
+    m.add_action("good"), m.add_action("bad")
+    x = np.array([1.0, 0.0])
+    for _ in range(30):
+        m.update(0, x, 1.0)
+        m.update(1, x, 0.0)
+    policy = Thompson(mc_samples=64)
+    scores = policy.score(m, [0, 1], np.ones((2, 2)), sigma=0.5)
+    assert scores.beta_a.tolist() == [31.0, 1.0] and scores.beta_b.tolist() == [1.0, 31.0]
+    assert scores.mean[0] == pytest.approx(31 / 32)
+    p = policy.probabilities(scores, 0.1, np.random.default_rng(0))
+    assert p.tolist() == pytest.approx([0.95, 0.05])
+
+
+def test_a_policy_must_say_how_it_decides():
+    with pytest.raises(TypeError, match="abstract"):
+        Policy()

@@ -384,22 +384,17 @@ class WorkerSession:
                 "reason": d.reason,
             }
             return decision, [(d.event_id, None)]
-        # a ranking: choose the item for each position from those left, top first (a cascade)
-        left, ranked = list(spec.items), []
-        while len(left) > 1:
-            ranked.append(self.engine.rank(context, left, slot=spec.slot))
-            left.remove(ranked[-1].action)
-        order = [d.action for d in ranked] + left
-        top = ranked[0] if ranked else None
+        ranking = self.engine.rank_cascade(context, spec.items, slot=spec.slot)
+        top = ranking.decisions[0] if ranking.decisions else None
         decision = {
             "slot": spec.slot,
-            "variant": order[0],
-            "order": order,
+            "variant": ranking.order[0],
+            "order": ranking.order,
             "probability": top.probability if top else 1.0,
             "event_id": top.event_id if top else None,
             "reason": top.reason if top else "a single item",
         }
-        return decision, [(d.event_id, d.action) for d in ranked]
+        return decision, [(d.event_id, d.action) for d in ranking.decisions]
 
     def _close_windows(self) -> None:
         """Seen decisions whose attribution window closed without a reward learn 0."""

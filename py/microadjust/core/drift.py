@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .state import StateReader
+
 __all__ = ["PageHinkley"]
 
 _FIELDS = ("delta", "threshold", "min_samples", "direction", "n", "mean", "up", "up_min",
@@ -78,13 +80,21 @@ class PageHinkley:
             return True
         return False
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_state(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in _FIELDS}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PageHinkley:
-        ph = cls(float(d["delta"]), float(d["threshold"]), int(d["min_samples"]),
-                 str(d["direction"]))  # fmt: skip
+    def from_state(cls, state: StateReader) -> PageHinkley:
+        ph = cls(
+            state["delta"].float(),
+            state["threshold"].float(),
+            state["min_samples"].int(),
+            state["direction"].choice(("both", "up", "down")),
+        )
         for k in _FIELDS:
-            setattr(ph, k, type(getattr(ph, k))(d[k]))
+            kind = type(getattr(ph, k))
+            if kind is float:
+                setattr(ph, k, state[k].float())
+            elif kind is int:
+                setattr(ph, k, state[k].int())
         return ph

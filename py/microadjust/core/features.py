@@ -4,8 +4,11 @@ Each action of a ``rank`` call gets one vector of ``dim`` floats:
 
 * index 0 is a constant bias of 1;
 * numeric context values (``int``/``float``) hash their *name* and carry the value scaled
-  online by the largest absolute value seen so far for that name (so every value lies in
-  [-1, 1]; state: one float per numeric name);
+  online per name: by default (``scaling="rms"``) divided by the root mean square of the
+  values seen so far for that name and clipped to [-3, 3]; with ``scaling="maxabs"`` divided
+  by the largest absolute value seen so far (so it lies in [-1, 1]). State: a count and a sum
+  of squares (or the largest absolute value) per numeric name, for at most
+  ``max_scaled_names`` names (values of further names pass unscaled, clipped);
 * strings hash ``"name=value"`` with value 1 (open-ended values stay within ``dim``);
 * booleans hash ``"name=true"`` / ``"name=false"`` with value 1;
 * an action's own features (when ``actions`` is a mapping) are hashed the same way in an
@@ -133,38 +136,22 @@ class Featurizer:
             t = type(value)
             if t is float or t is int:
                 v = float(value)
+                if v - v != 0.0:  # nan or infinite
+                    raise InvalidContext(f"{what}[{key!r}] = {value!r} is not a finite number")
+                feature = prefix + key if prefix else key
+                numeric.append((len(values), feature))
             elif t is str:
                 if len(value) > self.max_string_length:
                     raise InvalidContext(
                         f"{what}[{key!r}] is a string of {len(value)} characters, more than "
                         f"max_string_length={self.max_string_length}"
                     )
-                fk = f"{prefix}{key}={value}"
-                h, i, sign = cached(fk) or lookup(fk)
-                hashes.append(h)
-                index.append(i)
-                values.append(sign)
-                continue
+                feature, v = f"{prefix}{key}={value}", 1.0
             elif t is bool:
-                h, i, sign = lookup(f"{prefix}{key}={'true' if value else 'false'}")
-                hashes.append(h)
-                index.append(i)
-                values.append(sign)
-                continue
-            else:
-                v = _coerce_other(value, what, key)
-                if isinstance(v, bool | str):
-                    text = ("true" if v else "false") if isinstance(v, bool) else v
-                    h, i, sign = lookup(f"{prefix}{key}={text}")
-                    hashes.append(h)
-                    index.append(i)
-                    values.append(sign)
-                    continue
-            if v - v != 0.0:  # nan or infinite
-                raise InvalidContext(f"{what}[{key!r}] = {value!r} is not a finite number")
-            name = prefix + key if prefix else key
-            numeric.append((len(values), name))
-            h, i, sign = cached(name) or lookup(name)
+                feature, v = f"{prefix}{key}={'true' if value else 'false'}", 1.0
+            else:  # numpy scalars and the like (rare): parse their plain Python values instead
+                return self.parse(_plain_values(mapping, what), what, prefix)
+            h, i, sign = cached(feature) or lookup(feature)
             hashes.append(h)
             index.append(i)
             values.append(sign * v)
@@ -213,67 +200,41 @@ class Featurizer:
 
     def observe(self, parsed: ParsedFeatures) -> None:
         """Update the online scaler with the numeric values of ``parsed``."""
-        scale = self.scale
-        rms = self.scaling == "rms"
-        values = parsed.values
-        for pos, name in parsed.numeric:
-            v = values[pos]
-            stat = scale.get(name)
-            if stat is None:
-                if len(scale) >= self.max_scaled_names:
-                    continue
-                stat = scale[name] = [0.0, 0.0]
-            stat[0] += 1.0
-            if rms:
-                stat[1] += v * v
-            elif abs(v) > stat[1]:
-                stat[1] = abs(v)
+        self._scale(parsed, learn=True)
 
     def observe_scaled(self, parsed: ParsedFeatures) -> np.ndarray:
-        """:meth:`observe` then the scaled values (one pass; same result as both calls)."""
+        """:meth:`observe`, then the scaled values (in one pass)."""
+        return self._scale(parsed, learn=True)
+
+    def _scale(self, parsed: ParsedFeatures, learn: bool) -> np.ndarray:
+        """The signed values of ``parsed`` with numbers scaled, after learning them if ``learn``."""
         if not parsed.numeric:
             return np.array(parsed.values)
         scale = self.scale
         rms = self.scaling == "rms"
         values = list(parsed.values)
         sqrt = math.sqrt
-        full = len(scale) >= self.max_scaled_names
+        limit = self.max_scaled_names
         for pos, name in parsed.numeric:
             v = values[pos]
             stat = scale.get(name)
-            if stat is None:
-                if full:
-                    continue
-                stat = scale[name] = [0.0, 0.0]
-                full = len(scale) >= self.max_scaled_names
-            stat[0] += 1.0
-            if rms:
-                stat[1] += v * v
-                sc = sqrt(stat[1] / stat[0])
-            else:
-                if abs(v) > stat[1]:
+            if learn:
+                if stat is None:
+                    if len(scale) >= limit:
+                        continue  # an untracked name passes unscaled (then clipped)
+                    stat = scale[name] = [0.0, 0.0]
+                stat[0] += 1.0
+                if rms:
+                    stat[1] += v * v
+                elif abs(v) > stat[1]:
                     stat[1] = abs(v)
-                sc = stat[1]
+            elif stat is None:
+                continue
+            sc = sqrt(stat[1] / stat[0]) if rms else stat[1]
             values[pos] = v / sc if sc > 0 else 0.0
         out = np.array(values)
-        np.clip(out, -self.clip, self.clip, out=out)
-        return out
-
-    def _scaled(self, parsed: ParsedFeatures) -> np.ndarray:
-        if not parsed.numeric:
-            return np.array(parsed.values)
-        values = list(parsed.values)
-        scale = self.scale
-        rms = self.scaling == "rms"
-        sqrt = math.sqrt
-        for pos, name in parsed.numeric:
-            stat = scale.get(name)
-            if stat is not None:
-                s = sqrt(stat[1] / stat[0]) if rms else stat[1]
-                values[pos] = values[pos] / s if s > 0 else 0.0
-        v = np.array(values)
-        np.clip(v, -self.clip, self.clip, out=v)
-        return v
+        # clip with the two ufuncs: np.clip's Python wrapper costs more than the clipping
+        return np.minimum(np.maximum(out, -self.clip, out=out), self.clip, out=out)
 
     def _interactions(
         self, out: np.ndarray, hc: list[int], vc: np.ndarray, ha: list[int], va: np.ndarray
@@ -301,7 +262,7 @@ class Featurizer:
         ``context_values`` are the context's scaled values if already computed (by
         :meth:`observe_scaled`).
         """
-        vc = self._scaled(context) if context_values is None else context_values
+        vc = self._scale(context, learn=False) if context_values is None else context_values
         if context.index:
             xc = np.bincount(context.index, weights=vc, minlength=self.dim)
         else:
@@ -313,12 +274,18 @@ class Featurizer:
         for k, af in enumerate(action_features):
             row = xc.copy()
             if af.index:
-                va = self._scaled(af)
+                va = self._scale(af, learn=False)
                 row += np.bincount(af.index, weights=va, minlength=self.dim)
                 if self.interactions and context.index:
                     self._interactions(row, context.hashes, vc, af.hashes, va)
             X[k] = row
         return X
+
+
+def _plain_values(mapping: Mapping[str, object], what: str) -> dict[str, float | int | str | bool]:
+    """``mapping`` with every value a plain ``float``, ``int``, ``str`` or ``bool``."""
+    plain = (float, int, str, bool)
+    return {k: v if type(v) in plain else _coerce_other(v, what, k) for k, v in mapping.items()}
 
 
 def _coerce_other(value: object, what: str, key: str) -> float | str | bool:

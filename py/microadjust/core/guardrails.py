@@ -23,9 +23,12 @@ Regularization (the ridge ``l2`` and the capped prior weight) lives in the model
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+from .state import StateReader
 
 __all__ = ["Guardrails", "beat_probability"]
 
@@ -118,7 +121,19 @@ class Guardrails:
         if shown is None or shown[0] != action:
             self.shown[slot] = [action, now]
 
-    def to_dict(self) -> dict[str, Any]:
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> Guardrails:
+        """The guardrails configured by the engine's validated parameters."""
+        return cls(
+            holdout=params["holdout"],
+            max_adjustments_per_session=params["max_adjustments_per_session"],
+            max_adjustments_per_slot=params["max_adjustments_per_slot"],
+            cooldown_s=params["cooldown_s"],
+            min_confidence=params["min_confidence"],
+            session_timeout_s=params["session_timeout_s"],
+        )
+
+    def to_state(self) -> dict[str, Any]:
         return {
             "session": self.session,
             "last_seen": self.last_seen,
@@ -127,9 +142,16 @@ class Guardrails:
             "shown": {k: list(v) for k, v in self.shown.items()},
         }
 
-    def load(self, d: dict[str, Any]) -> None:
-        self.session = int(d["session"])
-        self.last_seen = None if d["last_seen"] is None else float(d["last_seen"])
-        self.session_adjustments = int(d["session_adjustments"])
-        self.slot_adjustments = {str(k): int(v) for k, v in d["slot_adjustments"].items()}
-        self.shown = {str(k): [str(v[0]), float(v[1])] for k, v in d["shown"].items()}
+    @classmethod
+    def from_state(cls, state: StateReader, params: Mapping[str, Any]) -> Guardrails:
+        """The guardrails configured by ``params`` with the bookkeeping of :meth:`to_state`."""
+        guard = cls.from_params(params)
+        guard.session = state["session"].int()
+        guard.last_seen = state["last_seen"].float(optional=True)
+        guard.session_adjustments = state["session_adjustments"].int()
+        guard.slot_adjustments = {k: v.int() for k, v in state["slot_adjustments"].items()}
+        guard.shown = {}
+        for k, v in state["shown"].items():
+            action, since = v.list(2)
+            guard.shown[k] = [action.str(), since.float()]
+        return guard
