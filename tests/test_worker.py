@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from microadjust.browser.protocol import ProtocolError
+from microadjust.browser.protocol import HOST_REPLIES, ProtocolError, routes
 from microadjust.browser.session import WorkerSession
 
 INIT = {"v": 1, "type": "init", "config": {"seed": 7}, "context": {"device": "mobile"}}
@@ -21,6 +21,21 @@ def started(**config) -> WorkerSession:
     return session
 
 
+def to_page(replies: list[dict]) -> list[dict]:
+    """The replies web/worker.js posts to the page (it acts on the host replies itself)."""
+    return [r for r in replies if r["type"] not in HOST_REPLIES]
+
+
+def send(session: WorkerSession, message: dict) -> list[dict]:
+    """A page message; the replies the page gets."""
+    return to_page(session.handle({"v": 1, **message}))
+
+
+def host(session: WorkerSession, kind: str, **fields) -> list[dict]:
+    """A message of web/worker.js itself; all the replies."""
+    return session.handle({"v": 1, "type": kind, **fields}, from_host=True)
+
+
 def decide(session: WorkerSession, *slots: dict, **fields) -> dict[str, dict]:
     replies = session.handle({"v": 1, "type": "decide", "slots": list(slots), **fields})
     decided = [d for r in replies if r["type"] == "decisions" for d in r["decisions"]]
@@ -28,7 +43,7 @@ def decide(session: WorkerSession, *slots: dict, **fields) -> dict[str, dict]:
 
 
 def events(session: WorkerSession, *batch: dict, t: float | None = None) -> list[dict]:
-    return session.handle({"v": 1, "type": "events", "events": list(batch), "t": t})
+    return send(session, {"type": "events", "events": list(batch), "t": t})
 
 
 def shown_and_seen(session: WorkerSession, slot: str, t: float = 100) -> None:
@@ -40,13 +55,13 @@ def shown_and_seen(session: WorkerSession, slot: str, t: float = 100) -> None:
 
 
 def reward(session: WorkerSession, goal: str = "buy", value: float = 1, **where) -> dict:
-    [reply] = session.handle({"v": 1, "type": "reward", "goal": goal, "value": value, **where})
+    [reply] = send(session, {"type": "reward", "goal": goal, "value": value, **where})
     return reply
 
 
 def test_init_replies_ready_and_decide_picks_a_variant_per_slot():
     session = WorkerSession()
-    [ready] = session.handle(INIT)
+    [ready] = to_page(session.handle(INIT))
     assert ready == {
         "v": 1,
         "type": "ready",
@@ -142,12 +157,12 @@ def test_a_trigger_that_never_holds_never_decides():
 )
 def test_a_malformed_trigger_is_reported_for_its_slot(trigger, complaint):
     session = started()
-    replies = session.handle(
+    replies = send(
+        session,
         {
-            "v": 1,
             "type": "decide",
             "slots": [{"slot": "bad", "variants": ["default", "b"], "trigger": trigger}, CTA],
-        }
+        },
     )
     decisions, error = replies
     assert [d["slot"] for d in decisions["decisions"]] == ["cta"]
@@ -158,10 +173,10 @@ def test_a_checkpoint_restores_engine_counts_and_open_decisions():
     session = started()
     decide(session, CTA)
     shown_and_seen(session, "cta")
-    saved = json.loads(session.checkpoint())
-    assert session.dirty is False
+    [save] = host(session, "checkpoint")
+    assert save["type"] == "save" and session.dirty is False
     again = WorkerSession()
-    [ready] = again.handle({**INIT, "state": saved})
+    [ready] = to_page(again.handle({**INIT, "state": json.loads(json.dumps(save["state"]))}))
     assert ready["restored"] is True and ready["visits"] == 2
     assert again.engine.state() == session.engine.state()
     assert reward(again, "buy")["event_ids"]  # a conversion on the next page view counts
@@ -169,7 +184,7 @@ def test_a_checkpoint_restores_engine_counts_and_open_decisions():
 
 def test_an_unusable_checkpoint_starts_afresh_with_a_note():
     session = WorkerSession()
-    note, ready = session.handle({**INIT, "state": {"schema": 99}})
+    note, ready = to_page(session.handle({**INIT, "state": {"schema": 99}}))
     assert note["type"] == "error" and "starting afresh" in note["message"]
     assert ready["type"] == "ready" and ready["restored"] is False
 
@@ -186,10 +201,11 @@ def test_forget_erases_the_visitor_and_export_shows_everything_kept():
     decide(session, CTA)
     shown_and_seen(session, "cta")
     reward(session)
-    [exported] = session.handle({"v": 1, "type": "export", "id": 3})
+    [exported] = send(session, {"type": "export", "id": 3})
     assert exported["id"] == 3 and exported["data"]["rewards"] == 1
     assert exported["data"]["engine"]["format"] == "microadjust.core.engine"
-    [forgotten] = session.handle({"v": 1, "type": "forget", "id": 4})
+    erase, forgotten = session.handle({"v": 1, "type": "forget", "id": 4})
+    assert erase["type"] == "erase"  # the stored copy goes before the page hears it is gone
     assert forgotten == {"v": 1, "type": "forgotten", "id": 4}
     fresh = session.snapshot()
     assert fresh["rewards"] == 0 and fresh["attribution"] == {}
@@ -216,29 +232,34 @@ def test_forget_erases_the_visitor_and_export_shows_everything_kept():
         ({"v": 1, "type": "reward", "goal": "buy", "value": 1, "slot": 3}, "'slot' must be str"),
         ({"v": 1, "type": "reward", "value": 1}, "'goal' must be str"),
         ({"v": 1, "type": "init", "config": {}}, "already initialized"),
+        ({"v": 1, "type": "checkpoint"}, "'checkpoint' is a message of the worker host"),
+        ({"v": 1, "type": "sync_result", "batch_id": "b", "status": 201}, "worker host"),
+        ({"v": 1, "type": "consent", "granted": "yes"}, "'granted' must be bool"),
     ],
 )
 def test_a_bad_message_is_rejected_and_changes_nothing(message, complaint):
     session = started()
     decide(session, CTA)
     shown_and_seen(session, "cta")
-    before = session.checkpoint(), session.signals, dict(session.decided)
+    before = json.dumps(session.snapshot()), session.signals, dict(session.decided)
+    fingerprint = session.fingerprint()
     with pytest.raises(ProtocolError, match=complaint):
         session.handle(message)
-    assert (session.checkpoint(), session.signals, session.decided) == before
+    assert (json.dumps(session.snapshot()), session.signals, session.decided) == before
+    assert session.fingerprint() == fingerprint
 
 
 def test_a_bad_slot_keeps_its_default_while_the_others_are_decided():
     session = started()
-    replies = session.handle(
+    replies = send(
+        session,
         {
-            "v": 1,
             "type": "decide",
             "slots": [
                 {"slot": "ok", "variants": ["default", "b"]},
                 {"slot": "dup", "variants": ["a", "a"]},
             ],
-        }
+        },
     )
     decisions, error = replies
     assert [d["slot"] for d in decisions["decisions"]] == ["ok"]
@@ -251,32 +272,34 @@ def test_handle_json_never_raises_and_says_what_was_wrong():
     assert early["type"] == "error" and "before 'init'" in early["message"] and early["fatal"]
     [bad_config] = json.loads(session.handle_json(json.dumps({**INIT, "config": {"colour": 1}})))
     assert bad_config["fatal"] is True and "colour" in bad_config["message"]
-    [ready] = json.loads(session.handle_json(json.dumps(INIT)))
-    assert ready["type"] == "ready"
+    ready, plan, unsaved = json.loads(session.handle_json(json.dumps(INIT)))
+    assert [ready["type"], plan["type"], unsaved["type"]] == ["ready", "plan", "unsaved"]
     [late] = json.loads(session.handle_json("[]"))
     assert late["type"] == "error" and late["fatal"] is False
 
 
 def test_segments_group_behaviour_once_scikit_learn_has_loaded():
-    session = started(segments={"n": 2}, log_size=64)
-    assert session.lazy_packages() == ["scikit-learn"]
+    session = WorkerSession()
+    *_, plan, _ = session.handle({**INIT, "config": {"segments": {"n": 2}, "log_size": 64}})
+    assert plan["type"] == "plan" and plan["packages"] == ["scikit-learn"]
     for i in range(6):  # quick skimmers and slow readers
         slow = i % 2 == 1
         depth = 0.9 if slow else 0.1
         events(session, {"kind": "scroll", "t": 1000 * i, "depth": depth})
         decide(session, {"slot": f"s{i}", "variants": ["default", "b"]}, t=1000 * i)
-    assert session.segmenter.centers is None  # scikit-learn is not there yet: rows wait
-    session.handle({"v": 1, "type": "packages_loaded", "packages": ["scikit-learn"]})
+    segments = session.segments
+    assert segments.segmenter.centers is None  # scikit-learn is not there yet: rows wait
+    host(session, "packages_loaded", packages=["scikit-learn"])
     decide(session, {"slot": "after", "variants": ["default", "b"]})
-    assert session.segmenter.centers is not None and session.segment_rows == []
+    assert segments.segmenter.centers is not None and segments.rows == []
     last = session.engine.state()["pending"][-1][1]
     assert last["slot"] == "after" and last["context"]["segment"] in ("seg0", "seg1")
+    [save] = host(session, "checkpoint")
     again = WorkerSession()
-    again.handle(
-        {**INIT, "config": {"segments": {"n": 2}}, "state": json.loads(session.checkpoint())}
-    )
-    assert again.segmenter.centers.tolist() == session.segmenter.centers.tolist()
+    again.handle({**INIT, "config": {"segments": {"n": 2}}, "state": save["state"]})
+    assert again.segments.segmenter.centers.tolist() == segments.segmenter.centers.tolist()
 
 
 def test_without_segments_no_package_loads_lazily():
-    assert started().lazy_packages() == []
+    *_, plan, _ = WorkerSession().handle(INIT)
+    assert plan == {"v": 1, "type": "plan", "packages": [], "upload_interval_ms": None}
