@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 
 import pytest
 
+from microadjust.browser import protocol
 from microadjust.browser.protocol import HOST_REPLIES, ProtocolError, routes
 from microadjust.browser.session import WorkerSession
 
@@ -303,3 +306,147 @@ def test_segments_group_behaviour_once_scikit_learn_has_loaded():
 def test_without_segments_no_package_loads_lazily():
     *_, plan, _ = WorkerSession().handle(INIT)
     assert plan == {"v": 1, "type": "plan", "packages": [], "upload_interval_ms": None}
+
+
+# --- the boundary: one dispatch table, host messages, derived persistence ----------------------
+
+
+def test_the_dispatch_table_routes_every_message_type_and_protocol_py_documents_each():
+    session = WorkerSession()
+    table = routes(session)
+    handlers = {name.removeprefix("on_") for name in vars(WorkerSession) if name.startswith("on_")}
+    assert set(table) == handlers
+    assert {kind for kind, route in table.items() if route.sender == "host"} == {
+        "checkpoint",
+        "sync_upload",
+        "sync_result",
+        "packages_loaded",
+    }
+    for kind in [*table, *HOST_REPLIES]:
+        assert re.search(rf"^{kind}\s", protocol.__doc__, re.MULTILINE), kind
+
+
+def test_an_unknown_message_type_gets_a_clear_error_reply_and_changes_nothing():
+    session = started()
+    decide(session, CTA)
+    before, fingerprint = json.dumps(session.snapshot()), session.fingerprint()
+    [error] = json.loads(session.handle_json(json.dumps({"v": 1, "type": "teleport"}), True))
+    assert error["type"] == "error" and error["fatal"] is False
+    assert "unknown message type 'teleport'; expected one of [" in error["message"]
+    assert "'checkpoint'" in error["message"]  # the list names every known type
+    assert json.dumps(session.snapshot()) == before and session.fingerprint() == fingerprint
+
+
+def test_replies_say_unsaved_while_what_the_device_keeps_differs_from_the_last_checkpoint():
+    session = started()
+    assert session.dirty and host(session, "checkpoint")[0]["type"] == "save"
+    assert not session.dirty
+    assert session.handle({"v": 1, "type": "export", "id": 1})[-1]["type"] == "exported"
+    assert events(session, {"kind": "scroll", "t": 10, "depth": 0.5}) == []  # behaviour only
+    assert session.handle({"v": 1, "type": "decide", "slots": [CTA]})[-1]["type"] == "unsaved"
+    host(session, "checkpoint")
+    replies = session.handle(
+        {"v": 1, "type": "events", "events": [{"kind": "applied", "slot": "cta", "t": 20}]}
+    )
+    assert replies == [{"v": 1, "type": "unsaved"}]
+
+
+def test_every_change_to_the_snapshot_makes_the_session_dirty():
+    session = started(attribution_window_s=5)
+    messages = [
+        {"type": "decide", "slots": [CTA, CARDS]},
+        {"type": "events", "events": [{"kind": "applied", "slot": "cta", "t": 1}]},
+        {"type": "events", "events": [{"kind": "impression", "slot": "cta", "t": 2}]},
+        {"type": "reward", "goal": "buy", "value": 1, "slot": "cta"},
+        {"type": "decide", "slots": [HERO]},
+        {"type": "events", "events": [{"kind": "applied", "slot": "hero", "t": 3}]},
+        {"type": "page", "context": {"page": "two"}},
+        {"type": "reward", "goal": "buy", "value": 1},
+        {"type": "forget", "id": 1},
+        {"type": "consent", "granted": True},
+        {"type": "decide", "slots": [CTA]},
+    ]
+    for message in messages:
+        host(session, "checkpoint")
+        before = json.dumps(session.snapshot())
+        session.handle({"v": 1, **message})
+        if json.dumps(session.snapshot()) != before:
+            assert session.dirty, message
+
+
+def test_without_consent_nothing_is_offered_for_storing_until_it_is_given():
+    session = WorkerSession()
+    replies = session.handle({**INIT, "persist": False})
+    assert [r["type"] for r in replies] == ["ready", "plan"]
+    decide(session, CTA)
+    assert host(session, "checkpoint") == []
+    assert host(session, "consent", granted=True) == [{"v": 1, "type": "unsaved"}]
+    [save] = host(session, "checkpoint")
+    assert save["state"]["engine"]["slots"]["cta"]
+    assert host(session, "consent", granted=False) == [{"v": 1, "type": "erase"}]
+    decide(session, HERO)
+    assert host(session, "checkpoint") == []
+
+
+def test_a_checkpoint_of_the_format_visitors_have_stored_still_loads():
+    """Keys and shapes as worker checkpoints were written before ``to_state`` (IndexedDB)."""
+    from microadjust import Engine
+
+    now = time.time()
+    saved = {
+        "schema": 1,
+        "visits": 3,
+        "rewards": 1,
+        "attribution": {"e1": {"slot": "cta", "t": now, "seen": True, "item": None, "position": 0}},
+        "engine": Engine(seed=1).state(),
+        "sync": {"watermark": None, "pending": None, "attempts": 0, "uploaded": 2},
+        "segments": {
+            "signals": ["dwell_s", "scroll_depth", "clicks", "idle_s", "visits"],
+            "n_segments": 2,
+            "seed": 1,
+            "batch_size": 256,
+            "n": 0.0,
+            "mean": [0.0] * 5,
+            "m2": [0.0] * 5,
+            "centers": [[0.0] * 5, [1.0] * 5],
+            "buffer": [],
+        },
+    }
+    session = WorkerSession()
+    config = {"segments": {"n": 2}, "sync": {"site": "shop", "upload": True}}
+    ready, *_ = session.handle({**INIT, "config": config, "state": saved})
+    assert ready["restored"] is True and ready["visits"] == 4 and ready["rewards"] == 1
+    assert session.attribution.conversions() == ["e1"]
+    assert session.segments.segmenter.centers.tolist() == saved["segments"]["centers"]
+    assert session.sync.to_state()["uploaded"] == 2
+
+
+# --- the page is hidden: an upload is offered at once ----------------------------------------
+
+UPLOADS = {"site": "shop", "key": "k" * 12, "upload": True, "min_events": 1}
+
+
+def test_a_hidden_page_gets_an_upload_at_once_saved_first_and_retried_with_the_same_batch():
+    session = started(sync=UPLOADS)
+    decide(session, CTA)
+    shown_and_seen(session, "cta")
+    reward(session, slot="cta")
+    host(session, "checkpoint")
+    assert events(session, {"kind": "scroll", "t": 1, "depth": 0.2}) == []  # visible: no upload
+    upload, unsaved = session.handle(
+        {"v": 1, "type": "events", "events": [{"kind": "hidden", "t": 500}]}
+    )
+    assert upload["type"] == "upload" and unsaved["type"] == "unsaved"  # the new batch is kept
+    assert upload["url"] == "/v1/sites/shop/uploads" and upload["key"] == UPLOADS["key"]
+    body = json.loads(upload["body"])
+    assert body["batch_id"] == upload["batch_id"] and body["events"] == 1
+    [save] = host(session, "checkpoint")  # what the host stores before it sends
+    assert save["state"]["sync"]["pending"]["batch_id"] == upload["batch_id"]
+    assert host(session, "sync_result", batch_id=upload["batch_id"], status=0) == []  # offline
+    [again] = host(session, "sync_upload")[:1]  # the timer: the same bytes again
+    assert again["type"] == "upload" and again["body"] == upload["body"]
+    [synced, _] = host(session, "sync_result", batch_id=upload["batch_id"], status=201)
+    assert synced["uploaded"] == 1
+    assert session.handle({"v": 1, "type": "events", "events": [{"kind": "hidden", "t": 900}]}) == [
+        {"v": 1, "type": "unsaved"}
+    ]  # nothing new to send

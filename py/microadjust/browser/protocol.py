@@ -35,7 +35,8 @@ reward          ``goal`` (name), ``value`` (number), ``slot`` and ``item`` (opti
                 the goal was clicked; without them every seen decision shares the goal)
 consent         ``granted`` (bool): the visitor gave or withdrew consent to keep state on
                 this device (and to contribute to the sync server)
-forget          erase what this device learned; ``export``: ask for it, with ``id``
+forget          ``id``: erase what this device learned, and keep nothing more in this page view
+export          ``id``: ask for all this device keeps
 =============== ==========================================================================
 
 Worker → page:
@@ -46,7 +47,8 @@ ready           ``engine`` (version), ``restored`` (bool: state came from an ear
 decisions       ``id``, ``decisions``: list of ``{slot, variant, probability, event_id,
                 reason}``; a ranking's also has ``order`` (item ids, top first)
 rewarded        ``goal``, ``value``, ``event_ids`` (the decisions it was attributed to)
-forgotten       ``id``; ``exported``: ``id``, ``data`` (all this device keeps, as JSON)
+forgotten       ``id``
+exported        ``id``, ``data`` (all this device keeps, as JSON)
 error           ``message``; ``slot`` when about one slot; ``fatal: true`` when the engine
                 cannot run (the page keeps its defaults)
 synced          ``priors_version`` (the sync server's prior now installed, or null),
