@@ -340,7 +340,7 @@ def test_an_unknown_message_type_gets_a_clear_error_reply_and_changes_nothing():
 def test_replies_say_unsaved_while_what_the_device_keeps_differs_from_the_last_checkpoint():
     session = started()
     assert session.dirty and host(session, "checkpoint")[0]["type"] == "save"
-    assert not session.dirty
+    assert not session.dirty and host(session, "checkpoint") == []  # nothing new to store
     assert session.handle({"v": 1, "type": "export", "id": 1})[-1]["type"] == "exported"
     assert events(session, {"kind": "scroll", "t": 10, "depth": 0.5}) == []  # behaviour only
     assert session.handle({"v": 1, "type": "decide", "slots": [CTA]})[-1]["type"] == "unsaved"

@@ -82,7 +82,7 @@ const HOST = {
 function save() {
   clearTimeout(saveTimer);
   saveTimer = 0;
-  return host('checkpoint'); // Python replies 'save', or nothing when storing is not allowed
+  return host('checkpoint'); // Python replies 'save', or nothing (unchanged, or not allowed)
 }
 
 // The engine's state lives in IndexedDB, one record, written only from this worker.

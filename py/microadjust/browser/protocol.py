@@ -58,8 +58,8 @@ synced          ``priors_version`` (the sync server's prior now installed, or nu
 Host → worker (web/worker.js's own messages; the page may not send them):
 
 =============== ==========================================================================
-checkpoint      ask for the state to persist (answered by ``save``, or by nothing when the
-                visitor did not allow storing)
+checkpoint      ask for the state to persist: answered by ``save``, or by nothing when it
+                did not change since the last one or the visitor does not allow storing
 sync_upload     the upload timer fired: answered by ``upload`` when a batch may go now
 sync_result     ``batch_id``, ``status`` (the HTTP status, 0 when the request failed):
                 how the server answered an ``upload``

@@ -287,8 +287,8 @@ class WorkerSession:
         return [reply("exported", id=message.get("id"), data=self.snapshot())]
 
     def on_checkpoint(self, message: Message) -> Replies:
-        """The state to store, when the visitor allows it; it is saved from now on."""
-        if not self.persist:
+        """The state to store, when it changed and the visitor allows keeping it."""
+        if not (self.persist and self.dirty):
             return []
         self.saved = self.fingerprint()
         return [reply("save", state=self.snapshot())]
