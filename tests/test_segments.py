@@ -45,7 +45,7 @@ def test_online_segments_recover_behavioural_groups():
     test_rows, test_labels = visitors(300, 1)
     assigned = [seg.assign(r) for r in test_rows]
     assert purity(assigned, test_labels) > 0.95
-    clone = Segmenter.from_dict(json.loads(json.dumps(seg.to_dict())))
+    clone = Segmenter.from_state(json.loads(json.dumps(seg.to_state())))
     assert [clone.assign(r) for r in test_rows] == assigned
     clone.partial_fit(rows[:50])  # keeps learning after a restore
 

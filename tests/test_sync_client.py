@@ -194,30 +194,42 @@ def test_the_worker_session_wires_sync_in():
             "priors": {"version": 7, "slots": {"cta": prior_stats(agg, "cta", 1.0)}},
         }
     )
-    assert [r["type"] for r in replies] == ["ready", "synced"]
-    assert replies[-1]["priors_version"] == 7
-    plan = json.loads(session.sync_plan())
-    assert plan["uploads_url"] == "https://sync.example/v1/sites/shop/uploads" and plan["upload"]
-    assert session.sync_upload() == "null"  # nothing learned yet
+    assert [r["type"] for r in replies] == ["ready", "synced", "plan", "unsaved"]
+    assert replies[1]["priors_version"] == 7 and replies[2]["upload_interval_ms"] == 60_000
+    [_] = host(session, "checkpoint")
+    assert host(session, "sync_upload") == []  # nothing learned yet
     for i in range(20):
         d = session.engine.rank({"x": 1.0}, ["default", "quiz"], slot="cta", now=float(i))
         session.engine.reward(d.event_id, 1.0, now=i + 0.5)
-    body = json.loads(session.sync_upload())
-    assert body["events"] == 20
-    assert session.sync_result(body["batch_id"], 503) == "[]"  # kept for a retry
-    assert json.loads(session.sync_upload())["batch_id"] == body["batch_id"]
-    assert json.loads(session.sync_result(body["batch_id"], 201))[0]["uploaded"] == 1
-    saved = json.loads(session.checkpoint())["sync"]
-    assert saved["pending"] is None and saved["uploaded"] == 1
-    session.sync_consent(False)
-    assert json.loads(session.sync_plan())["upload"] is False
+    [upload, _] = host(session, "sync_upload")
+    assert upload["url"] == "https://sync.example/v1/sites/shop/uploads"
+    assert upload["key"] == SYNC["key"] and json.loads(upload["body"])["events"] == 20
+    batch = upload["batch_id"]
+    assert host(session, "sync_result", batch_id=batch, status=503) == [unsaved()]  # a retry
+    assert host(session, "sync_upload")[0]["body"] == upload["body"]  # the same bytes
+    [synced, _] = host(session, "sync_result", batch_id=batch, status=201)
+    assert synced["type"] == "synced" and synced["uploaded"] == 1
+    [save] = host(session, "checkpoint")
+    assert save["state"]["sync"]["pending"] is None and save["state"]["sync"]["uploaded"] == 1
+    assert host(session, "consent", granted=False) == [{"v": 1, "type": "erase"}]
+    assert session.sync.client.upload_blocked() == "the visitor has not consented"
 
 
 def test_the_worker_refuses_to_upload_when_gpc_is_on():
     session = WorkerSession()
     session.handle({"v": 1, "type": "init", "config": {"sync": SYNC}, "persist": True, "gpc": True})
+    [_] = host(session, "checkpoint")
     for i in range(30):
         d = session.engine.rank({"x": 1.0}, ["default", "quiz"], slot="cta", now=float(i))
         session.engine.reward(d.event_id, 1.0, now=i + 0.5)
-    assert json.loads(session.sync_plan())["upload"] is False
-    assert session.sync_upload() == "null"
+    hidden = {"v": 1, "type": "events", "events": [{"kind": "hidden", "t": 9}]}
+    assert host(session, "sync_upload") == [] and session.handle(hidden) == []
+
+
+def host(session: WorkerSession, kind: str, **fields) -> list[dict]:
+    """A message of web/worker.js itself, and all the replies."""
+    return session.handle({"v": 1, "type": kind, **fields}, from_host=True)
+
+
+def unsaved() -> dict:
+    return {"v": 1, "type": "unsaved"}

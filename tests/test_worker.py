@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 
 import pytest
 
-from microadjust.browser.protocol import ProtocolError
+from microadjust.browser import protocol
+from microadjust.browser.protocol import HOST_REPLIES, ProtocolError, routes
 from microadjust.browser.session import WorkerSession
 
 INIT = {"v": 1, "type": "init", "config": {"seed": 7}, "context": {"device": "mobile"}}
@@ -21,6 +24,21 @@ def started(**config) -> WorkerSession:
     return session
 
 
+def to_page(replies: list[dict]) -> list[dict]:
+    """The replies web/worker.js posts to the page (it acts on the host replies itself)."""
+    return [r for r in replies if r["type"] not in HOST_REPLIES]
+
+
+def send(session: WorkerSession, message: dict) -> list[dict]:
+    """A page message; the replies the page gets."""
+    return to_page(session.handle({"v": 1, **message}))
+
+
+def host(session: WorkerSession, kind: str, **fields) -> list[dict]:
+    """A message of web/worker.js itself; all the replies."""
+    return session.handle({"v": 1, "type": kind, **fields}, from_host=True)
+
+
 def decide(session: WorkerSession, *slots: dict, **fields) -> dict[str, dict]:
     replies = session.handle({"v": 1, "type": "decide", "slots": list(slots), **fields})
     decided = [d for r in replies if r["type"] == "decisions" for d in r["decisions"]]
@@ -28,7 +46,7 @@ def decide(session: WorkerSession, *slots: dict, **fields) -> dict[str, dict]:
 
 
 def events(session: WorkerSession, *batch: dict, t: float | None = None) -> list[dict]:
-    return session.handle({"v": 1, "type": "events", "events": list(batch), "t": t})
+    return send(session, {"type": "events", "events": list(batch), "t": t})
 
 
 def shown_and_seen(session: WorkerSession, slot: str, t: float = 100) -> None:
@@ -40,13 +58,13 @@ def shown_and_seen(session: WorkerSession, slot: str, t: float = 100) -> None:
 
 
 def reward(session: WorkerSession, goal: str = "buy", value: float = 1, **where) -> dict:
-    [reply] = session.handle({"v": 1, "type": "reward", "goal": goal, "value": value, **where})
+    [reply] = send(session, {"type": "reward", "goal": goal, "value": value, **where})
     return reply
 
 
 def test_init_replies_ready_and_decide_picks_a_variant_per_slot():
     session = WorkerSession()
-    [ready] = session.handle(INIT)
+    [ready] = to_page(session.handle(INIT))
     assert ready == {
         "v": 1,
         "type": "ready",
@@ -142,12 +160,12 @@ def test_a_trigger_that_never_holds_never_decides():
 )
 def test_a_malformed_trigger_is_reported_for_its_slot(trigger, complaint):
     session = started()
-    replies = session.handle(
+    replies = send(
+        session,
         {
-            "v": 1,
             "type": "decide",
             "slots": [{"slot": "bad", "variants": ["default", "b"], "trigger": trigger}, CTA],
-        }
+        },
     )
     decisions, error = replies
     assert [d["slot"] for d in decisions["decisions"]] == ["cta"]
@@ -158,10 +176,10 @@ def test_a_checkpoint_restores_engine_counts_and_open_decisions():
     session = started()
     decide(session, CTA)
     shown_and_seen(session, "cta")
-    saved = json.loads(session.checkpoint())
-    assert session.dirty is False
+    [save] = host(session, "checkpoint")
+    assert save["type"] == "save" and session.dirty is False
     again = WorkerSession()
-    [ready] = again.handle({**INIT, "state": saved})
+    [ready] = to_page(again.handle({**INIT, "state": json.loads(json.dumps(save["state"]))}))
     assert ready["restored"] is True and ready["visits"] == 2
     assert again.engine.state() == session.engine.state()
     assert reward(again, "buy")["event_ids"]  # a conversion on the next page view counts
@@ -169,7 +187,7 @@ def test_a_checkpoint_restores_engine_counts_and_open_decisions():
 
 def test_an_unusable_checkpoint_starts_afresh_with_a_note():
     session = WorkerSession()
-    note, ready = session.handle({**INIT, "state": {"schema": 99}})
+    note, ready = to_page(session.handle({**INIT, "state": {"schema": 99}}))
     assert note["type"] == "error" and "starting afresh" in note["message"]
     assert ready["type"] == "ready" and ready["restored"] is False
 
@@ -186,10 +204,11 @@ def test_forget_erases_the_visitor_and_export_shows_everything_kept():
     decide(session, CTA)
     shown_and_seen(session, "cta")
     reward(session)
-    [exported] = session.handle({"v": 1, "type": "export", "id": 3})
+    [exported] = send(session, {"type": "export", "id": 3})
     assert exported["id"] == 3 and exported["data"]["rewards"] == 1
     assert exported["data"]["engine"]["format"] == "microadjust.core.engine"
-    [forgotten] = session.handle({"v": 1, "type": "forget", "id": 4})
+    erase, forgotten = session.handle({"v": 1, "type": "forget", "id": 4})
+    assert erase["type"] == "erase"  # the stored copy goes before the page hears it is gone
     assert forgotten == {"v": 1, "type": "forgotten", "id": 4}
     fresh = session.snapshot()
     assert fresh["rewards"] == 0 and fresh["attribution"] == {}
@@ -216,29 +235,34 @@ def test_forget_erases_the_visitor_and_export_shows_everything_kept():
         ({"v": 1, "type": "reward", "goal": "buy", "value": 1, "slot": 3}, "'slot' must be str"),
         ({"v": 1, "type": "reward", "value": 1}, "'goal' must be str"),
         ({"v": 1, "type": "init", "config": {}}, "already initialized"),
+        ({"v": 1, "type": "checkpoint"}, "'checkpoint' is a message of the worker host"),
+        ({"v": 1, "type": "sync_result", "batch_id": "b", "status": 201}, "worker host"),
+        ({"v": 1, "type": "consent", "granted": "yes"}, "'granted' must be bool"),
     ],
 )
 def test_a_bad_message_is_rejected_and_changes_nothing(message, complaint):
     session = started()
     decide(session, CTA)
     shown_and_seen(session, "cta")
-    before = session.checkpoint(), session.signals, dict(session.decided)
+    before = json.dumps(session.snapshot()), session.signals, dict(session.decided)
+    fingerprint = session.fingerprint()
     with pytest.raises(ProtocolError, match=complaint):
         session.handle(message)
-    assert (session.checkpoint(), session.signals, session.decided) == before
+    assert (json.dumps(session.snapshot()), session.signals, session.decided) == before
+    assert session.fingerprint() == fingerprint
 
 
 def test_a_bad_slot_keeps_its_default_while_the_others_are_decided():
     session = started()
-    replies = session.handle(
+    replies = send(
+        session,
         {
-            "v": 1,
             "type": "decide",
             "slots": [
                 {"slot": "ok", "variants": ["default", "b"]},
                 {"slot": "dup", "variants": ["a", "a"]},
             ],
-        }
+        },
     )
     decisions, error = replies
     assert [d["slot"] for d in decisions["decisions"]] == ["ok"]
@@ -251,32 +275,178 @@ def test_handle_json_never_raises_and_says_what_was_wrong():
     assert early["type"] == "error" and "before 'init'" in early["message"] and early["fatal"]
     [bad_config] = json.loads(session.handle_json(json.dumps({**INIT, "config": {"colour": 1}})))
     assert bad_config["fatal"] is True and "colour" in bad_config["message"]
-    [ready] = json.loads(session.handle_json(json.dumps(INIT)))
-    assert ready["type"] == "ready"
+    ready, plan, unsaved = json.loads(session.handle_json(json.dumps(INIT)))
+    assert [ready["type"], plan["type"], unsaved["type"]] == ["ready", "plan", "unsaved"]
     [late] = json.loads(session.handle_json("[]"))
     assert late["type"] == "error" and late["fatal"] is False
 
 
 def test_segments_group_behaviour_once_scikit_learn_has_loaded():
-    session = started(segments={"n": 2}, log_size=64)
-    assert session.lazy_packages() == ["scikit-learn"]
+    session = WorkerSession()
+    *_, plan, _ = session.handle({**INIT, "config": {"segments": {"n": 2}, "log_size": 64}})
+    assert plan["type"] == "plan" and plan["packages"] == ["scikit-learn"]
     for i in range(6):  # quick skimmers and slow readers
         slow = i % 2 == 1
         depth = 0.9 if slow else 0.1
         events(session, {"kind": "scroll", "t": 1000 * i, "depth": depth})
         decide(session, {"slot": f"s{i}", "variants": ["default", "b"]}, t=1000 * i)
-    assert session.segmenter.centers is None  # scikit-learn is not there yet: rows wait
-    session.handle({"v": 1, "type": "packages_loaded", "packages": ["scikit-learn"]})
+    segments = session.segments
+    assert segments.segmenter.centers is None  # scikit-learn is not there yet: rows wait
+    host(session, "packages_loaded", packages=["scikit-learn"])
     decide(session, {"slot": "after", "variants": ["default", "b"]})
-    assert session.segmenter.centers is not None and session.segment_rows == []
+    assert segments.segmenter.centers is not None and segments.rows == []
     last = session.engine.state()["pending"][-1][1]
     assert last["slot"] == "after" and last["context"]["segment"] in ("seg0", "seg1")
+    [save] = host(session, "checkpoint")
     again = WorkerSession()
-    again.handle(
-        {**INIT, "config": {"segments": {"n": 2}}, "state": json.loads(session.checkpoint())}
-    )
-    assert again.segmenter.centers.tolist() == session.segmenter.centers.tolist()
+    again.handle({**INIT, "config": {"segments": {"n": 2}}, "state": save["state"]})
+    assert again.segments.segmenter.centers.tolist() == segments.segmenter.centers.tolist()
 
 
 def test_without_segments_no_package_loads_lazily():
-    assert started().lazy_packages() == []
+    *_, plan, _ = WorkerSession().handle(INIT)
+    assert plan == {"v": 1, "type": "plan", "packages": [], "upload_interval_ms": None}
+
+
+# --- the boundary: one dispatch table, host messages, derived persistence ----------------------
+
+
+def test_the_dispatch_table_routes_every_message_type_and_protocol_py_documents_each():
+    session = WorkerSession()
+    table = routes(session)
+    handlers = {name.removeprefix("on_") for name in vars(WorkerSession) if name.startswith("on_")}
+    assert set(table) == handlers
+    assert {kind for kind, route in table.items() if route.sender == "host"} == {
+        "checkpoint",
+        "sync_upload",
+        "sync_result",
+        "packages_loaded",
+    }
+    for kind in [*table, *HOST_REPLIES]:
+        assert re.search(rf"^{kind}\s", protocol.__doc__, re.MULTILINE), kind
+
+
+def test_an_unknown_message_type_gets_a_clear_error_reply_and_changes_nothing():
+    session = started()
+    decide(session, CTA)
+    before, fingerprint = json.dumps(session.snapshot()), session.fingerprint()
+    [error] = json.loads(session.handle_json(json.dumps({"v": 1, "type": "teleport"}), True))
+    assert error["type"] == "error" and error["fatal"] is False
+    assert "unknown message type 'teleport'; expected one of [" in error["message"]
+    assert "'checkpoint'" in error["message"]  # the list names every known type
+    assert json.dumps(session.snapshot()) == before and session.fingerprint() == fingerprint
+
+
+def test_replies_say_unsaved_while_what_the_device_keeps_differs_from_the_last_checkpoint():
+    session = started()
+    assert session.dirty and host(session, "checkpoint")[0]["type"] == "save"
+    assert not session.dirty and host(session, "checkpoint") == []  # nothing new to store
+    assert session.handle({"v": 1, "type": "export", "id": 1})[-1]["type"] == "exported"
+    assert events(session, {"kind": "scroll", "t": 10, "depth": 0.5}) == []  # behaviour only
+    assert session.handle({"v": 1, "type": "decide", "slots": [CTA]})[-1]["type"] == "unsaved"
+    host(session, "checkpoint")
+    replies = session.handle(
+        {"v": 1, "type": "events", "events": [{"kind": "applied", "slot": "cta", "t": 20}]}
+    )
+    assert replies == [{"v": 1, "type": "unsaved"}]
+
+
+def test_every_change_to_the_snapshot_makes_the_session_dirty():
+    session = started(attribution_window_s=5)
+    messages = [
+        {"type": "decide", "slots": [CTA, CARDS]},
+        {"type": "events", "events": [{"kind": "applied", "slot": "cta", "t": 1}]},
+        {"type": "events", "events": [{"kind": "impression", "slot": "cta", "t": 2}]},
+        {"type": "reward", "goal": "buy", "value": 1, "slot": "cta"},
+        {"type": "decide", "slots": [HERO]},
+        {"type": "events", "events": [{"kind": "applied", "slot": "hero", "t": 3}]},
+        {"type": "page", "context": {"page": "two"}},
+        {"type": "reward", "goal": "buy", "value": 1},
+        {"type": "forget", "id": 1},
+        {"type": "consent", "granted": True},
+        {"type": "decide", "slots": [CTA]},
+    ]
+    for message in messages:
+        host(session, "checkpoint")
+        before = json.dumps(session.snapshot())
+        session.handle({"v": 1, **message})
+        if json.dumps(session.snapshot()) != before:
+            assert session.dirty, message
+
+
+def test_without_consent_nothing_is_offered_for_storing_until_it_is_given():
+    session = WorkerSession()
+    replies = session.handle({**INIT, "persist": False})
+    assert [r["type"] for r in replies] == ["ready", "plan"]
+    decide(session, CTA)
+    assert host(session, "checkpoint") == []
+    assert host(session, "consent", granted=True) == [{"v": 1, "type": "unsaved"}]
+    [save] = host(session, "checkpoint")
+    assert save["state"]["engine"]["slots"]["cta"]
+    assert host(session, "consent", granted=False) == [{"v": 1, "type": "erase"}]
+    decide(session, HERO)
+    assert host(session, "checkpoint") == []
+
+
+def test_a_checkpoint_of_the_format_visitors_have_stored_still_loads():
+    """Keys and shapes as worker checkpoints were written before ``to_state`` (IndexedDB)."""
+    from microadjust import Engine
+
+    now = time.time()
+    saved = {
+        "schema": 1,
+        "visits": 3,
+        "rewards": 1,
+        "attribution": {"e1": {"slot": "cta", "t": now, "seen": True, "item": None, "position": 0}},
+        "engine": Engine(seed=1).state(),
+        "sync": {"watermark": None, "pending": None, "attempts": 0, "uploaded": 2},
+        "segments": {
+            "signals": ["dwell_s", "scroll_depth", "clicks", "idle_s", "visits"],
+            "n_segments": 2,
+            "seed": 1,
+            "batch_size": 256,
+            "n": 0.0,
+            "mean": [0.0] * 5,
+            "m2": [0.0] * 5,
+            "centers": [[0.0] * 5, [1.0] * 5],
+            "buffer": [],
+        },
+    }
+    session = WorkerSession()
+    config = {"segments": {"n": 2}, "sync": {"site": "shop", "upload": True}}
+    ready, *_ = session.handle({**INIT, "config": config, "state": saved})
+    assert ready["restored"] is True and ready["visits"] == 4 and ready["rewards"] == 1
+    assert session.attribution.conversions() == ["e1"]
+    assert session.segments.segmenter.centers.tolist() == saved["segments"]["centers"]
+    assert session.sync.to_state()["uploaded"] == 2
+
+
+# --- the page is hidden: an upload is offered at once ----------------------------------------
+
+UPLOADS = {"site": "shop", "key": "k" * 12, "upload": True, "min_events": 1}
+
+
+def test_a_hidden_page_gets_an_upload_at_once_saved_first_and_retried_with_the_same_batch():
+    session = started(sync=UPLOADS)
+    decide(session, CTA)
+    shown_and_seen(session, "cta")
+    reward(session, slot="cta")
+    host(session, "checkpoint")
+    assert events(session, {"kind": "scroll", "t": 1, "depth": 0.2}) == []  # visible: no upload
+    upload, unsaved = session.handle(
+        {"v": 1, "type": "events", "events": [{"kind": "hidden", "t": 500}]}
+    )
+    assert upload["type"] == "upload" and unsaved["type"] == "unsaved"  # the new batch is kept
+    assert upload["url"] == "/v1/sites/shop/uploads" and upload["key"] == UPLOADS["key"]
+    body = json.loads(upload["body"])
+    assert body["batch_id"] == upload["batch_id"] and body["events"] == 1
+    [save] = host(session, "checkpoint")  # what the host stores before it sends
+    assert save["state"]["sync"]["pending"]["batch_id"] == upload["batch_id"]
+    assert host(session, "sync_result", batch_id=upload["batch_id"], status=0) == []  # offline
+    [again] = host(session, "sync_upload")[:1]  # the timer: the same bytes again
+    assert again["type"] == "upload" and again["body"] == upload["body"]
+    [synced, _] = host(session, "sync_result", batch_id=upload["batch_id"], status=201)
+    assert synced["uploaded"] == 1
+    assert session.handle({"v": 1, "type": "events", "events": [{"kind": "hidden", "t": 900}]}) == [
+        {"v": 1, "type": "unsaved"}
+    ]  # nothing new to send

@@ -1,31 +1,23 @@
 // microadjust worker: boots Pyodide from the site's own origin, installs the engine wheel and
-// hands every page message to the Python handler microadjust.browser.session.WorkerSession.
-// The message protocol is documented in one place: py/microadjust/protocol.py.
+// talks to Python through one call, WorkerSession.handle_json(text, fromHost): every page
+// message, and this host's own messages (checkpoint, sync_upload, sync_result, packages_loaded).
+// Replies of the types in HOST are for this worker; every other reply goes to the page.
+// The protocol, host messages and replies included, is written down in one place:
+// py/microadjust/browser/protocol.py.
 'use strict';
 
 const PROTOCOL = 1;
 const SAVE_DELAY_MS = 250;
 let session = null; // the Python WorkerSession, once booted
-let persist = true; // false when the page says nothing may be stored on this device
+let plan = { packages: [], upload_interval_ms: null }; // what Python asks of this host at boot
 const pending = []; // page messages that arrive while the engine boots
 let saveTimer = 0;
 
 self.onmessage = ({ data }) => {
   if (data && data.type === 'init') boot(data).catch(fatal);
-  else if (data && data.type === 'consent') setPersist(data.granted);
   else if (session) handle(data);
   else pending.push(data);
 };
-
-// Persistence follows the visitor's choice: consent given, or not required and no GPC.
-async function setPersist(granted) {
-  persist = granted;
-  clearTimeout(saveTimer);
-  saveTimer = 0;
-  if (!session) return;
-  session.sync_consent(granted);
-  await store(granted ? 'put' : 'delete', granted ? session.checkpoint() : undefined);
-}
 
 function fatal(error) {
   postMessage({ v: PROTOCOL, type: 'error', fatal: true, message: String(error && error.message || error) });
@@ -34,7 +26,7 @@ function fatal(error) {
 
 async function boot(init) {
   const started = performance.now();
-  persist = init.persist !== false;
+  const persist = init.persist !== false;
   const saved = persist ? await store('get') : null;
   const priors = fetchPriors(init.config && init.config.sync); // meanwhile, while Python boots
   importScripts(init.assets.pyodide + 'pyodide.js');
@@ -45,31 +37,52 @@ async function boot(init) {
     stderr: (line) => console.debug('[microadjust]', line),
   });
   await pyodide.pyimport('micropip').install.callKwargs(init.assets.wheel, { deps: false });
+  const fetched = await priors; // before the session exists: page messages wait in pending
   session = pyodide.pyimport('microadjust.browser.session').WorkerSession();
-  handle({
+  await handle({
     v: PROTOCOL, type: 'init', config: init.config, context: init.context,
     state: saved ? JSON.parse(saved) : null, boot_ms: Math.round(performance.now() - started),
-    persist, gpc: init.gpc === true, priors: await priors,
+    persist, gpc: init.gpc === true, priors: fetched,
   });
-  for (const message of pending.splice(0)) handle(message);
-  startUploads();
-  const lazy = session.lazy_packages().toJs();
-  if (lazy.length) {
-    await pyodide.loadPackage(lazy, { messageCallback: () => {} });
-    handle({ v: PROTOCOL, type: 'packages_loaded', packages: lazy });
+  for (const message of pending.splice(0)) handle(message); // Python takes them in order
+  if (plan.upload_interval_ms) startUploads(plan.upload_interval_ms);
+  if (plan.packages.length) {
+    await pyodide.loadPackage(plan.packages, { messageCallback: () => {} });
+    host('packages_loaded', { packages: plan.packages });
   }
 }
 
-function handle(message) {
-  const replies = JSON.parse(session.handle_json(JSON.stringify(message)));
-  if (message.type === 'forget') return setPersist(false).then(() => replies.forEach((r) => postMessage(r)));
-  replies.forEach((reply) => postMessage(reply));
-  if (persist && session.dirty && !saveTimer) saveTimer = setTimeout(save, SAVE_DELAY_MS);
+// The one seam: a message to Python (synchronously, so Python sees messages in arrival order),
+// then its replies acted on (host) or posted (page), in order.
+async function handle(message, fromHost = false) {
+  const replies = JSON.parse(session.handle_json(JSON.stringify(message), fromHost));
+  for (const reply of replies) {
+    if (Object.hasOwn(HOST, reply.type)) await HOST[reply.type](reply);
+    else postMessage(reply);
+  }
 }
 
-async function save() {
+function host(type, fields = {}) {
+  return handle({ v: PROTOCOL, type, ...fields }, true);
+}
+
+// What Python asks of this host (protocol.py, "Worker → host").
+const HOST = {
+  plan(reply) { plan = reply; },
+  unsaved() { if (!saveTimer) saveTimer = setTimeout(save, SAVE_DELAY_MS); },
+  save(reply) { return store('put', JSON.stringify(reply.state)); },
+  erase() {
+    clearTimeout(saveTimer);
+    saveTimer = 0;
+    return store('delete');
+  },
+  upload(batch) { send(batch); }, // in the background: replies after it need not wait
+};
+
+function save() {
+  clearTimeout(saveTimer);
   saveTimer = 0;
-  if (persist) await store('put', session.checkpoint());
+  return host('checkpoint'); // Python replies 'save', or nothing (unchanged, or not allowed)
 }
 
 // The engine's state lives in IndexedDB, one record, written only from this worker.
@@ -91,7 +104,7 @@ function store(operation, value) {
 }
 
 // --- the optional sync server: priors down at boot, noisy aggregates up now and then ----------
-// What is sent, and when, is decided in Python (microadjust.browser.sync_client); here only fetch().
+// What is sent, and when, is decided in Python (microadjust.browser.sync); here only fetch().
 const SYNC_TIMEOUT_MS = 5000;
 
 async function fetchPriors(sync) {
@@ -105,35 +118,31 @@ async function fetchPriors(sync) {
   }
 }
 
-function startUploads() { // Python says, each time, whether anything may be sent (consent can change)
-  const plan = JSON.parse(session.sync_plan());
-  if (!plan) return;
-  setTimeout(upload, Math.min(plan.interval_ms, 5000)); // a batch left by an earlier visit
-  setInterval(upload, plan.interval_ms);
+// Python says, each time, whether anything may be sent (consent can change). It also offers a
+// batch at once when the page is hidden (an 'events' batch with a 'hidden' event).
+function startUploads(intervalMs) {
+  const offer = () => { if (!sending) host('sync_upload'); };
+  setTimeout(offer, Math.min(intervalMs, 5000)); // a batch left by an earlier visit
+  setInterval(offer, intervalMs);
 }
 
-let uploading = false;
-async function upload() {
-  if (uploading || !persist) return;
-  const body = session.sync_upload();
-  if (body === 'null') return;
-  uploading = true;
+let sending = false;
+async function send(batch) {
+  if (sending) return; // the same batch is on its way
+  sending = true;
   try {
-    clearTimeout(saveTimer);
-    await save(); // the batch and its watermark are stored before they are sent
-    const plan = JSON.parse(session.sync_plan());
+    await save(); // the batch is stored before it is sent, so a retry carries the same batch id
     let status = 0;
-    try {
-      const response = await fetch(plan.uploads_url, {
-        method: 'POST', body, credentials: 'omit', keepalive: true,
-        headers: { 'Content-Type': 'application/json', 'X-Microadjust-Key': plan.key },
+    try { // keepalive: the request outlives a page that is being closed
+      const response = await fetch(batch.url, {
+        method: 'POST', body: batch.body, credentials: 'omit', keepalive: true,
+        headers: { 'Content-Type': 'application/json', 'X-Microadjust-Key': batch.key },
         signal: AbortSignal.timeout(SYNC_TIMEOUT_MS),
       });
       status = response.status;
     } catch { /* offline: the same batch is sent again next time */ }
-    for (const reply of JSON.parse(session.sync_result(JSON.parse(body).batch_id, status))) postMessage(reply);
-    if (session.dirty) await save();
+    await host('sync_result', { batch_id: batch.batch_id, status });
   } finally {
-    uploading = false;
+    sending = false;
   }
 }

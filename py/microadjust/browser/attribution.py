@@ -91,7 +91,7 @@ class Attribution:
             del self.open[eid]
         return [(eid, s.t + window_s) for eid, s in due if s.seen]
 
-    def state(self) -> dict[str, Any]:
+    def to_state(self) -> dict[str, Any]:
         return {eid: asdict(shown) for eid, shown in self.open.items()}
 
     @classmethod

@@ -1,8 +1,12 @@
 """The page ⇄ worker message protocol, version 1: the one place it is written down.
 
 Every message is a JSON object with ``v`` (the protocol version, 1) and ``type``.
-The page's loader (web/microadjust.js) and the worker (web/worker.js) speak it; the worker hands
-each message to :class:`microadjust.browser.session.WorkerSession` and posts back what that returns.
+web/worker.js (the *host*) talks to Python through exactly one call,
+``WorkerSession.handle_json(text, from_host)``: a message in, a JSON list of replies out. It
+passes on every message of the page's loader (web/microadjust.js) with ``from_host`` false,
+and sends its own *host messages* with ``from_host`` true. Of the replies, the *host replies*
+below are for web/worker.js; it posts every other reply to the page. :func:`routes` is the
+dispatch table: message type → who may send it → the handler.
 
 Page → worker (``id``, where given, is echoed in the reply):
 
@@ -11,24 +15,28 @@ type            fields
 =============== ==========================================================================
 init            ``config`` (object: engine parameters such as ``policy``, ``holdout``,
                 ``attribution_window_s``), ``context`` (object), ``state`` (object or null:
-                what ``checkpoint`` saved on an earlier visit, added by the worker from
+                what a ``save`` reply held on an earlier visit, added by the worker from
                 IndexedDB), ``boot_ms`` (number, added by the worker); ``persist`` and
                 ``gpc`` (the visitor's consent and Global Privacy Control, from the loader);
                 ``priors`` (object or null: the sync server's priors, fetched by the worker
-                when ``config.sync`` is set, see :mod:`microadjust.browser.sync_client`)
+                when ``config.sync`` is set, see :mod:`microadjust.browser.sync`)
 page            ``context``: a new page view of a single-page app (behaviour starts afresh)
 events          ``events``: list of ``{kind, t, ...}``, ``t`` in ms since navigation start;
                 ``t`` (optional): the page's time now. Kinds: ``scroll`` (``depth`` 0..1),
                 ``click``, ``hidden``, ``visible``, ``slot_in`` / ``slot_out`` (``slot`` is
                 / is no longer at least half visible), ``applied`` (``slot``: its decision is
-                on screen), ``impression`` (``slot``: seen, half visible for a second)
+                on screen), ``impression`` (``slot``: seen, half visible for a second).
+                The loader sends a batch at once when the page is hidden; a ``hidden``
+                event makes the worker try a sync upload right away (an ``upload`` reply)
 decide          ``slots``: list of ``{slot, variants}`` (variant names, ``"default"`` the
                 page's own content) or ``{slot, items}`` (a ranking's item ids, in page
                 order), each with an optional ``trigger`` expression; ``context``, ``t``, ``id``
 reward          ``goal`` (name), ``value`` (number), ``slot`` and ``item`` (optional: where
                 the goal was clicked; without them every seen decision shares the goal)
-forget          erase what this device learned; ``export``: ask for it, with ``id``
-packages_loaded ``packages``: the lazily loaded Pyodide packages now importable
+consent         ``granted`` (bool): the visitor gave or withdrew consent to keep state on
+                this device (and to contribute to the sync server)
+forget          ``id``: erase what this device learned, and keep nothing more in this page view
+export          ``id``: ask for all this device keeps
 =============== ==========================================================================
 
 Worker → page:
@@ -39,12 +47,45 @@ ready           ``engine`` (version), ``restored`` (bool: state came from an ear
 decisions       ``id``, ``decisions``: list of ``{slot, variant, probability, event_id,
                 reason}``; a ranking's also has ``order`` (item ids, top first)
 rewarded        ``goal``, ``value``, ``event_ids`` (the decisions it was attributed to)
-forgotten       ``id``; ``exported``: ``id``, ``data`` (all this device keeps, as JSON)
+forgotten       ``id``
+exported        ``id``, ``data`` (all this device keeps, as JSON)
 error           ``message``; ``slot`` when about one slot; ``fatal: true`` when the engine
                 cannot run (the page keeps its defaults)
 synced          ``priors_version`` (the sync server's prior now installed, or null),
                 ``uploaded`` (noisy batches this device's server acknowledged, in all)
 =============== ==========================================================================
+
+Host → worker (web/worker.js's own messages; the page may not send them):
+
+=============== ==========================================================================
+checkpoint      ask for the state to persist: answered by ``save``, or by nothing when it
+                did not change since the last one or the visitor does not allow storing
+sync_upload     the upload timer fired: answered by ``upload`` when a batch may go now
+sync_result     ``batch_id``, ``status`` (the HTTP status, 0 when the request failed):
+                how the server answered an ``upload``
+packages_loaded ``packages``: the lazily loaded Pyodide packages now importable
+=============== ==========================================================================
+
+Worker → host (host replies; never posted to the page):
+
+=============== ==========================================================================
+plan            after ``ready``: ``packages`` (Pyodide packages to load once the first
+                decisions are out, then send ``packages_loaded``), ``upload_interval_ms``
+                (how often to send ``sync_upload``; null when the site takes no uploads)
+unsaved         the state changed since the last ``checkpoint`` and may be stored: send a
+                ``checkpoint`` soon (the host waits a moment, so bursts are saved once)
+save            ``state``: the checkpoint to store in IndexedDB (the ``init`` ``state`` of
+                the next visit)
+erase           delete the stored checkpoint (``forget``, or consent withdrawn); the replies
+                after it wait until it is done
+upload          ``url``, ``key``, ``batch_id``, ``body`` (JSON text): POST ``body`` with
+                ``keepalive``, after saving a ``checkpoint`` (the batch is stored before it
+                is sent, so a retry carries the same ``batch_id``); then send ``sync_result``
+=============== ==========================================================================
+
+Persisting is derived, not flagged by hand: after each message the session compares a cheap
+fingerprint of what the device keeps with the one of the last ``checkpoint``; while they differ
+(and storing is allowed), the reply list ends with ``unsaved``.
 
 A context is a flat object of string, number and boolean values.
 """
@@ -52,9 +93,9 @@ A context is a flat object of string, number and boolean values.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from ..core.errors import MicroadjustError
 
@@ -65,9 +106,59 @@ EVENT_KINDS = frozenset(
 SLOT_EVENTS = frozenset({"slot_in", "slot_out", "applied", "impression"})
 MAX_EVENTS_PER_BATCH = 1000
 MAX_SLOTS = 50
-HANDLED_TYPES = frozenset(
-    {"init", "page", "events", "decide", "reward", "forget", "export", "packages_loaded"}
-)
+HOST_REPLIES = frozenset({"plan", "unsaved", "save", "erase", "upload"})
+
+Message = Mapping[str, Any]
+Replies = list[dict[str, Any]]
+
+
+def reply(kind: str, **fields: Any) -> dict[str, Any]:
+    """A worker → page (or, for the types in :data:`HOST_REPLIES`, worker → host) message."""
+    return {"v": PROTOCOL_VERSION, "type": kind, **fields}
+
+
+class Receiver(Protocol):
+    """What answers the messages: one method per message type (the worker session)."""
+
+    def on_init(self, message: Message) -> Replies: ...
+    def on_page(self, message: Message) -> Replies: ...
+    def on_events(self, message: Message) -> Replies: ...
+    def on_decide(self, message: Message) -> Replies: ...
+    def on_reward(self, message: Message) -> Replies: ...
+    def on_consent(self, message: Message) -> Replies: ...
+    def on_forget(self, message: Message) -> Replies: ...
+    def on_export(self, message: Message) -> Replies: ...
+    def on_checkpoint(self, message: Message) -> Replies: ...
+    def on_sync_upload(self, message: Message) -> Replies: ...
+    def on_sync_result(self, message: Message) -> Replies: ...
+    def on_packages_loaded(self, message: Message) -> Replies: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Who may send a message type, and what handles it."""
+
+    sender: Literal["page", "host"]
+    handler: Callable[[Message], Replies]
+
+
+def routes(receiver: Receiver) -> dict[str, Route]:
+    """The dispatch table, message type → route; built once per session."""
+    r = receiver
+    return {
+        "init": Route("page", r.on_init),
+        "page": Route("page", r.on_page),
+        "events": Route("page", r.on_events),
+        "decide": Route("page", r.on_decide),
+        "reward": Route("page", r.on_reward),
+        "consent": Route("page", r.on_consent),
+        "forget": Route("page", r.on_forget),
+        "export": Route("page", r.on_export),
+        "checkpoint": Route("host", r.on_checkpoint),
+        "sync_upload": Route("host", r.on_sync_upload),
+        "sync_result": Route("host", r.on_sync_result),
+        "packages_loaded": Route("host", r.on_packages_loaded),
+    }
 
 
 @dataclass(frozen=True)
@@ -107,8 +198,8 @@ def require_finite(message: Mapping[str, Any], field: str) -> float:
     return value
 
 
-def check_envelope(message: Any) -> str:
-    """The message's type, once its version and type are known to be valid."""
+def check_envelope(message: Any, table: Mapping[str, Route], *, from_host: bool) -> Route:
+    """The message's route, once its version, type and sender are known to be valid."""
     if not isinstance(message, Mapping):
         raise ProtocolError(f"a message must be an object, got {type(message).__name__}")
     if message.get("v") != PROTOCOL_VERSION:
@@ -117,11 +208,12 @@ def check_envelope(message: Any) -> str:
             f" version {PROTOCOL_VERSION}"
         )
     kind = message.get("type")
-    if kind not in HANDLED_TYPES:
-        raise ProtocolError(
-            f"unknown message type {kind!r}; expected one of {sorted(HANDLED_TYPES)}"
-        )
-    return kind
+    route = table.get(kind) if isinstance(kind, str) else None
+    if route is None:
+        raise ProtocolError(f"unknown message type {kind!r}; expected one of {sorted(table)}")
+    if route.sender == "host" and not from_host:
+        raise ProtocolError(f"{kind!r} is a message of the worker host; the page cannot send it")
+    return route
 
 
 def check_events(message: Mapping[str, Any]) -> list[Mapping[str, Any]]:

@@ -19,6 +19,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -27,7 +28,9 @@ import numpy as np
 
 from ..core.errors import InvalidContext, InvalidParameter, InvalidState
 
-__all__ = ["Segmenter", "dbscan_segments"]
+__all__ = ["SEGMENT_SIGNALS", "Segmenter", "Segments", "dbscan_segments"]
+
+SEGMENT_SIGNALS = ("dwell_s", "scroll_depth", "clicks", "idle_s", "visits")
 
 
 def _rows_to_array(rows: Iterable[Mapping[str, Any]], signals: Sequence[str]) -> np.ndarray:
@@ -58,7 +61,7 @@ class Segmenter:
     ``partial_fit(rows)`` updates the clusters (rows are buffered until there are at least
     ``n_segments`` of them); ``assign(signals)`` returns the index of the nearest centre
     (``-1`` before the first fit) and ``segment(signals)`` a string id such as ``"seg3"``.
-    ``to_dict``/``from_dict`` serialize centres and scaling (JSON); after a restore the
+    ``to_state``/``from_state`` serialize centres and scaling (JSON); after a restore the
     k-means counts restart from the restored centres.
     """
 
@@ -131,7 +134,7 @@ class Segmenter:
         k = self.assign(signals)
         return "seg?" if k < 0 else f"seg{k}"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_state(self) -> dict[str, Any]:
         return {
             "signals": list(self.signals),
             "n_segments": self.n_segments,
@@ -145,7 +148,7 @@ class Segmenter:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Segmenter:
+    def from_state(cls, d: Mapping[str, Any]) -> Segmenter:
         try:
             seg = cls(d["signals"], int(d["n_segments"]), int(d["seed"]), int(d["batch_size"]))
             k = len(seg.signals)
@@ -158,6 +161,52 @@ class Segmenter:
         except (KeyError, TypeError, ValueError, InvalidParameter) as exc:
             raise InvalidState(f"invalid segmenter state: {exc}") from exc
         return seg
+
+
+class Segments:
+    """The worker's visitor segment: a context feature of each decision, from its signals.
+
+    scikit-learn (:attr:`packages`) loads in the worker after the first decisions; until it is
+    importable, each decision's signals wait in ``rows`` and the segment comes from the saved
+    centres (``"seg?"`` before any fit).
+    """
+
+    packages = ("scikit-learn",)
+
+    def __init__(self, segmenter: Segmenter) -> None:
+        self.segmenter = segmenter
+        self.rows: list[dict[str, float]] = []  # signals waiting for scikit-learn
+        self.can_fit = False
+
+    @classmethod
+    def from_state(cls, state: Any, *, option: Any, seed: int) -> Segments:
+        """The saved segmenter, or a new one with ``option["n"]`` segments (default 4) when
+        there is none or it is unusable."""
+        if state:
+            with contextlib.suppress(InvalidState):
+                return cls(Segmenter.from_state(state))
+        n = option.get("n", 4) if isinstance(option, Mapping) else 4
+        return cls(Segmenter(SEGMENT_SIGNALS, n_segments=n, seed=seed))
+
+    def to_state(self) -> dict[str, Any]:
+        return self.segmenter.to_state()
+
+    def packages_loaded(self, packages: list[str]) -> None:
+        self.can_fit = "scikit-learn" in packages
+
+    def segment(self, context: Mapping[str, Any]) -> str:
+        """The visitor's segment now; the segments learn from each decision's signals."""
+        row = {name: float(context[name]) for name in SEGMENT_SIGNALS}
+        self.rows.append(row)
+        if self.can_fit:
+            self.segmenter.partial_fit(self.rows)
+            self.rows = []
+        return self.segmenter.segment(row)
+
+    def forget(self) -> None:
+        """Start the segments afresh (the visitor asked to forget everything)."""
+        self.segmenter = Segmenter(SEGMENT_SIGNALS, self.segmenter.n_segments)
+        self.rows = []
 
 
 def dbscan_segments(

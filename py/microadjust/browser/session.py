@@ -1,12 +1,14 @@
 """The worker's message handler: plain Python, so it runs (and is tested) on CPython too.
 
-web/worker.js boots Pyodide, then passes every page message through
-:meth:`WorkerSession.handle_json` and posts back the replies. The messages are described in
-:mod:`microadjust.browser.protocol`.
+web/worker.js boots Pyodide, then passes every message, the page's and its own, through
+:meth:`WorkerSession.handle_json`, its one call into Python. The messages, and the dispatch
+table that routes each to its ``on_<type>`` handler here, are in
+:mod:`microadjust.browser.protocol`; sync and segments are wired in by their own classes
+(:mod:`microadjust.browser.sync`, :class:`microadjust.browser.segments.Segments`).
 
 >>> session = WorkerSession()
 >>> [reply["type"] for reply in session.handle({"v": 1, "type": "init", "config": {"seed": 1}})]
-['ready']
+['ready', 'plan', 'unsaved']
 >>> decide = {"v": 1, "type": "decide", "slots": [{"slot": "cta", "variants": ["default", "b"]}]}
 >>> session.handle(decide)[0]["decisions"][0]["variant"] in ("default", "b")
 True
@@ -26,24 +28,26 @@ from ..core.engine import Engine
 from ..core.errors import InvalidState, MicroadjustError, UnknownEvent
 from .attribution import Attribution
 from .protocol import (
-    PROTOCOL_VERSION,
+    Message,
     ProtocolError,
+    Replies,
     SlotRequest,
     check_context,
     check_envelope,
     check_events,
     check_slots,
     optional_str,
+    reply,
     require_field,
     require_finite,
+    routes,
 )
-from .segments import Segmenter
+from .segments import Segments
 from .signals import Signals
-from .sync_client import SyncClient
+from .sync import Sync
 from .triggers import Trigger, parse_trigger
 
 STATE_SCHEMA = 1
-SEGMENT_SIGNALS = ("dwell_s", "scroll_depth", "clicks", "idle_s", "visits")
 # options for the worker itself; the rest of the page's config configures the Engine
 WORKER_OPTIONS = frozenset({"segments", "sync"})
 SIGNALS = frozenset(
@@ -62,11 +66,6 @@ SIGNALS = frozenset(
 )
 
 
-def reply(kind: str, **fields: Any) -> dict[str, Any]:
-    """A worker → page message."""
-    return {"v": PROTOCOL_VERSION, "type": kind, **fields}
-
-
 class WorkerSession:
     """One page view's engine, behaviour signals, triggers and attribution, driven by messages."""
 
@@ -80,16 +79,33 @@ class WorkerSession:
         self.waiting: dict[str, tuple[Trigger, SlotRequest]] = {}  # slots behind a trigger
         self.visits = 0
         self.rewards = 0  # rewards received on this device, over all visits
-        self.dirty = False  # True when state changed since the last checkpoint
-        self.sync = SyncClient()  # the optional sync server: priors down, noisy sums up
-        self.segmenter: Segmenter | None = None  # behavioural micro-segments, when configured
-        self.segment_rows: list[dict[str, float]] = []  # kept until scikit-learn has loaded
-        self.can_fit_segments = False
+        self.persist = False  # the visitor allows keeping state on this device
+        self.sync = Sync.off()  # the optional sync server: priors down, noisy sums up
+        self.segments: Segments | None = None  # behavioural micro-segments, when configured
+        self.saved = ""  # the fingerprint of the last checkpoint
+        self.routes = routes(self)
 
-    def handle_json(self, text: str) -> str:
-        """JSON in, JSON list of replies out; never raises: a broken engine never breaks a page."""
+    @property
+    def dirty(self) -> bool:
+        """True when what the device keeps changed since the last checkpoint."""
+        return self.fingerprint() != self.saved
+
+    def fingerprint(self) -> str:
+        """A cheap stand-in for :meth:`snapshot` that changes whenever it does: the engine
+        changes only by this page view's decisions (each has a new event id in ``decided``)
+        and by rewards, which close open decisions in the attribution."""
+        decided = {
+            slot: [event_id for event_id, _ in events] for slot, events in self.decided.items()
+        }
+        kept = [self.persist, self.visits, self.rewards, decided]
+        return json.dumps([*kept, self.attribution.to_state(), self.sync.to_state()])
+
+    def handle_json(self, text: str, from_host: bool = False) -> str:
+        """JSON in, JSON list of replies out; never raises: a broken engine never breaks a page.
+
+        The worker's one call into Python: ``from_host`` is true for its own messages."""
         try:
-            replies = self.handle(json.loads(text))
+            replies = self.handle(json.loads(text), from_host=from_host)
         except MicroadjustError as error:
             replies = [reply("error", message=str(error), fatal=self.engine is None)]
         except Exception as error:  # noqa: BLE001 - reported to the page, which keeps its defaults
@@ -97,18 +113,15 @@ class WorkerSession:
             replies = [reply("error", message=message, fatal=self.engine is None)]
         return json.dumps(replies)
 
-    def handle(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Apply one page message; raise a MicroadjustError, changing nothing, if it is invalid."""
-        kind = check_envelope(message)
-        if kind == "init":
-            return self._init(message)
-        if self.engine is None:
-            raise ProtocolError(f"{kind!r} message before 'init'")
-        return getattr(self, f"_{kind}")(message)
-
-    def lazy_packages(self) -> list[str]:
-        """Pyodide packages the configured features need, loaded after the first decision."""
-        return ["scikit-learn"] if self.config.get("segments") else []
+    def handle(self, message: Message, *, from_host: bool = False) -> Replies:
+        """Apply one message; raise a MicroadjustError, changing nothing, if it is invalid."""
+        route = check_envelope(message, self.routes, from_host=from_host)
+        if self.engine is None and message["type"] != "init":
+            raise ProtocolError(f"{message['type']!r} message before 'init'")
+        replies = route.handler(message)
+        if self.persist and self.dirty:
+            replies.append(reply("unsaved"))
+        return replies
 
     def snapshot(self) -> dict[str, Any]:
         """Everything this device keeps about the visitor, as a JSON-ready object."""
@@ -116,38 +129,51 @@ class WorkerSession:
             "schema": STATE_SCHEMA,
             "visits": self.visits,
             "rewards": self.rewards,
-            "attribution": self.attribution.state(),
+            "attribution": self.attribution.to_state(),
             "engine": self.engine.state(),
-            "sync": self.sync.state(),
-            "segments": self.segmenter.to_dict() if self.segmenter else None,
+            "sync": self.sync.to_state(),
+            "segments": self.segments.to_state() if self.segments else None,
         }
 
-    def checkpoint(self) -> str:
-        """The snapshot as JSON, to persist; marks it saved."""
-        self.dirty = False
-        return json.dumps(self.snapshot())
+    # --- message handlers (the dispatch table is protocol.routes) ---------------------------
 
-    # --- message handlers -------------------------------------------------------------------
-
-    def _init(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def on_init(self, message: Message) -> Replies:
         if self.engine is not None:
             raise ProtocolError("'init' message: the session is already initialized")
         config = dict(require_field(message, "config", Mapping))
         context = check_context(message)
-        replies = []
-        restored = None
-        if message.get("state") is not None:
+        saved = message.get("state")
+        notes, restored = [], None
+        if saved is not None:
             try:
-                restored = restore(message["state"])
+                restored = restore(saved)
             except MicroadjustError as error:
                 note = f"starting afresh: the saved state is unusable ({error})"
-                replies.append(reply("error", message=note))
+                notes.append(reply("error", message=note))
         if restored is None:
             restored = fresh_engine(config), 0, 0, Attribution()
-        self.engine, visits, self.rewards, self.attribution = restored
-        self.config, self.context = config, context
-        self.visits, self.dirty = visits + 1, True
-        self._segments_init(message)
+        engine, visits, rewards, attribution = restored
+        saved = saved if isinstance(saved, Mapping) else {}
+        option = config.get("segments")
+        segments = (
+            Segments.from_state(saved.get("segments"), option=option, seed=visits + 1)
+            if option
+            else None
+        )
+        persist = message.get("persist") is not False
+        try:
+            sync = Sync.from_state(
+                saved.get("sync"),
+                config=config.get("sync"),
+                gpc=message.get("gpc") is True,
+                consent=persist,
+            )
+            sync_off = []
+        except MicroadjustError as error:
+            sync, sync_off = Sync.off(), [reply("error", message=f"sync is off: {error}")]
+        self.engine, self.rewards, self.attribution = engine, rewards, attribution
+        self.config, self.context, self.visits = config, context, visits + 1
+        self.segments, self.sync, self.persist = segments, sync, persist
         ready = reply(
             "ready",
             engine=__version__,
@@ -157,15 +183,21 @@ class WorkerSession:
             boot_ms=message.get("boot_ms"),
         )
         self._close_windows()
-        return [*replies, ready, *self._sync_init(message)]
+        plan = reply(
+            "plan",
+            packages=list(Segments.packages) if segments else [],
+            upload_interval_ms=sync.upload_interval_ms(),
+        )
+        priors = sync.install_priors(engine, message.get("priors"))
+        return [*notes, ready, *sync_off, *priors, plan]
 
-    def _page(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def on_page(self, message: Message) -> Replies:
         """A new page view in a single-page app: fresh behaviour signals, same visitor."""
         self.context = check_context(message)
         self.signals, self.waiting, self.decided = Signals(), {}, {}
         return []
 
-    def _events(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def on_events(self, message: Message) -> Replies:
         events = check_events(message)
         now_ms = message.get("t")
         self.signals.ingest(events)
@@ -174,11 +206,9 @@ class WorkerSession:
             if event["kind"] == "applied" and slot in self.decided:
                 for position, (event_id, item) in enumerate(self.decided[slot]):
                     self.attribution.show(event_id, slot, time.time(), item, position)
-                self.dirty = True
             elif event["kind"] == "impression" and slot in self.decided:
                 for event_id, _ in self.decided[slot]:
                     self.attribution.see(event_id)
-                self.dirty = True
         ready = [
             spec
             for slot, (trigger, spec) in list(self.waiting.items())
@@ -187,9 +217,11 @@ class WorkerSession:
         for spec in ready:
             del self.waiting[spec.slot]
         self._close_windows()
-        return self._decisions(ready, None)
+        # the page is hidden, maybe for good: offer the sync server a batch now, not later
+        hidden = any(event["kind"] == "hidden" for event in events)
+        return [*self._decisions(ready, None), *(self.sync.upload(self.engine) if hidden else [])]
 
-    def _decide(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def on_decide(self, message: Message) -> Replies:
         slots = check_slots(message)
         request_id = message.get("id")
         if "context" in message:
@@ -216,7 +248,7 @@ class WorkerSession:
                 self.waiting[spec.slot] = (trigger, spec)
         return [*self._decisions(now, request_id), *errors]
 
-    def _reward(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def on_reward(self, message: Message) -> Replies:
         goal = require_field(message, "goal", str)
         value = require_finite(message, "value")
         slot, item = optional_str(message, "slot"), optional_str(message, "item")
@@ -233,107 +265,46 @@ class WorkerSession:
                 pass
         self.attribution.resolve([event_id for event_id, _ in shares], slot=slot)
         self.rewards += bool(rewarded)
-        self.dirty = self.dirty or bool(shares)
         return [reply("rewarded", goal=goal, value=value, event_ids=rewarded)]
 
-    def _forget(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Erase what this device learned; the worker deletes the stored copy."""
+    def on_consent(self, message: Message) -> Replies:
+        """The visitor gave or withdrew consent to keep state here (and to upload)."""
+        self.persist = require_field(message, "granted", bool)
+        self.sync.set_consent(self.persist)
+        return [] if self.persist else [reply("erase")]
+
+    def on_forget(self, message: Message) -> Replies:
+        """Erase what this device learned, and keep nothing more in this page view."""
         self.engine = fresh_engine(self.config)
         self.attribution, self.decided, self.waiting = Attribution(), {}, {}
-        self.visits, self.rewards, self.dirty = 1, 0, False
-        if self.segmenter is not None:
-            self.segmenter, self.segment_rows = (
-                Segmenter(SEGMENT_SIGNALS, self.segmenter.n_segments),
-                [],
-            )
-        self.sync.pending = self.sync.watermark = None
-        return [reply("forgotten", id=message.get("id"))]
+        self.visits, self.rewards, self.persist = 1, 0, False
+        if self.segments is not None:
+            self.segments.forget()
+        self.sync.forget()
+        return [reply("erase"), reply("forgotten", id=message.get("id"))]
 
-    def _export(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def on_export(self, message: Message) -> Replies:
         return [reply("exported", id=message.get("id"), data=self.snapshot())]
 
-    def _packages_loaded(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
-        self.can_fit_segments = "scikit-learn" in require_field(message, "packages", list)
-        return []
-
-    # --- behavioural micro-segments (scikit-learn loads after the first decision) -----------
-
-    def _segments_init(self, message: Mapping[str, Any]) -> None:
-        option = self.config.get("segments")
-        if not option:
-            return
-        saved = message.get("state") if isinstance(message.get("state"), Mapping) else {}
-        with contextlib.suppress(InvalidState):  # an unusable saved segmenter: start afresh
-            self.segmenter = (
-                Segmenter.from_dict(saved["segments"]) if saved.get("segments") else None
-            )
-        if self.segmenter is None:
-            n = option.get("n", 4) if isinstance(option, Mapping) else 4
-            self.segmenter = Segmenter(SEGMENT_SIGNALS, n_segments=n, seed=self.visits)
-
-    def _segment(self, context: Mapping[str, Any]) -> str:
-        """The visitor's segment now; the segments learn from each decision's signals."""
-        row = {name: float(context[name]) for name in SEGMENT_SIGNALS}
-        self.segment_rows.append(row)
-        if self.can_fit_segments:
-            self.segmenter.partial_fit(self.segment_rows)
-            self.segment_rows = []
-        return self.segmenter.segment(row)
-
-    # --- the optional sync server (web/worker.js fetches, this decides) ----------------------
-
-    def _sync_init(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Configure sync from ``config.sync``, restore its state, install fetched priors."""
-        saved = message.get("state")
-        try:
-            self.sync.configure(
-                self.config.get("sync"),
-                gpc=message.get("gpc") is True,
-                consent=message.get("persist") is not False,
-                saved=saved.get("sync") if isinstance(saved, Mapping) else None,
-            )
-        except MicroadjustError as error:
-            return [reply("error", message=f"sync is off: {error}")]
-        if self.sync.config is None or message.get("priors") is None:
+    def on_checkpoint(self, message: Message) -> Replies:
+        """The state to store, when it changed and the visitor allows keeping it."""
+        if not (self.persist and self.dirty):
             return []
-        problems = self.sync.apply_priors(self.engine, message["priors"])
-        self.dirty = True
-        return [
-            *(reply("error", message=problem) for problem in problems),
-            reply("synced", priors_version=self.sync.priors_version, uploaded=self.sync.uploaded),
-        ]
+        self.saved = self.fingerprint()
+        return [reply("save", state=self.snapshot())]
 
-    def sync_plan(self) -> str:
-        """JSON: the sync URLs, key and upload interval for the worker, or null."""
-        return json.dumps(self.sync.describe())
+    def on_sync_upload(self, message: Message) -> Replies:
+        return self.sync.upload(self.engine)
 
-    def sync_consent(self, granted: bool) -> None:
-        """The visitor granted or withdrew consent (the page's ``consent`` message)."""
-        self.sync.set_consent(bool(granted))
-        self.dirty = True
+    def on_sync_result(self, message: Message) -> Replies:
+        batch_id = require_field(message, "batch_id", str)
+        return self.sync.result(batch_id, require_field(message, "status", int))
 
-    def sync_upload(self) -> str:
-        """JSON body of the batch to upload now, or null; a new batch must be saved first."""
-        try:
-            body = self.sync.next_upload(self.engine)
-        except MicroadjustError:
-            return "null"
-        self.dirty = self.dirty or body is not None
-        return json.dumps(body)
-
-    def sync_result(self, batch_id: str, status: int) -> str:
-        """JSON list of replies once the server answered ``status`` to ``batch_id``."""
-        if 200 <= status < 300:
-            done = self.sync.acknowledged(batch_id)
-        elif 400 <= status < 500 and status not in (408, 429):
-            done = self.sync.rejected(batch_id)  # refused for good: never resend it
-        else:
-            return "[]"  # server or network trouble: the same batch is retried later
-        self.dirty = self.dirty or done
-        synced = reply(
-            "synced", priors_version=self.sync.priors_version, uploaded=self.sync.uploaded
-        )
-        return json.dumps([synced] if done else [])
+    def on_packages_loaded(self, message: Message) -> Replies:
+        packages = require_field(message, "packages", list)
+        if self.segments is not None:
+            self.segments.packages_loaded(packages)
+        return []
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -357,8 +328,8 @@ class WorkerSession:
             return []
         decisions, errors = [], []
         context = self._context()
-        if self.segmenter is not None:
-            context["segment"] = self._segment(context)
+        if self.segments is not None:
+            context["segment"] = self.segments.segment(context)
         for spec in specs:
             try:
                 decision, events = self._decide_one(spec, context)
@@ -367,7 +338,6 @@ class WorkerSession:
                 continue
             self.decided[spec.slot] = events
             decisions.append(decision)
-        self.dirty = self.dirty or bool(decisions)
         return [reply("decisions", id=request_id, decisions=decisions), *errors]
 
     def _decide_one(
@@ -402,7 +372,6 @@ class WorkerSession:
         for event_id, closed_at in self.attribution.closed(time.time(), window):
             with contextlib.suppress(UnknownEvent):
                 self.engine.reward(event_id, 0.0, now=closed_at)
-            self.dirty = True
 
 
 def fresh_engine(config: Mapping[str, Any]) -> Engine:
