@@ -517,7 +517,7 @@
   }
 
   window.microadjust = Object.freeze({
-    version: '0.1.0',
+    version: /*VERSION*/null, // written by build/bundle.py, from pyproject.toml
     ready,
     on(type, fn) { if (type === 'decision' && typeof fn === 'function') listeners.add(fn); },
     off(type, fn) { listeners.delete(fn); },
