@@ -84,10 +84,10 @@ def test_the_loader_gets_the_version_of_pyproject_toml(monkeypatch, tmp_path):
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     bundle.build_loader(tmp_path, "app-abc/microadjust-0.1.0-py3-none-any.whl")
     loader = (tmp_path / "microadjust.js").read_text()
-    assert f'version: "{version}",' in loader and "/*VERSION*/" not in loader
+    assert f'const VERSION = "{version}";' in loader and "/*VERSION*/" not in loader
     monkeypatch.setattr(bundle, "project", lambda: {"name": "microadjust", "version": "9.8.7"})
     bundle.build_loader(tmp_path, "app-abc/microadjust-9.8.7-py3-none-any.whl")
-    assert 'version: "9.8.7",' in (tmp_path / "microadjust.js").read_text()
+    assert 'const VERSION = "9.8.7";' in (tmp_path / "microadjust.js").read_text()
 
 
 def test_a_loader_without_its_markers_is_a_clear_error(monkeypatch, tmp_path):
