@@ -188,14 +188,14 @@ def test_a_returning_visitor_sees_last_visits_decisions_before_first_paint(serve
     body = (
         "<div data-ma-slot='promo' data-ma-live>A<template data-ma-variant='b'>B</template>"
         "<template data-ma-variant='c'>C</template></div>"
-        "<script src='/t/slow.js'></script>" + BELOW_THE_FOLD  # the browser paints meanwhile
+        "<script src='/t/slow.js'></script>" + BELOW_THE_FOLD  # parsing waits for it
     )
-
-    returning = []  # on the second visit slow.js is answered only once the browser has painted
+    returning = []  # on the second visit, slow.js is answered once the slot shows a variant:
+    # a loader that waited for DOMContentLoaded would never get there
 
     def slow_script(route) -> None:
         if returning:
-            visit.page.wait_for_function("performance.getEntriesByType('paint').length > 0")
+            visit.page.wait_for_function("window.__firstShown")
         route.fulfill(status=200, content_type="text/javascript", body="window.slow = 1;")
 
     visit.context.route(server + "/t/slow.js", slow_script)
@@ -209,6 +209,7 @@ def test_a_returning_visitor_sees_last_visits_decisions_before_first_paint(serve
     visit.page.reload(wait_until="commit")
     first = visit.page.wait_for_function("window.__firstShown").json_value()
     assert first == {"applied": cached["promo"], "paints": 0}
+    visit.page.wait_for_function("window.slow === 1")  # the page went on parsing after it
 
 
 def test_forget_erases_every_trace_on_the_device(server, visit):
