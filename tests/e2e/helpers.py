@@ -87,14 +87,14 @@ def record(page) -> None:
     page.add_init_script(RECORD)
 
 
-def open_fixture(visit, server: str, html: str, query: str = "", **goto: Any) -> None:
+def open_fixture(visit, server: str, html: str, query: str = "") -> None:
     """Serve ``html`` at /t/page.html on the server's origin, record the library, and load it."""
     visit.context.route(
         server + "/t/page.html*",
         lambda route: route.fulfill(status=200, content_type="text/html", body=html),
     )
     record(visit.page)
-    visit.page.goto(server + "/t/page.html" + query, **goto)
+    visit.page.goto(server + "/t/page.html" + query)
 
 
 def decided(page, *slots: str, count: int = 0) -> dict[str, dict[str, Any]]:
