@@ -106,6 +106,7 @@ def decided(page, *slots: str, count: int = 0) -> dict[str, dict[str, Any]]:
           return seen.size >= count && slots.every((slot) => seen.has(slot));
         }""",
         arg=[list(slots), count],
+        timeout=60_000,  # it may include the boot, which the loader allows 30 s
     )
     return {d["slot"]: d for d in page.evaluate("window.__decisions")}
 
