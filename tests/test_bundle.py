@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
-import importlib.util
 import io
+import tarfile
+import tomllib
 import zipfile
 from pathlib import Path
 
+import bundle  # build/ is on pytest's pythonpath (pyproject.toml)
+import npm
+import pyscript_core
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("bundle", ROOT / "build" / "bundle.py")
-bundle = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bundle)
+PINNED = [bundle.PYODIDE_NPM, pyscript_core.PYSCRIPT_NPM]
 
 
 def test_a_file_is_accepted_only_when_its_sha256_matches(monkeypatch):
@@ -77,16 +80,51 @@ def test_the_loader_gets_content_named_asset_paths(tmp_path):
     assert '"pyodide": "pyodide-0.27.7/"' in loader
 
 
-def test_a_missing_npm_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(bundle, "CACHE", tmp_path)
-    monkeypatch.setattr(bundle.shutil, "which", lambda name: None)
-    with pytest.raises(bundle.BuildError, match="npm is not installed"):
-        bundle.npm_tarball()
+def test_the_loader_gets_the_version_of_pyproject_toml(monkeypatch, tmp_path):
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    bundle.build_loader(tmp_path, "app-abc/microadjust-0.1.0-py3-none-any.whl")
+    loader = (tmp_path / "microadjust.js").read_text()
+    assert f'const VERSION = "{version}";' in loader and "/*VERSION*/" not in loader
+    monkeypatch.setattr(bundle, "project", lambda: {"name": "microadjust", "version": "9.8.7"})
+    bundle.build_loader(tmp_path, "app-abc/microadjust-9.8.7-py3-none-any.whl")
+    assert 'const VERSION = "9.8.7";' in (tmp_path / "microadjust.js").read_text()
 
 
-def test_a_tampered_tarball_is_deleted_and_reported(monkeypatch, tmp_path):
-    monkeypatch.setattr(bundle, "CACHE", tmp_path)
-    (tmp_path / f"pyodide-{bundle.PYODIDE_VERSION}.tgz").write_bytes(b"not the real tarball")
-    with pytest.raises(bundle.BuildError, match="does not match its pinned npm integrity"):
-        bundle.npm_tarball()
-    assert not (tmp_path / f"pyodide-{bundle.PYODIDE_VERSION}.tgz").exists()
+def test_a_loader_without_its_markers_is_a_clear_error(monkeypatch, tmp_path):
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "microadjust.js").write_text("const ASSETS = /*ASSETS*/null;")
+    monkeypatch.setattr(bundle, "ROOT", tmp_path)
+    monkeypatch.setattr(bundle, "project", lambda: {"name": "microadjust", "version": "0.1.0"})
+    with pytest.raises(bundle.BuildError, match=r"lost its /\*VERSION\*/null marker"):
+        bundle.build_loader(tmp_path / "out", "app-abc/microadjust-0.1.0-py3-none-any.whl")
+
+
+@pytest.mark.parametrize("package", PINNED, ids=lambda p: p.name)
+def test_a_missing_npm_is_a_clear_error(monkeypatch, tmp_path, package):
+    monkeypatch.setattr(npm.shutil, "which", lambda name: None)
+    with pytest.raises(npm.BuildError, match=f"npm is not installed.* to fetch {package.spec}"):
+        package.fetch(tmp_path)
+
+
+@pytest.mark.parametrize("package", PINNED, ids=lambda p: p.name)
+def test_a_tampered_tarball_is_deleted_and_reported(tmp_path, package):
+    (tmp_path / package.tarball_name).write_bytes(b"not the real tarball")
+    with pytest.raises(npm.BuildError, match="does not match its pinned npm integrity"):
+        package.fetch(tmp_path)
+    assert not (tmp_path / package.tarball_name).exists()
+
+
+def test_a_verified_tarball_is_read_by_path_and_a_missing_file_is_named(tmp_path):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        data = b"console.log(1);"
+        info = tarfile.TarInfo("package/dist/core.js")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    integrity = "sha512-" + base64.b64encode(hashlib.sha512(buffer.getvalue()).digest()).decode()
+    package = npm.NpmPackage("@scope/demo", "1.2.3", integrity)
+    (tmp_path / "scope-demo-1.2.3.tgz").write_bytes(buffer.getvalue())  # as npm pack names it
+    with package.files(tmp_path) as read:
+        assert read("dist/core.js") == b"console.log(1);"
+        with pytest.raises(npm.BuildError, match="@scope/demo@1.2.3 has no dist/core.css"):
+            read("dist/core.css")

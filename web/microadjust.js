@@ -2,10 +2,11 @@
  * <script src="/microadjust/microadjust.js" defer></script>, then mark the page up:
  * data-ma-slot + <template data-ma-variant>, data-ma-rank + data-ma-item, data-ma-trigger,
  * data-ma-goal (+ data-ma-value). Python runs only in the worker; this file never blocks.
- * Page ⇄ worker messages: py/microadjust/protocol.py. Markup and API: README.md. */
+ * Page ⇄ worker messages: py/microadjust/browser/protocol.py. Markup and API: README.md. */
 (() => {
   'use strict';
   const PROTOCOL = 1;
+  const VERSION = /*VERSION*/null; // written by build/bundle.py, from pyproject.toml
   const ASSETS = /*ASSETS*/null; // written by build/bundle.py: content-named worker, wheel, pyodide
   const FLUSH_MS = 1000; // behaviour goes to the worker in batches, at most once a second
   const SEEN_MS = 1000; // an impression: at least half visible for a second
@@ -25,8 +26,20 @@
   let persist = storage('get', CONSENT_KEY) === 'granted' || (config.consent !== 'required' && !gpc);
   const remembered = persist ? readRemembered() : {};
 
-  const slots = new Map(); // name -> slot record (see register)
-  const slotOf = new WeakMap(); // element -> slot record
+  /**
+   * A slot (data-ma-slot) or ranking (data-ma-rank); register() sets every field. `decision` is on
+   * screen, `waiting` held until out of view, `next` due next frame; `shown`: a variant or an order.
+   * @typedef {{name: string, element: HTMLElement, isRank: boolean, trigger: ?string,
+   *   live: boolean, manual: boolean, variants: Map<string, ?HTMLTemplateElement>,
+   *   items: Map<string, HTMLElement>, decision: ?Decision, waiting: ?Decision, next: ?Decision,
+   *   seenDecision: ?Decision, shown: string, remembered: boolean, inView: boolean,
+   *   halfVisible: boolean, seenTimer: number, defaults: ?Object, replaced: boolean,
+   *   classes: string[]}} Slot
+   * @typedef {{slot: string, variant: string, probability: number, event_id: string,
+   *   reason: string, order?: string[]}} Decision
+   */
+  const slots = /** @type {Map<string, Slot>} */ (new Map());
+  const slotOf = /** @type {WeakMap<Element, Slot>} */ (new WeakMap());
   const known = new WeakSet(); // elements already registered or warned about
   const events = []; // behaviour observed since the last flush
   const writes = []; // DOM writes waiting for the next animation frame
@@ -125,6 +138,7 @@
     post(message);
   }
 
+  /** @returns {Promise<*>} the worker's answer */
   function request(message) {
     return ready.then(() => new Promise((resolve) => {
       const id = nextId++;
@@ -160,6 +174,7 @@
     }
   }
 
+  /** @param {HTMLElement} element @returns {?Slot} null (and a warning) for unusable markup */
   function register(element) {
     checkAttributes(element);
     const isRank = element.dataset.maRank !== undefined;
@@ -172,7 +187,8 @@
       name, element, isRank, trigger: element.dataset.maTrigger || null,
       live: element.dataset.maLive !== undefined, manual: element.dataset.maManual !== undefined,
       variants: new Map([['default', null]]), items: new Map(),
-      decision: null, waiting: null, next: null, shown: 'default', inView: false, halfVisible: false, seenTimer: 0,
+      decision: null, waiting: null, next: null, seenDecision: null, shown: 'default', remembered: false,
+      inView: false, halfVisible: false, seenTimer: 0, defaults: null, replaced: false, classes: [],
     };
     if (isRank) {
       for (const item of element.querySelectorAll(':scope > [data-ma-item]')) {
@@ -221,6 +237,7 @@
     writes.push(write);
   }
 
+  /** @param {Decision} decision shown next frame, or once its slot is out of view */
   function receive(decision) {
     const slot = slots.get(decision.slot);
     if (!slot) return;
@@ -252,40 +269,46 @@
     return image.decode().catch(() => {});
   }
 
+  /** @param {Slot} slot @param {string|string[]} choice a variant, or a ranking's order */
   function write(slot, choice) {
-    const { element } = slot;
-    if (slot.isRank) {
-      const ordered = choice.map((id) => slot.items.get(id));
-      const first = [...slot.items.values()].find((item) => item.parentNode === element);
-      const marker = document.createComment('');
-      first.before(marker);
-      marker.replaceWith(...ordered);
-    } else {
-      if (!slot.defaults) slot.defaults = defaults(element);
-      const template = slot.variants.get(choice);
-      const data = template ? template.dataset : {};
-      const content = template && hasContent(template);
-      const nodes = content ? [...template.content.cloneNode(true).childNodes] : slot.defaults.nodes;
-      if (content || slot.replaced) {
-        for (const node of [...element.childNodes]) if (node.nodeName !== 'TEMPLATE') node.remove();
-        element.prepend(...nodes);
-        slot.replaced = Boolean(content);
-      }
-      const image = element.matches('img') ? element : element.querySelector('img');
-      if (image) {
-        for (const [key, attr] of [['maSrcset', 'srcset'], ['maSrc', 'src'], ['maAlt', 'alt']]) {
-          const value = data[key] ?? slot.defaults.image[attr];
-          if (value === null) image.removeAttribute(attr); else image.setAttribute(attr, value);
-        }
-      }
-      const link = element.matches('a') ? element : element.querySelector('a');
-      if (link && (data.maHref || slot.defaults.href !== undefined)) link.setAttribute('href', data.maHref ?? slot.defaults.href);
-      for (const name of slot.classes || []) element.classList.remove(name);
-      slot.classes = (data.maClass || '').split(/\s+/).filter(Boolean);
-      element.classList.add(...slot.classes);
-    }
+    if (slot.isRank) writeRanking(slot, choice); else writeVariant(slot, choice);
     slot.shown = String(choice);
-    element.dataset.maApplied = slot.shown;
+    slot.element.dataset.maApplied = slot.shown;
+  }
+
+  /** One DOM insertion. @param {Slot} slot @param {string[]} order */
+  function writeRanking(slot, order) {
+    const first = [...slot.items.values()].find((item) => item.parentNode === slot.element);
+    const marker = document.createComment('');
+    first.before(marker);
+    marker.replaceWith(...order.map((id) => slot.items.get(id)));
+  }
+
+  /** Content, image, link, classes. @param {Slot} slot @param {string} variant */
+  function writeVariant(slot, variant) {
+    const { element } = slot;
+    if (!slot.defaults) slot.defaults = defaults(element);
+    const template = slot.variants.get(variant);
+    const data = template ? template.dataset : {};
+    const content = template && hasContent(template);
+    const nodes = content ? [...template.content.cloneNode(true).childNodes] : slot.defaults.nodes;
+    if (content || slot.replaced) {
+      for (const node of [...element.childNodes]) if (node.nodeName !== 'TEMPLATE') node.remove();
+      element.prepend(...nodes);
+      slot.replaced = Boolean(content);
+    }
+    const image = element.matches('img') ? element : element.querySelector('img');
+    if (image) {
+      for (const [key, attr] of [['maSrcset', 'srcset'], ['maSrc', 'src'], ['maAlt', 'alt']]) {
+        const value = data[key] ?? slot.defaults.image[attr];
+        if (value === null) image.removeAttribute(attr); else image.setAttribute(attr, value);
+      }
+    }
+    const link = element.matches('a') ? element : element.querySelector('a');
+    if (link && (data.maHref || slot.defaults.href !== undefined)) link.setAttribute('href', data.maHref ?? slot.defaults.href);
+    for (const name of slot.classes) element.classList.remove(name);
+    slot.classes = (data.maClass || '').split(/\s+/).filter(Boolean);
+    element.classList.add(...slot.classes);
   }
 
   function hasContent(template) {
@@ -302,6 +325,7 @@
     };
   }
 
+  /** On screen: record, remember, tell the page. @param {Slot} slot @param {Decision} decision */
   function show(slot, decision) {
     slot.decision = decision;
     slot.element.dataset.maApplied = slot.shown;
@@ -485,12 +509,14 @@
   }
 
   // --- the JavaScript API -------------------------------------------------------------------
+  /** @param {string} name @param {number} [value] */
   function reward(name, value = 1) {
     if (typeof name !== 'string' || !name) throw new TypeError('microadjust.reward(name, value): name must be a non-empty string');
     if (typeof value !== 'number' || !Number.isFinite(value)) throw new TypeError(`microadjust.reward("${name}", value): value must be a finite number`);
     ready.then(() => send({ type: 'reward', goal: name, value }), () => {});
   }
 
+  /** @param {string} name @param {string[]} [variants] @returns {Promise<?Decision>} */
   function decide(name, variants) {
     const slot = slots.get(name);
     if (slot) return request({ type: 'decide', context: context(), slots: [{ ...spec(slot), trigger: undefined }], t: now() });
@@ -517,7 +543,7 @@
   }
 
   window.microadjust = Object.freeze({
-    version: '0.1.0',
+    version: VERSION,
     ready,
     on(type, fn) { if (type === 'decision' && typeof fn === 'function') listeners.add(fn); },
     off(type, fn) { listeners.delete(fn); },

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from .helpers import (
     BELOW_THE_FOLD,
-    RECORD,
     SLOTS,
-    decisions,
+    console_drained,
+    decided,
     fixture_page,
+    layout_shift,
+    long_tasks,
     open_fixture,
-    stored_state,
-    wait_until,
+    record,
+    wait_for_request,
+    wait_for_stored_state,
 )
 
 TWO_SLOTS = fixture_page(
@@ -27,7 +32,8 @@ def test_the_engine_boots_and_personalizes_the_slots(server, visit):
     open_fixture(visit, server, TWO_SLOTS)
     info = visit.page.evaluate("window.microadjust.ready")
     assert info["engine"] == "0.1.0" and info["restored"] is False
-    chosen = wait_until(lambda: len(decisions(visit)) == 2 and decisions(visit), "two decisions")
+    assert visit.page.evaluate("microadjust.version") == info["engine"]  # both: pyproject.toml
+    chosen = decided(visit.page, "headline", "cta")
     for slot in visit.page.evaluate(SLOTS):
         decision = chosen[slot["slot"]]
         assert slot["applied"] == decision["variant"]
@@ -40,18 +46,19 @@ def test_the_engine_boots_and_personalizes_the_slots(server, visit):
 
 
 def test_the_demo_shop_personalizes_without_shifting_or_blocking(server, visit):
-    visit.page.add_init_script(RECORD)
+    record(visit.page)
     visit.page.goto(server + "/")
     visit.page.evaluate("window.microadjust.ready")
-    chosen = wait_until(lambda: "roasts" in decisions(visit) and decisions(visit), "a ranking")
+    decided(visit.page, "roasts")
     for _ in range(2):  # the visitor scrolls down and back: held-back slots change out of view
         visit.page.mouse.wheel(0, 4000)
-        visit.page.wait_for_timeout(700)
+        visit.page.wait_for_function("scrollY + innerHeight >= document.body.scrollHeight - 1")
+        chosen = decided(visit.page, "headline", "cta", "hero-art", "roasts", "reviews")
         visit.page.mouse.wheel(0, -4000)
-        visit.page.wait_for_timeout(700)
-    assert sum(visit.page.evaluate("window.__shifts")) == 0  # no layout shift
+        visit.page.wait_for_function("scrollY === 0")
+    assert layout_shift(visit.page) == 0
     started = visit.page.evaluate("performance.getEntriesByName('microadjust:start')[0].startTime")
-    assert [t for t in visit.page.evaluate("window.__longtasks") if t["start"] >= started] == []
+    assert long_tasks(visit.page, since=started) == []
     order = visit.page.eval_on_selector_all(
         "[data-ma-rank=roasts] > [data-ma-item]", "(items) => items.map((i) => i.dataset.maItem)"
     )
@@ -62,7 +69,7 @@ def test_the_demo_shop_personalizes_without_shifting_or_blocking(server, visit):
 def test_no_request_leaves_the_origin(server, visit):
     open_fixture(visit, server, TWO_SLOTS)
     visit.page.evaluate("window.microadjust.ready")
-    wait_until(lambda: len(decisions(visit)) == 2, "two decisions")
+    decided(visit.page, "headline", "cta")
     assert any("pyodide.asm.wasm" in url for url in visit.requests)
     assert any(url.endswith(".whl") for url in visit.requests), "the worker's requests are seen"
     assert [url for url in visit.requests if not url.startswith(server + "/")] == []
@@ -73,8 +80,8 @@ def test_scikit_learn_loads_after_the_first_decision_when_segments_need_it(serve
     body = TWO_SLOTS.split("<body>")[1].split("</body>")[0]
     open_fixture(visit, server, fixture_page(body, {"segments": True}))
     visit.page.evaluate("window.microadjust.ready")
-    wait_until(lambda: len(decisions(visit)) == 2, "two decisions")
-    wait_until(lambda: any("scikit_learn" in url for url in visit.requests), "scikit-learn")
+    decided(visit.page, "headline", "cta")
+    wait_for_request(visit, "scikit_learn")
     wheels = [url.rsplit("/", 1)[1].split("-")[0] for url in visit.requests if url.endswith(".whl")]
     assert wheels.index("scikit_learn") > wheels.index("microadjust")
     visit.page.evaluate("microadjust.decide('later', ['default', 'b'])")  # now with a segment
@@ -84,26 +91,25 @@ def test_scikit_learn_loads_after_the_first_decision_when_segments_need_it(serve
 def test_no_long_task_on_the_main_thread_while_the_engine_boots(server, visit):
     open_fixture(visit, server, TWO_SLOTS)
     visit.page.evaluate("window.microadjust.ready")
-    wait_until(lambda: len(decisions(visit)) == 2, "two decisions")
+    decided(visit.page, "headline", "cta")
     started = visit.page.evaluate("performance.getEntriesByName('microadjust:start')[0].startTime")
-    during = [t for t in visit.page.evaluate("window.__longtasks") if t["start"] >= started]
-    assert during == []
+    assert long_tasks(visit.page, since=started) == []
 
 
 def test_a_reload_keeps_the_learned_state(server, visit):
     open_fixture(visit, server, TWO_SLOTS)
     visit.page.evaluate("window.microadjust.ready")
-    wait_until(lambda: "cta" in decisions(visit), "the CTA's decision")
+    decided(visit.page, "cta")
     visit.page.click("[data-ma-slot=cta] a")  # a goal in the slot: its decision is rewarded
-    first = wait_until(lambda: (s := stored_state(visit)) and s["rewards"] == 1 and s, "a reward")
+    first = wait_for_stored_state(visit, "(s) => s.rewards === 1", "a reward")
     assert first["visits"] == 1
     visit.page.reload()
     info = visit.page.evaluate("window.microadjust.ready")
     assert info["restored"] is True and info["visits"] == 2
-    second = wait_until(
-        lambda: (
-            (s := stored_state(visit)) and s["visits"] == 2 and s["engine"] != first["engine"] and s
-        ),
+    second = wait_for_stored_state(
+        visit,
+        "(s) => s.visits === 2"
+        f" && JSON.stringify(s.engine) !== JSON.stringify({json.dumps(first['engine'])})",
         "the second visit's decisions, stored on top of the first's",
     )
     assert second["rewards"] == 1
@@ -117,7 +123,7 @@ def test_a_broken_engine_leaves_the_default_content(server, visit, missing):
     before = visit.page.evaluate(SLOTS)
     outcome = visit.page.evaluate("window.microadjust.ready.then(() => 'ready', (e) => e.message)")
     assert outcome != "ready"
-    visit.page.wait_for_timeout(300)
+    console_drained(visit)  # the warning came before the rejection; nothing else may follow
     warnings = [w for w in visit.warnings() if w.startswith("microadjust:")]
     assert len(warnings) == 1 and "default content" in warnings[0]
     assert visit.errors == []

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import time
-
 from .helpers import (
     BELOW_THE_FOLD,
     SLOTS,
+    console_drained,
+    decided,
     decisions,
     fixture_page,
+    layout_shift,
+    next_frame,
     open_fixture,
     stored_state,
-    wait_until,
+    wait_for_stored_state,
+    warnings_from_the_library,
+    worker_caught_up,
 )
 
 CUP, BEANS = "/art/cup.svg", "/art/beans.svg"
@@ -41,7 +45,7 @@ def slot_of(kind: str, i: int) -> str:
 def test_variants_of_every_kind_are_applied_as_decided(server, visit):
     body = BELOW_THE_FOLD + "".join(slot_of(kind, i) for kind in KINDS for i in range(4))
     open_fixture(visit, server, fixture_page(body, {"seed": 11}))
-    chosen = wait_until(lambda: len(decisions(visit)) == 16 and decisions(visit), "16 decisions")
+    chosen = decided(visit.page, count=16)
     page = visit.page
     for kind in KINDS:
         variants = [chosen[f"{kind}{i}"]["variant"] for i in range(4)]
@@ -68,7 +72,7 @@ def test_a_ranking_reorders_its_items_in_one_write(server, visit):
     open_fixture(
         visit, server, fixture_page(BELOW_THE_FOLD + f"<ol data-ma-rank='cards'>{items}</ol>")
     )
-    ranking = wait_until(lambda: decisions(visit).get("cards"), "the ranking")
+    ranking = decided(visit.page, "cards")["cards"]
     order = visit.page.eval_on_selector_all(
         "[data-ma-item]", "(i) => i.map((e) => e.dataset.maItem)"
     )
@@ -86,17 +90,21 @@ def test_a_slot_in_view_is_not_swapped_until_it_is_out_of_view(server, visit):
     )
     open_fixture(visit, server, fixture_page(body, {"seed": 5}))
     visit.page.evaluate("window.microadjust.ready")
-    visit.page.wait_for_timeout(1500)
+    visit.page.wait_for_function(  # the worker's decision reached the page
+        "window.__received.some((m) => m.type === 'decisions'"
+        " && m.decisions.some((d) => d.slot === 'hero'))"
+    )
+    next_frame(visit.page)
     if "hero" not in decisions(visit):  # decided, but held back while the visitor looks at it
         assert visit.page.inner_text("[data-ma-slot=hero]") == "Welcome"
         assert visit.page.get_attribute("[data-ma-slot=hero]", "data-ma-applied") is None
     visit.page.mouse.wheel(0, 3000)
-    hero = wait_until(lambda: decisions(visit).get("hero"), "the hero's decision once out of view")
+    hero = decided(visit.page, "hero")["hero"]  # applied once out of view
     applied = visit.page.get_attribute("[data-ma-slot=hero]", "data-ma-applied")
     assert applied == hero["variant"]
     visit.page.mouse.wheel(0, -3000)
-    visit.page.wait_for_timeout(500)
-    assert sum(visit.page.evaluate("window.__shifts")) == 0
+    visit.page.wait_for_function("scrollY === 0")
+    assert layout_shift(visit.page) == 0
 
 
 def test_a_trigger_decides_only_once_its_condition_holds(server, visit):
@@ -109,11 +117,11 @@ def test_a_trigger_decides_only_once_its_condition_holds(server, visit):
     )
     open_fixture(visit, server, fixture_page(body))
     visit.page.evaluate("window.microadjust.ready")
-    visit.page.wait_for_timeout(2500)  # a couple of flushes: the condition does not hold yet
+    worker_caught_up(visit.page, flushes=2, click=False)  # the condition does not hold yet
     assert "nudge" not in decisions(visit)
     visit.page.mouse.click(5, 5)
     visit.page.mouse.click(5, 5)
-    nudge = wait_until(lambda: decisions(visit).get("nudge"), "the nudge after two clicks")
+    nudge = decided(visit.page, "nudge")["nudge"]
     assert visit.page.get_attribute("[data-ma-slot=nudge]", "data-ma-applied") == nudge["variant"]
     assert "never" not in decisions(visit)
 
@@ -151,15 +159,17 @@ def test_a_goal_from_javascript_rewards_what_the_visitor_saw(server, visit):
     )
     open_fixture(visit, server, fixture_page(body))
     visit.page.evaluate("microadjust.on('decision', (d) => window.__seen = d.slot)")
-    wait_until(lambda: decisions(visit).get("promo"), "the promo's decision")
+    decided(visit.page, "promo")
     assert visit.page.evaluate("window.__seen") == "promo"
     visit.page.evaluate("microadjust.reward('signup', 5)")  # not seen yet: nothing to reward
     visit.page.mouse.wheel(0, 3000)
-    visit.page.wait_for_timeout(1800)  # half visible for more than a second: an impression
-    visit.page.evaluate("microadjust.reward('signup', 5)")
-    wait_until(
-        lambda: visit.page.evaluate("microadjust.export()")["device"]["rewards"] == 1, "a reward"
+    visit.page.wait_for_function(  # half visible for a second: the page reports an impression
+        "window.__posted.some((m) => m.type === 'events'"
+        " && m.events.some((e) => e.kind === 'impression' && e.slot === 'promo'))"
     )
+    visit.page.evaluate("microadjust.reward('signup', 5)")
+    # the worker handles messages in order: an export sent after the reward sees it
+    assert visit.page.evaluate("microadjust.export()")["device"]["rewards"] == 1
     assert visit.errors == []
 
 
@@ -178,24 +188,28 @@ def test_a_returning_visitor_sees_last_visits_decisions_before_first_paint(serve
     body = (
         "<div data-ma-slot='promo' data-ma-live>A<template data-ma-variant='b'>B</template>"
         "<template data-ma-variant='c'>C</template></div>"
-        "<script src='/t/slow.js'></script>" + BELOW_THE_FOLD  # the browser paints meanwhile
+        "<script src='/t/slow.js'></script>" + BELOW_THE_FOLD  # parsing waits for it
     )
+    returning = []  # on the second visit, slow.js is answered once the slot shows a variant:
+    # a loader that waited for DOMContentLoaded would never get there
 
-    def slowly(route) -> None:
-        time.sleep(0.8)
+    def slow_script(route) -> None:
+        if returning:
+            visit.page.wait_for_function("window.__firstShown")
         route.fulfill(status=200, content_type="text/javascript", body="window.slow = 1;")
 
-    visit.context.route(server + "/t/slow.js", slowly)
+    visit.context.route(server + "/t/slow.js", slow_script)
     open_fixture(visit, server, fixture_page(body, defer=False))
-    wait_until(lambda: decisions(visit).get("promo"), "the promo's decision")
-    cached = wait_until(
-        lambda: visit.page.evaluate("JSON.parse(localStorage.getItem('microadjust:last'))"),
-        "the cache of shown decisions",
-    )
+    decided(visit.page, "promo")
+    cached = visit.page.wait_for_function(
+        "JSON.parse(localStorage.getItem('microadjust:last'))"
+    ).json_value()
     visit.page.add_init_script(FIRST_SHOWN)
-    visit.page.reload()
-    first = wait_until(lambda: visit.page.evaluate("window.__firstShown"), "the slot's variant")
+    returning.append(True)
+    visit.page.reload(wait_until="commit")
+    first = visit.page.wait_for_function("window.__firstShown").json_value()
     assert first == {"applied": cached["promo"], "paints": 0}
+    visit.page.wait_for_function("window.slow === 1")  # the page went on parsing after it
 
 
 def test_forget_erases_every_trace_on_the_device(server, visit):
@@ -204,8 +218,8 @@ def test_forget_erases_every_trace_on_the_device(server, visit):
         + "<div data-ma-slot='promo'>A<template data-ma-variant='b'>B</template></div>"
     )
     open_fixture(visit, server, fixture_page(body))
-    wait_until(lambda: decisions(visit).get("promo"), "the promo's decision")
-    wait_until(lambda: stored_state(visit), "a stored state")
+    decided(visit.page, "promo")
+    wait_for_stored_state(visit, "(s) => true", "a stored state")
     assert visit.page.evaluate("localStorage.getItem('microadjust:last')")
     assert visit.page.evaluate("microadjust.forget()") is True
     assert stored_state(visit) is None
@@ -217,7 +231,8 @@ def test_forget_erases_every_trace_on_the_device(server, visit):
     assert (
         exported["device"]["engine"]["slots"] == {} and exported["page"]["last_decisions"] is None
     )
-    visit.page.wait_for_timeout(600)
+    visit.page.evaluate("microadjust.decide('promo')")  # a new decision, shown and recorded
+    worker_caught_up(visit.page, flushes=2)  # a flush interval exceeds the worker's save delay
     assert stored_state(visit) is None  # and nothing is written again in this page view
 
 
@@ -230,8 +245,8 @@ def test_global_privacy_control_keeps_everything_in_memory(server, visit):
         + "<div data-ma-slot='promo'>A<template data-ma-variant='b'>B</template></div>"
     )
     open_fixture(visit, server, fixture_page(body))
-    wait_until(lambda: decisions(visit).get("promo"), "the promo's decision")
-    visit.page.wait_for_timeout(800)
+    decided(visit.page, "promo")
+    worker_caught_up(visit.page, flushes=2)  # the decision's display reached the worker
     assert stored_state(visit) is None
     assert visit.page.evaluate("localStorage.length") == 0
 
@@ -242,11 +257,12 @@ def test_with_consent_required_nothing_is_kept_until_it_is_given(server, visit):
         + "<div data-ma-slot='promo'>A<template data-ma-variant='b'>B</template></div>"
     )
     open_fixture(visit, server, fixture_page(body, {"consent": "required"}))
-    wait_until(lambda: decisions(visit).get("promo"), "the promo's decision")
-    visit.page.wait_for_timeout(800)
+    decided(visit.page, "promo")
+    worker_caught_up(visit.page, flushes=2)  # the decision's display reached the worker
     assert stored_state(visit) is None and visit.page.evaluate("localStorage.length") == 0
     visit.page.evaluate("microadjust.consent(true)")
-    assert wait_until(lambda: stored_state(visit), "the state stored after consent")["visits"] == 1
+    stored = wait_for_stored_state(visit, "(s) => true", "the state stored after consent")
+    assert stored["visits"] == 1
     assert visit.page.evaluate("localStorage.getItem('microadjust:consent')") == "granted"
 
 
@@ -260,7 +276,7 @@ def test_single_page_apps_get_new_slots_and_route_changes(server, visit):
     open_fixture(visit, server, fixture_page(body))
     visit.page.evaluate("window.microadjust.ready")
     visit.page.evaluate("route()")
-    late = wait_until(lambda: decisions(visit).get("late"), "the late slot's decision")
+    late = decided(visit.page, "late")["late"]
     assert visit.page.get_attribute("[data-ma-slot=late]", "data-ma-applied") == late["variant"]
     assert visit.errors == []
 
@@ -278,13 +294,11 @@ def test_malformed_markup_warns_once_per_element_and_keeps_the_page(server, visi
     )
     open_fixture(visit, server, fixture_page(body))
     visit.page.evaluate("window.microadjust.ready")
-    wait_until(lambda: "ok" in decisions(visit), "the valid slot's decision")
-    warned = wait_until(
-        lambda: len(ws := [w for w in visit.warnings() if "microadjust" in w]) >= 5 and ws,
-        "five warnings",
-    )
-    visit.page.wait_for_timeout(500)
-    warned = [w for w in visit.warnings() if "microadjust" in w]
+    decided(visit.page, "ok")
+    warnings_from_the_library(visit, at_least=5)
+    worker_caught_up(visit.page, flushes=2, click=False)  # the bad trigger's slot still waits
+    console_drained(visit)
+    warned = warnings_from_the_library(visit)
     for problem in (
         "data-ma-colour",
         "data-ma-variant name",

@@ -4,21 +4,9 @@ from __future__ import annotations
 
 import urllib.request
 
-from .helpers import SLOTS
+from .helpers import SLOTS, long_tasks, next_frame, record
 
 PAGE = "/pyscript.html"
-
-RECORD = """
-window.__decisions = [];
-window.__longtasks = [];
-document.addEventListener('microadjust:decision', (e) => window.__decisions.push(e.detail));
-new PerformanceObserver((list) => {
-  for (const t of list.getEntries()) {
-    window.__longtasks.push({start: t.startTime, duration: t.duration,
-      attribution: t.attribution.map((a) => a.containerSrc || a.containerName || a.name)});
-  }
-}).observe({type: 'longtask', buffered: true});
-"""
 
 STATUS = "document.querySelector('#ma-status')"
 
@@ -31,7 +19,7 @@ IN_VIEW = """[...document.querySelectorAll('[data-ma-slot]')].filter((slot) => {
 
 def boot(visit, url: str) -> None:
     """Open the page and wait until Python has decided every slot."""
-    visit.page.add_init_script(RECORD)
+    record(visit.page)
     visit.page.goto(url)
     visit.page.wait_for_function(f"{STATUS}.dataset.state !== 'booting'", timeout=60_000)
     assert visit.page.evaluate(f"{STATUS}.dataset.state") == "ready", visit.console
@@ -105,11 +93,10 @@ def test_no_request_leaves_the_origin_on_a_first_and_a_second_visit(server, visi
 
 def test_no_long_task_on_the_main_thread_after_the_load_event(server, visit):
     boot(visit, server + PAGE)
-    visit.page.wait_for_timeout(500)  # let the observer deliver the last entries
     loaded = visit.page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd")
     assert loaded > 0
-    after = [t for t in visit.page.evaluate("window.__longtasks") if t["start"] >= loaded]
-    assert after == []  # Pyodide boots, micropip installs and the engine ranks in the worker
+    # Pyodide boots, micropip installs and the engine ranks in the worker
+    assert long_tasks(visit.page, since=loaded) == []
 
 
 def test_only_the_pyscript_page_is_cross_origin_isolated(server, visit):
@@ -128,7 +115,7 @@ def test_a_missing_engine_wheel_leaves_the_default_content(server, visit):
     with visit.page.expect_event("pageerror", timeout=60_000) as failure:
         visit.page.goto(server + PAGE)
     assert "micropip" in str(failure.value)  # PyScript reports the failed install, uncaught
-    visit.page.wait_for_timeout(300)
+    next_frame(visit.page)  # the install failing ends the boot: nothing else is coming
     slots = visit.page.evaluate(SLOTS)
     assert all(s["applied"] is None for s in slots)
     assert slots[0]["text"].startswith("Coffee that tastes like where it grew.")

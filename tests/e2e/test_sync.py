@@ -5,7 +5,6 @@ with consent and never under Global Privacy Control."""
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import numpy as np
@@ -14,6 +13,8 @@ from conftest import serving
 from visitors import FAVOURED, VARIANTS, visitor
 
 from microadjust.browser.sync_client import SyncClient
+
+from .helpers import decided, record
 
 KEY = "e2e-upload-key"
 ADMIN = "e2e-admin-token-0123456789"
@@ -28,9 +29,6 @@ PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>sync
   <template data-ma-variant="discount"><a href="#buy" data-ma-goal="click">15%% off</a></template>
   <template data-ma-variant="quiz"><a href="#buy" data-ma-goal="click">Your roast</a></template>
 </div></main></body></html>"""  # the slot is below the fold: decisions apply at once
-
-RECORD = """window.__decisions = [];
-document.addEventListener('microadjust:decision', (e) => window.__decisions.push(e.detail));"""
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +75,9 @@ def first_visit(browser, base: str, config: dict) -> str:
     try:
         page = context.new_page()
         page.clock.set_fixed_time(FIXED_TIME)
-        page.add_init_script(RECORD)
+        record(page)
         page.goto(route_page(context, base, config))
-        page.wait_for_function("window.__decisions.some((d) => d.slot === 'cta')")
-        variant = page.evaluate("window.__decisions.find((d) => d.slot === 'cta').variant")
+        variant = decided(page, "cta")["cta"]["variant"]
         if variant == FAVOURED:
             page.click("[data-ma-slot=cta] a")
         return variant
@@ -110,48 +107,67 @@ def uploads(base: str) -> int:
     return httpx.get(f"{base}/v1/admin/sites/shop", headers=auth).json()["uploads"]
 
 
-def wait_uploads(base: str, count: int, timeout_s: float = 20) -> int:
-    deadline = time.monotonic() + timeout_s
-    while uploads(base) < count and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return uploads(base)
+def is_upload(request) -> bool:
+    return request.method == "POST" and request.url.endswith("/v1/sites/shop/uploads")
 
 
-def test_a_visitor_uploads_noisy_aggregates(seeded, visit):
+def open_and_click(page, base: str, config: dict) -> None:
+    """Open the page with ``config`` and click the CTA once it is decided: one rewarded decision."""
+    record(page)
+    page.goto(route_page(page.context, base, config))
+    decided(page, "cta")
+    page.click("[data-ma-slot=cta] a")
+
+
+UPLOADING = {"site": "shop", "key": KEY, "upload": True, "min_events": 1, "interval_s": 1}
+
+
+def test_a_visitor_uploads_noisy_aggregates_once(seeded, visit):
     """The server's validation is strict (only numbers in a fixed shape, unknown fields
-    refused), so an accepted upload holds nothing but the noisy sums."""
+    refused), so an accepted upload holds nothing but the noisy sums. A decision goes up once:
+    the next batch holds only what was decided after it."""
     before = uploads(seeded)
     auth = {"Authorization": f"Bearer {ADMIN}"}
     report = httpx.get(f"{seeded}/v1/admin/sites/shop/report", headers=auth).json()
-    config = {"seed": 1, "sync": {"site": "shop", "key": KEY, "upload": True, "min_events": 1,
-                                  "interval_s": 1}}  # fmt: skip
-    visit.page.add_init_script(RECORD)
-    visit.page.goto(route_page(visit.context, seeded, config))
-    visit.page.wait_for_function("window.__decisions.some((d) => d.slot === 'cta')")
-    visit.page.click("[data-ma-slot=cta] a")  # a reward: one decision with an outcome
-    assert wait_uploads(seeded, before + 1) == before + 1
-    visit.page.wait_for_timeout(2500)  # more intervals pass: the same decision is not re-sent
+    sent = []  # the bodies the worker POSTed
+    visit.context.on("request", lambda r: sent.append(r.post_data_json) if is_upload(r) else None)
+    with visit.context.expect_event("requestfinished", is_upload, timeout=60_000):
+        open_and_click(visit.page, seeded, {"seed": 1, "sync": UPLOADING})
     assert uploads(seeded) == before + 1
     after = httpx.get(f"{seeded}/v1/admin/sites/shop/report", headers=auth).json()
     assert after["slots"]["cta"]["uploads"] == report["slots"]["cta"]["uploads"] + 1
+    # A second decision in the slot, shown once the slot is out of view, and clicked: the
+    # upload intervals go by until it is there to send, and then it goes up alone.
+    visit.page.evaluate("microadjust.decide('cta')")
+    visit.page.evaluate("scrollTo(0, 0)")
+    visit.page.wait_for_function("window.__decisions.filter((d) => d.slot === 'cta').length === 2")
+    with visit.context.expect_event("requestfinished", is_upload, timeout=60_000):
+        visit.page.click("[data-ma-slot=cta] a")
+    assert uploads(seeded) == before + 2
+    assert len(sent) == 2 and sent[0]["batch_id"] != sent[1]["batch_id"]
+    assert sent[1]["events"] == 1, "the first decision went up again"
     assert visit.errors == []
 
 
 @pytest.mark.parametrize("why", ["gpc", "no consent"])
-def test_no_upload_under_gpc_or_without_consent(seeded, visit, why):
+def test_no_upload_under_gpc_or_without_consent(seeded, browser, visit, why):
     before = uploads(seeded)
-    config = {"seed": 2, "sync": {"site": "shop", "key": KEY, "upload": True, "min_events": 1,
-                                  "interval_s": 1}}  # fmt: skip
+    config = {"seed": 2, "sync": UPLOADING}
     if why == "gpc":
         visit.page.add_init_script(
             "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {get: () => true})"
         )
     else:
         config["consent"] = "required"  # and the visitor never grants it
-    visit.page.add_init_script(RECORD)
-    visit.page.goto(route_page(visit.context, seeded, config))
-    visit.page.wait_for_function("window.__decisions.some((d) => d.slot === 'cta')")
-    visit.page.click("[data-ma-slot=cta] a")
-    visit.page.wait_for_timeout(3000)  # three upload intervals
+    open_and_click(visit.page, seeded, config)
+    # A visitor who allows uploads comes later and uploads at the first interval after their
+    # click; meanwhile this visitor's worker went through several upload intervals.
+    control = browser.new_context()
+    try:
+        with control.expect_event("requestfinished", is_upload, timeout=60_000):
+            open_and_click(control.new_page(), seeded, {"seed": 2, "sync": UPLOADING})
+    finally:
+        control.close()
     assert any(url.endswith("/v1/sites/shop/priors") for url in visit.requests)  # priors: fine
-    assert uploads(seeded) == before
+    assert not any(url.endswith("/v1/sites/shop/uploads") for url in visit.requests)
+    assert uploads(seeded) == before + 1  # the other visitor's
