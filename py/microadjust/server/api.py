@@ -234,8 +234,7 @@ class SyncAPI:
             min_interval_s=settings.publish_interval_s if automatic else None,
             now=now,
         )
-        if name in self._priors:
-            self._priors[name].dirty = True
+        self._invalidate(name)
         return version
 
     async def _served(self, name: str, site: SiteDeclaration) -> EncodedPrior:
@@ -258,6 +257,11 @@ class SyncAPI:
                 prior = cached.prior
             self._priors[name] = CachedPrior(prior, self.clock())
             return prior
+
+    def _invalidate(self, name: str) -> None:
+        """Re-read the store at the next request (the cached prior stays the fallback)."""
+        if name in self._priors:
+            self._priors[name].checked_at = -math.inf
 
     def _stale(self, cached: CachedPrior, now: float) -> bool:
         if now - cached.checked_at >= self.settings.refresh_s:
@@ -367,7 +371,7 @@ class SyncAPI:
         declaration = await parse_body(request, SiteDeclaration, ADMIN_BODY_BYTES)
         await self._db(self.storage.declare, site, declaration, now=self.clock())
         self.sites[site] = declaration
-        self._priors.pop(site, None)
+        self._invalidate(site)
         return StrictJSONResponse({"site": site, **declaration.model_dump()})
 
     async def publish(self, site: str, request: Request) -> Response:
@@ -399,6 +403,7 @@ class SyncAPI:
         self._admin(request)
         await self._site(site)
         await self._db(self.storage.set_frozen, site, frozen)
+        self._invalidate(site)
         return StrictJSONResponse({"site": site, "frozen": frozen})
 
     async def rollback(self, site: str, request: Request) -> Response:
@@ -408,7 +413,7 @@ class SyncAPI:
         purged = await self._db(self.storage.rollback, site, body.version, now=self.clock())
         if purged is None:
             raise ApiError(422, f"site {site!r} has no published version {body.version}", "version")
-        self._priors.pop(site, None)
+        self._invalidate(site)
         return StrictJSONResponse(
             {"site": site, "version": body.version, "frozen": True, "purged_uploads": purged}
         )
@@ -453,12 +458,14 @@ class SyncAPI:
             batch_ids=body.batch_ids,
             now=self.clock(),
         )
+        self._invalidate(site)
         return StrictJSONResponse({"site": site, "purged_uploads": purged})
 
     async def rebuild(self, site: str, request: Request) -> Response:
         self._admin(request)
         await self._site(site)
         uploads = await self._db(self.storage.rebuild, site, now=self.clock())
+        self._invalidate(site)
         return StrictJSONResponse({"site": site, "uploads": uploads})
 
     async def _report(self, name: str) -> dict[str, Any]:
