@@ -30,7 +30,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .models import Counts, SlotUpload
+from .models import Counts, SlotUpload  # noqa: F401 (Counts: the doctest)
 
 __all__ = ["SlotSums", "BucketRow", "visitor_norm", "robust_totals", "restrict"]
 
@@ -94,10 +94,6 @@ class SlotSums:
     def from_json(cls, text: str) -> SlotSums:
         data = json.loads(text)
         return cls(data["variants"], data["holdout"])
-
-    def counts(self, cell: str, variant: str) -> Counts:
-        shown, reward = self.variants.get(cell, {}).get(variant, (0.0, 0.0))
-        return Counts(shown=shown, reward=reward)
 
 
 @dataclass(frozen=True, slots=True)
