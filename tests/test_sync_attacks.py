@@ -146,6 +146,23 @@ def test_a_failed_publish_keeps_serving_the_last_good_prior(api, monkeypatch):
     assert admin(api, "GET", "/v1/admin/sites/shop").json()["current_version"] == 1
 
 
+def test_a_failing_store_keeps_serving_the_last_good_prior(api, monkeypatch):
+    post(api, make_upload())
+    good = priors(api)
+    storage = api.app.state.storage
+
+    def down(*args, **kwargs):
+        raise OSError("database is unavailable")
+
+    for method in ("serving", "declarations", "publish"):
+        monkeypatch.setattr(storage, method, down)
+    server = api.app.state.api
+    server._invalidate("shop")
+    server._sites_loaded_at = 0.0  # the declarations are due for a re-read, which fails too
+    served = priors(api)
+    assert served.status_code == 200 and served.content == good.content
+
+
 def test_old_prior_versions_are_pruned(tmp_path):
     with TestClient(create_app(settings(tmp_path, keep_versions=3))) as client:
         for _ in range(6):

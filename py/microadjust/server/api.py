@@ -167,8 +167,14 @@ class SyncAPI:
     async def _site(self, name: str) -> SiteDeclaration:
         """The declaration of site ``name`` (the sites file, overridden by the admin API)."""
         if self.clock() - self._sites_loaded_at >= self.settings.refresh_s:
-            declared = await self._db(self.storage.declarations)
-            self.sites = {**self.settings.sites, **declared}
+            try:
+                declared = await self._db(self.storage.declarations)
+            except Exception:  # the store is down: the declarations known here still hold
+                if self._sites_loaded_at == -math.inf:
+                    raise
+                log.exception("reading the declared sites failed; using the ones known here")
+            else:
+                self.sites = {**self.settings.sites, **declared}
             self._sites_loaded_at = self.clock()
         site = self.sites.get(name)
         if site is None:
@@ -549,6 +555,7 @@ def create_app(
         responses=ERRORS,
     )
     app.state.storage = storage
+    app.state.api = api
     app.add_exception_handler(ApiError, lambda request, exc: exc.response())
     app.add_exception_handler(
         RequestValidationError, lambda request, exc: validation_error(list(exc.errors())).response()
