@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from .models import Counts, SlotUpload  # noqa: F401 (Counts: the doctest)
 
-__all__ = ["SlotSums", "BucketRow", "visitor_norm", "robust_totals", "restrict"]
+__all__ = ["SlotSums", "BucketRow", "visitor_norm", "upload_sums", "robust_totals", "restrict"]
 
 
 def visitor_norm(max_shown: int) -> float:
@@ -94,6 +94,27 @@ class SlotSums:
     def from_json(cls, text: str) -> SlotSums:
         data = json.loads(text)
         return cls(data["variants"], data["holdout"])
+
+
+def upload_sums(entry: SlotUpload, max_shown: int) -> SlotSums:
+    """One upload's sums, scaled down to one visitor's norm at most.
+
+    An aggregate-mode upload never exceeds it (its counts are bounded); a local-mode upload
+    carries noise that may reach ``6 sigma`` per number, so without this one upload could weigh
+    as much as hundreds of visitors. Scaled, it weighs at most one, noise included, which is
+    also the inverse-noise weighting it deserves next to exact uploads.
+
+    >>> loud = SlotUpload(cell="*", variants={"a": Counts(shown=-900.0, reward=1500.0)})
+    >>> round(upload_sums(loud, 4).norm(), 6) == visitor_norm(4)
+    True
+    """
+    sums = SlotSums.from_upload(entry)
+    norm, radius = sums.norm(), visitor_norm(max_shown)
+    if norm <= radius:
+        return sums
+    scaled = SlotSums()
+    scaled.add(sums, radius / norm)
+    return scaled
 
 
 @dataclass(frozen=True, slots=True)

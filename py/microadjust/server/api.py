@@ -535,7 +535,9 @@ def create_app(
 
     ``clock`` and ``rng`` are for simulations and tests (simulated days, reproducible noise).
     """
-    storage = storage or Storage(data_dir=settings.data_dir, database_url=settings.database_url)
+    storage = storage or Storage(
+        data_dir=settings.data_dir, database_url=settings.database_url, max_shown=settings.max_shown
+    )
     api = SyncAPI(settings, storage, clock, rng)
 
     @asynccontextmanager

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .aggregate import BucketRow, SlotSums
+from .aggregate import BucketRow, SlotSums, upload_sums
 from .migrations import LATEST, MIGRATIONS
 from .models import SiteDeclaration, Upload
 from .publication import Budget
@@ -102,7 +102,14 @@ def _state(row: Sequence[Any] | None) -> SiteState:
 class Storage:
     """Uploads, per-bucket sums, declared sites, published prior versions and site state."""
 
-    def __init__(self, *, data_dir: Path | None = None, database_url: str | None = None):
+    def __init__(
+        self,
+        *,
+        data_dir: Path | None = None,
+        database_url: str | None = None,
+        max_shown: int = 4,
+    ):
+        self.max_shown = max_shown  # one upload is summed as at most one visitor's norm
         if database_url:
             if not database_url.startswith(("postgresql://", "postgres://")):
                 raise ValueError("--database-url must be a postgresql:// URL")
@@ -276,7 +283,7 @@ class Storage:
                 (site, day, slot, bucket),
             ).fetchone()
             sums = SlotSums.from_json(row[0]) if row else SlotSums()
-            sums.add(SlotSums.from_upload(entry))
+            sums.add(upload_sums(entry, self.max_shown))
             run(
                 "INSERT INTO bucket_sums (site, day, slot, bucket, sums) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (site, day, slot, bucket) DO UPDATE SET sums = excluded.sums",
@@ -345,7 +352,7 @@ class Storage:
         for received_at, bucket, body in rows:
             for slot, entry in Upload.model_validate_json(body).slots.items():
                 key = (day_of(float(received_at)), slot, int(bucket))
-                merged.setdefault(key, SlotSums()).add(SlotSums.from_upload(entry))
+                merged.setdefault(key, SlotSums()).add(upload_sums(entry, self.max_shown))
         for (day, slot, bucket), sums in merged.items():
             run(
                 "INSERT INTO bucket_sums (site, day, slot, bucket, sums) VALUES (?, ?, ?, ?, ?)",
