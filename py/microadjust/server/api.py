@@ -534,6 +534,9 @@ def create_app(
     """The sync API (and, if given, the static bundle at ``/``) as one ASGI app.
 
     ``clock`` and ``rng`` are for simulations and tests (simulated days, reproducible noise).
+    A simulation whose requests all come from one address (Starlette's TestClient) lands in one
+    source bucket, which counts for ``bucket_cap`` visitors a day: give each simulated visitor
+    its own address (``with_simulated_clients`` in bench/poison.py) or set ``bucket_cap=inf``.
     """
     storage = storage or Storage(
         data_dir=settings.data_dir, database_url=settings.database_url, max_shown=settings.max_shown
