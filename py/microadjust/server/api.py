@@ -27,10 +27,11 @@ from starlette.types import ASGIApp
 
 from .aggregate import SchemaConflict, prior_stats
 from .config import Site, SyncSettings
-from .migrations import LATEST
+from .health import check_health
+from .hygiene import harden
 from .openapi import spec
 from .report import render_html, site_report
-from .security import BodyTooLarge, RateLimiter, is_admin, key_matches, read_limited
+from .security import BodyTooLarge, is_admin, key_matches, read_limited
 from .storage import Aggregate, Storage
 from .validation import ValidationError, parse_rollback, parse_upload
 
@@ -45,12 +46,11 @@ def error(status: int, message: str, field: str | None = None, **headers: str) -
 
 
 class SyncAPI:
-    """Request handlers bound to one settings object, one storage and one rate limiter."""
+    """Request handlers bound to one settings object and one storage (rate limits: hygiene)."""
 
     def __init__(self, settings: SyncSettings, storage: Storage):
         self.settings = settings
         self.storage = storage
-        self.limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
         self._gzipped: OrderedDict[str, bytes] = OrderedDict()  # etag -> gzipped priors
 
     async def _db(self, function: Any, *args: Any, **kwargs: Any) -> Any:
@@ -60,14 +60,6 @@ class SyncAPI:
 
     def _site(self, request: Request) -> Site | None:
         return self.settings.sites.get(request.path_params["site"])
-
-    def _limited(self, request: Request) -> Response | None:
-        client = request.client.host if request.client else "unknown"
-        wait = self.limiter.allow(client)
-        if wait:
-            return error(429, "too many requests from this client; retry later",
-                         **{"Retry-After": str(max(1, round(wait)))})  # fmt: skip
-        return None
 
     def _admin(self, request: Request, site_required: bool = True) -> Response | None:
         if not is_admin(request, self.settings.admin_token):
@@ -107,12 +99,8 @@ class SyncAPI:
     # -- public endpoints --------------------------------------------------------------------
 
     async def health(self, request: Request) -> Response:
-        version = await self._db(self.storage.schema_version)
-        status = "ok" if version == LATEST else "migrations pending"
-        return JSONResponse(
-            {"status": status, "storage": self.storage.dialect, "schema_version": version},
-            200 if version == LATEST else 503,
-        )
+        health = await self._db(check_health, self.storage)  # a real write (health.py)
+        return JSONResponse(health.body(), health.http_status)
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(spec(list(self.settings.sites)))
@@ -121,8 +109,6 @@ class SyncAPI:
         site = self._site(request)
         if site is None:
             return error(404, f"unknown site {request.path_params['site']!r}", "site")
-        if limited := self._limited(request):
-            return limited
         state, current = await self._db(self.storage.serving, site.name)
         stale = not state["frozen"] and state["aggregated_at"] > state["published_at"]
         due = current is None or time.time() - state["published_at"] >= (
@@ -171,8 +157,6 @@ class SyncAPI:
         site = self._site(request)
         if site is None:
             return error(404, f"unknown site {request.path_params['site']!r}", "site")
-        if limited := self._limited(request):
-            return limited
         if not key_matches(request.headers.get(KEY_HEADER), site.key):
             return error(401, "missing or wrong upload key (header X-Microadjust-Key)", "key")
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
@@ -323,5 +307,6 @@ def create_app(
             )
         )
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    harden(app, settings)  # timeouts, body and JSON checks, rate limits, headers (hygiene.py)
     app.state.storage = storage
     return app

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from .config import Site, SyncSettings
+from .limits import add_limit_arguments, limits_from_args
 
 __all__ = ["add_sync_arguments", "settings_from_args"]
 
@@ -40,9 +41,10 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--min-events", type=int, default=20, help="minimum events per upload")
     group.add_argument("--max-body", type=int, default=64 * 1024, help="max upload bytes")
     group.add_argument(
-        "--rate", type=float, default=5.0, help="sustained requests/s per client (default 5)"
-    )
-    group.add_argument("--burst", type=int, default=60, help="burst of requests per client")
+        "--rate", type=float, default=5.0,
+        help="sustained priors requests/s per client, per instance (default 5)",
+    )  # fmt: skip
+    group.add_argument("--burst", type=int, default=60, help="burst of priors requests per client")
     group.add_argument(
         "--half-life-days", type=float, default=30.0, help="decay of old contributions"
     )
@@ -50,6 +52,7 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
         "--publish-interval", type=float, default=60.0,
         help="seconds between automatic publications of a changed prior",
     )  # fmt: skip
+    add_limit_arguments(parser)
 
 
 def settings_from_args(args: argparse.Namespace) -> SyncSettings:
@@ -66,4 +69,5 @@ def settings_from_args(args: argparse.Namespace) -> SyncSettings:
         rate_burst=args.burst,
         half_life_days=args.half_life_days,
         publish_interval_s=args.publish_interval,
+        limits=limits_from_args(args),
     )

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .limits import ServingLimits
+
 SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -46,6 +48,7 @@ class SyncSettings:
     publish_interval_s: float = 60.0  # a changed prior is re-published at most this often
     cache_max_age_s: int = 300  # Cache-Control max-age of the priors
     shrinkage: float = 1.0  # prior precision of non-bias coefficients, per observation
+    limits: ServingLimits = field(default_factory=ServingLimits)  # timeouts, rates, proxies
 
     def __post_init__(self) -> None:
         if self.admin_token is not None and len(self.admin_token) < 16:

@@ -1,0 +1,220 @@
+"""Rate limits per client address, per site and on the admin API, shared by all instances.
+
+The upload key is public, so the limits that matter for poisoning and flooding (uploads per
+client address, uploads per site, admin requests per address) are kept in PostgreSQL when the
+server has ``database_url``: every instance behind a load balancer draws from the same token
+buckets, with one atomic upsert per bucket and PostgreSQL's clock. Without a shared database they
+live in memory. Priors stay limited in memory per instance: they are the hot path, identical for
+every client, and meant to be cached by a CDN anyway.
+
+The client address is ``scope["client"]``, which :mod:`.hygiene` rewrites from
+``X-Forwarded-For`` only when the direct peer is a trusted proxy. IPv6 clients are limited per
+/64, the block one subscriber usually gets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .config import SyncSettings
+from .errors import send_error
+from .limits import RateRule
+from .security import RateLimiter
+
+__all__ = ["BucketStore", "MemoryBuckets", "PostgresBuckets", "RateLimitMiddleware"]
+
+
+class BucketStore(Protocol):
+    """Token buckets by name; ``take`` returns 0 when a token was taken, else seconds to wait."""
+
+    def take(self, bucket: str, rule: RateRule) -> float: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryBuckets:
+    """Buckets of this process only (one :class:`.security.RateLimiter` per rule)."""
+
+    def __init__(self) -> None:
+        self._limiters: dict[RateRule, RateLimiter] = {}
+
+    def take(self, bucket: str, rule: RateRule) -> float:
+        limiter = self._limiters.get(rule)
+        if limiter is None:
+            limiter = self._limiters[rule] = RateLimiter(rule.per_s, rule.burst)
+        return limiter.allow(bucket)
+
+    def close(self) -> None:
+        self._limiters.clear()
+
+
+_CREATE = """CREATE TABLE IF NOT EXISTS rate_limit_buckets (
+    bucket TEXT PRIMARY KEY,
+    tokens DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    allowed BOOLEAN NOT NULL)"""
+_REFILL = "LEAST(%(burst)s, b.tokens + GREATEST(0, excluded.updated_at - b.updated_at) * %(rate)s)"
+_TAKE = f"""INSERT INTO rate_limit_buckets AS b (bucket, tokens, updated_at, allowed)
+SELECT %(bucket)s, %(burst)s - 1.0, EXTRACT(EPOCH FROM clock_timestamp()), TRUE
+ON CONFLICT (bucket) DO UPDATE SET
+    allowed = {_REFILL} >= 1,
+    tokens = {_REFILL} - CASE WHEN {_REFILL} >= 1 THEN 1 ELSE 0 END,
+    updated_at = GREATEST(b.updated_at, excluded.updated_at)
+RETURNING allowed, tokens"""
+_PRUNE = (
+    "DELETE FROM rate_limit_buckets WHERE updated_at < EXTRACT(EPOCH FROM clock_timestamp()) - %s"
+)
+
+
+class PostgresBuckets:
+    """Buckets in one PostgreSQL table, shared by every instance using the same database.
+
+    Each ``take`` is one upsert, atomic under concurrency (the row is locked by the conflict
+    update). Idle buckets (a day without a request, long after any of them is full again) are
+    deleted at most once a minute per process. Each thread has its own connection.
+    """
+
+    IDLE_S = 86_400.0
+    PRUNE_EVERY_S = 60.0
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._local = threading.local()
+        self._connections: list[Any] = []
+        self._lock = threading.Lock()
+        self._created = False
+        self._pruned_at = 0.0
+
+    def _connection(self) -> Any:
+        import psycopg
+
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.broken:
+            conn = psycopg.connect(self.url, autocommit=True)
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        if not self._created:
+            with conn.transaction():  # one creator at a time across instances
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext('rate_limit_buckets'))")
+                conn.execute(_CREATE)
+            self._created = True
+        return conn
+
+    def take(self, bucket: str, rule: RateRule) -> float:
+        conn = self._connection()
+        allowed, tokens = conn.execute(
+            _TAKE, {"bucket": bucket, "rate": rule.per_s, "burst": float(rule.burst)}
+        ).fetchone()
+        now = time.monotonic()
+        if now - self._pruned_at > self.PRUNE_EVERY_S:
+            self._pruned_at = now
+            conn.execute(_PRUNE, (self.IDLE_S,))
+        return 0.0 if allowed else (1.0 - tokens) / rule.per_s
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+
+def client_key(scope: Scope) -> str:
+    """The address a limit applies to: the client's IPv4 address or its IPv6 /64."""
+    host = (scope.get("client") or ("unknown", 0))[0]
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host  # e.g. a Unix socket or a test client
+    if address.version == 6 and not address.ipv4_mapped:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address.ipv4_mapped or address)
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """One bucket a request draws from, and the words of its 429."""
+
+    bucket: str
+    rule: RateRule
+    shared: bool  # in the shared store (else in this process's memory)
+    what: str  # "uploads from you": the 429 says "too many uploads from you"
+
+
+class RateLimitMiddleware:
+    """429 with ``Retry-After`` when a request's bucket is empty; other requests pass untouched."""
+
+    def __init__(self, app: ASGIApp, settings: SyncSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self.limits = settings.limits
+        self.priors_rule = RateRule(settings.rate_per_s, settings.rate_burst)
+        self.memory = MemoryBuckets()
+        self.shared: BucketStore = (
+            PostgresBuckets(settings.database_url) if settings.database_url else self.memory
+        )
+        self.shared_blocks = self.shared is not self.memory  # a database round trip: off the loop
+
+    def limits_of(self, scope: Scope) -> list[Limit]:
+        """The buckets this request draws from, in order (a refusal stops the rest)."""
+        path: str = scope["path"]
+        client = client_key(scope)
+        parts = path.split("/")
+        if path.startswith("/v1/admin/") or path == "/report":
+            return [
+                Limit(f"admin:{client}", self.limits.admin_per_ip, True, "admin requests from you")
+            ]
+        if len(parts) != 5 or parts[:3] != ["", "v1", "sites"]:
+            return []
+        site, endpoint = parts[3], parts[4]
+        if endpoint == "priors" and scope["method"] in ("GET", "HEAD"):
+            return [Limit(f"priors:{client}", self.priors_rule, False, "requests from you")]
+        if endpoint == "uploads" and scope["method"] == "POST":
+            limits = [
+                Limit(f"upload:{client}", self.limits.upload_per_ip, True, "uploads from you")
+            ]
+            if site in self.settings.sites:  # unknown sites get 404 and no bucket of their own
+                limits.append(
+                    Limit(f"site:{site}", self.limits.upload_per_key, True, f"uploads to {site}")
+                )
+            return limits
+        return []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                self.shared.close()
+            return
+        if scope["type"] == "http":
+            for limit in self.limits_of(scope):
+                if limit.shared and self.shared_blocks:
+                    wait = await run_in_threadpool(self.shared.take, limit.bucket, limit.rule)
+                else:
+                    wait = self.memory.take(limit.bucket, limit.rule)
+                if wait:
+                    await self._refuse(send, limit, wait)
+                    return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(send: Send, limit: Limit, wait: float) -> None:
+        retry = max(1, math.ceil(wait))
+        await send_error(
+            send,
+            429,
+            f"too many {limit.what}: at most {limit.rule.per_s:g}/s "
+            f"(bursts of {limit.rule.burst}); retry in {retry} s",
+            None,
+            (b"retry-after", str(retry).encode()),
+        )
