@@ -49,9 +49,9 @@ class ServingLimits:
     keep_alive_s: int = 5  # an idle keep-alive connection is closed after this
     max_concurrency: int = 2000  # connections + requests in flight per process; 503 beyond
     backlog: int = 2048  # connections waiting to be accepted
-    upload_per_ip: RateRule = RateRule(0.5, 30)  # an IP's uploads, across all instances
+    upload_per_ip: RateRule = RateRule(1.0, 60)  # an IP's uploads, across all instances
     upload_per_key: RateRule = RateRule(500.0, 5000)  # a site's uploads (its key is public)
-    admin_per_ip: RateRule = RateRule(1.0, 20)  # admin API and /report, failed logins included
+    admin_per_ip: RateRule = RateRule(5.0, 100)  # admin API and /report, failed logins included
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For is believed
 
     def __post_init__(self) -> None:

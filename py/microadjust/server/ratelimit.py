@@ -135,9 +135,11 @@ def client_key(scope: Scope) -> str:
         address = ipaddress.ip_address(host)
     except ValueError:
         return host  # e.g. a Unix socket or a test client
-    if address.version == 6 and not address.ipv4_mapped:
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address.ipv4_mapped or address)
+    if address.version == 4:
+        return str(address)
+    if address.ipv4_mapped:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{address}/64", strict=False))
 
 
 @dataclass(frozen=True, slots=True)
