@@ -80,7 +80,8 @@ def sync_server(tmp_path):
         "--data-dir", str(tmp_path), "--site", f"shop={KEY}",
         "--header-timeout", "1", "--body-timeout", "1", "--upload-rate-ip", "1000/1000",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "py")}
+    paths = [str(ROOT / "py"), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     try:
         wait_for(f"http://127.0.0.1:{port}/v1/health", process)
