@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import threading
+import queue
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -78,30 +78,29 @@ class PostgresBuckets:
     """Buckets in one PostgreSQL table, shared by every instance using the same database.
 
     Each ``take`` is one upsert, atomic under concurrency (the row is locked by the conflict
-    update). Idle buckets (a day without a request, long after any of them is full again) are
-    deleted at most once a minute per process. Each thread has its own connection.
+    update). A few connections per process serve every request (a take lasts well under a
+    millisecond; a connection per thread would multiply the server's connections to PostgreSQL).
+    Idle buckets (a day without a request, long after any of them is full again) are deleted at
+    most once a minute per process.
     """
 
+    CONNECTIONS = 4
+    WAIT_S = 10.0  # for a free connection
     IDLE_S = 86_400.0
     PRUNE_EVERY_S = 60.0
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._local = threading.local()
-        self._connections: list[Any] = []
-        self._lock = threading.Lock()
+        self._pool: queue.LifoQueue[Any] = queue.LifoQueue()
+        for _ in range(self.CONNECTIONS):
+            self._pool.put(None)  # a slot, connected on first use
         self._created = False
         self._pruned_at = 0.0
 
-    def _connection(self) -> Any:
+    def _connect(self) -> Any:
         import psycopg
 
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.broken:
-            conn = psycopg.connect(self.url, autocommit=True)
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
+        conn = psycopg.connect(self.url, autocommit=True)
         if not self._created:
             with conn.transaction():  # one creator at a time across instances
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext('rate_limit_buckets'))")
@@ -110,22 +109,34 @@ class PostgresBuckets:
         return conn
 
     def take(self, bucket: str, rule: RateRule) -> float:
-        conn = self._connection()
-        allowed, tokens = conn.execute(
-            _TAKE, {"bucket": bucket, "rate": rule.per_s, "burst": float(rule.burst)}
-        ).fetchone()
-        now = time.monotonic()
-        if now - self._pruned_at > self.PRUNE_EVERY_S:
-            self._pruned_at = now
-            conn.execute(_PRUNE, (self.IDLE_S,))
+        conn = self._pool.get(timeout=self.WAIT_S)
+        try:
+            if conn is None or conn.broken:
+                conn = None
+                conn = self._connect()
+            allowed, tokens = conn.execute(
+                _TAKE, {"bucket": bucket, "rate": rule.per_s, "burst": float(rule.burst)}
+            ).fetchone()
+            now = time.monotonic()
+            if now - self._pruned_at > self.PRUNE_EVERY_S:
+                self._pruned_at = now
+                conn.execute(_PRUNE, (self.IDLE_S,))
+        finally:
+            self._pool.put(conn)
         return 0.0 if allowed else (1.0 - tokens) / rule.per_s
 
     def close(self) -> None:
-        with self._lock:
-            for conn in self._connections:
+        """Close the idle connections (all of them once requests are over); reusable after."""
+        idle = []
+        while True:
+            try:
+                idle.append(self._pool.get_nowait())
+            except queue.Empty:
+                break
+        for conn in idle:
+            if conn is not None:
                 conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+            self._pool.put(None)
 
 
 def client_key(scope: Scope) -> str:
@@ -201,7 +212,13 @@ class RateLimitMiddleware:
         if scope["type"] == "http":
             for limit in self.limits_of(scope):
                 if limit.shared and self.shared_blocks:
-                    wait = await run_in_threadpool(self.shared.take, limit.bucket, limit.rule)
+                    try:
+                        wait = await run_in_threadpool(self.shared.take, limit.bucket, limit.rule)
+                    except Exception as exc:  # the database is down: so is everything it backs
+                        await send_error(
+                            send, 503, f"the rate limit store is unavailable: {exc}", None
+                        )
+                        return
                 else:
                     wait = self.memory.take(limit.bucket, limit.rule)
                 if wait:
