@@ -12,8 +12,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -71,14 +74,13 @@ def upload(client: TestClient, raw: bytes):
 # -- slow clients ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def sync_server(tmp_path):
-    """``python -m microadjust.server`` with one-second deadlines, on a free loopback port."""
+@contextmanager
+def running_server(data_dir: Path, *options: str) -> Iterator[int]:
+    """``python -m microadjust.server`` with ``options``, on a free loopback port."""
     port = free_port()
     command = [
         sys.executable, "-m", "microadjust.server", "--port", str(port),
-        "--data-dir", str(tmp_path), "--site", f"shop={KEY}",
-        "--header-timeout", "1", "--body-timeout", "1", "--upload-rate-ip", "1000/1000",
+        "--data-dir", str(data_dir), "--site", f"shop={KEY}", "--admin-token", ADMIN, *options,
     ]  # fmt: skip
     paths = [str(ROOT / "py"), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
@@ -89,6 +91,14 @@ def sync_server(tmp_path):
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture
+def sync_server(tmp_path):
+    """The server with one-second deadlines and no upload limit for its one loopback client."""
+    options = ("--header-timeout", "1", "--body-timeout", "1", "--upload-rate-ip", "1000/1000")
+    with running_server(tmp_path, *options) as port:
+        yield port
 
 
 def held_connections(port: int, count: int, first_bytes: bytes) -> list[socket.socket]:
@@ -339,6 +349,25 @@ def test_x_forwarded_for_from_a_trusted_proxy_gives_the_right_most_untrusted_add
     client = echo_client(tmp_path, "10.0.0.2", ("10.0.0.0/8",))
     spoofed = "6.6.6.6, 198.51.100.7, 10.0.0.5"  # client-written, then what the proxies saw
     assert client.get("/whoami", headers={"X-Forwarded-For": spoofed}).text == "198.51.100.7"
+
+
+def test_the_served_app_does_not_trust_x_forwarded_for_from_loopback(tmp_path):
+    """uvicorn believes loopback's X-Forwarded-For by default; the server must not: a client
+    on the same host would otherwise pick a fresh rate-limit bucket per request."""
+
+    def admin_status(port: int, forwarded_for: str) -> int:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/admin/sites/shop",
+            headers={"Authorization": "Bearer guess", "X-Forwarded-For": forwarded_for},
+        )
+        try:
+            urllib.request.urlopen(request, timeout=30)
+        except urllib.error.HTTPError as refused:
+            return refused.code
+        return 200
+
+    with running_server(tmp_path, "--admin-rate-ip", "0.001/1") as port:
+        assert [admin_status(port, ip) for ip in ("192.0.2.1", "192.0.2.2")] == [401, 429]
 
 
 def test_a_bad_trusted_proxy_is_a_clear_error():
