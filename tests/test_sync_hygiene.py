@@ -37,6 +37,7 @@ from microadjust.server.config import Site, SyncSettings
 from microadjust.server.health import check_health
 from microadjust.server.hygiene import harden
 from microadjust.server.limits import RateRule, ServingLimits
+from microadjust.server.ratelimit import PostgresBuckets
 from microadjust.server.safejson import MAX_DEPTH, UnsafeJSON, loads
 from microadjust.server.static import StaticBundle
 from microadjust.server.storage import Storage
@@ -319,6 +320,19 @@ def test_shared_rate_limit_across_two_app_instances_on_one_postgresql(tmp_path, 
             for c in (first, second, first, second, first)
         ]
     assert statuses == [401, 401, 401, 429, 429]
+
+
+def test_a_client_refused_in_postgresql_does_not_drain_its_site_bucket(postgres_url):
+    store = PostgresBuckets(postgres_url)
+    ip, site = RateRule(0.001, 1), RateRule(0.001, 2)
+    try:
+        assert store.take([("upload:192.0.2.1", ip), ("site:shop", site)]) is None
+        refused, _ = store.take([("upload:192.0.2.1", ip), ("site:shop", site)])
+        assert refused == 0  # the client's own bucket was empty: the site's is not touched
+        assert store.take([("upload:192.0.2.2", ip), ("site:shop", site)]) is None
+        assert store.take([("upload:192.0.2.3", ip), ("site:shop", site)])[0] == 1
+    finally:
+        store.close()
 
 
 # -- X-Forwarded-For -----------------------------------------------------------------------

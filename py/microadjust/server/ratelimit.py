@@ -14,10 +14,12 @@ The client address is ``scope["client"]``, which :mod:`.hygiene` rewrites from
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import queue
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,10 +34,15 @@ from .security import RateLimiter
 __all__ = ["BucketStore", "MemoryBuckets", "PostgresBuckets", "RateLimitMiddleware"]
 
 
-class BucketStore(Protocol):
-    """Token buckets by name; ``take`` returns 0 when a token was taken, else seconds to wait."""
+Wanted = Sequence[tuple[str, RateRule]]  # bucket names and their rules, in order
+Refusal = tuple[int, float]  # which of the wanted buckets was empty, and seconds to wait
 
-    def take(self, bucket: str, rule: RateRule) -> float: ...
+
+class BucketStore(Protocol):
+    """Token buckets by name."""
+
+    def take(self, wanted: Wanted) -> Refusal | None:
+        """A token from each bucket in order, stopping at the first empty one."""
 
     def close(self) -> None: ...
 
@@ -46,11 +53,14 @@ class MemoryBuckets:
     def __init__(self) -> None:
         self._limiters: dict[RateRule, RateLimiter] = {}
 
-    def take(self, bucket: str, rule: RateRule) -> float:
-        limiter = self._limiters.get(rule)
-        if limiter is None:
-            limiter = self._limiters[rule] = RateLimiter(rule.per_s, rule.burst)
-        return limiter.allow(bucket)
+    def take(self, wanted: Wanted) -> Refusal | None:
+        for index, (bucket, rule) in enumerate(wanted):
+            limiter = self._limiters.get(rule)
+            if limiter is None:
+                limiter = self._limiters[rule] = RateLimiter(rule.per_s, rule.burst)
+            if wait := limiter.allow(bucket):
+                return index, wait
+        return None
 
     def close(self) -> None:
         self._limiters.clear()
@@ -61,14 +71,33 @@ _CREATE = """CREATE TABLE IF NOT EXISTS rate_limit_buckets (
     tokens DOUBLE PRECISION NOT NULL,
     updated_at DOUBLE PRECISION NOT NULL,
     allowed BOOLEAN NOT NULL)"""
-_REFILL = "LEAST(%(burst)s, b.tokens + GREATEST(0, excluded.updated_at - b.updated_at) * %(rate)s)"
-_TAKE = f"""INSERT INTO rate_limit_buckets AS b (bucket, tokens, updated_at, allowed)
-SELECT %(bucket)s, %(burst)s - 1.0, EXTRACT(EPOCH FROM clock_timestamp()), TRUE
+_REFILL = (
+    "LEAST(%(burst{i})s, b.tokens + GREATEST(0, excluded.updated_at - b.updated_at) * %(rate{i})s)"
+)
+_UPSERT = f"""b{{i}} AS (
+INSERT INTO rate_limit_buckets AS b (bucket, tokens, updated_at, allowed)
+SELECT %(bucket{{i}})s, %(burst{{i}})s - 1.0, EXTRACT(EPOCH FROM clock_timestamp()), TRUE {{gate}}
 ON CONFLICT (bucket) DO UPDATE SET
     allowed = {_REFILL} >= 1,
     tokens = {_REFILL} - CASE WHEN {_REFILL} >= 1 THEN 1 ELSE 0 END,
     updated_at = GREATEST(b.updated_at, excluded.updated_at)
-RETURNING allowed, tokens"""
+RETURNING allowed, tokens)"""
+
+
+@functools.cache
+def _take_sql(count: int) -> str:
+    """One statement taking from ``count`` buckets in order: bucket i is touched only when
+    bucket i - 1 gave a token, so a refused client never drains a later (e.g. site) bucket."""
+    upserts = [
+        _UPSERT.format(i=i, gate=f"WHERE (SELECT allowed FROM b{i - 1})" if i else "")
+        for i in range(count)
+    ]
+    results = ", ".join(
+        f"(SELECT allowed FROM b{i}), (SELECT tokens FROM b{i})" for i in range(count)
+    )
+    return f"WITH {', '.join(upserts)} SELECT {results}"
+
+
 _PRUNE = (
     "DELETE FROM rate_limit_buckets WHERE updated_at < EXTRACT(EPOCH FROM clock_timestamp()) - %s"
 )
@@ -77,9 +106,9 @@ _PRUNE = (
 class PostgresBuckets:
     """Buckets in one PostgreSQL table, shared by every instance using the same database.
 
-    Each ``take`` is one upsert, atomic under concurrency (the row is locked by the conflict
-    update). A few connections per process serve every request (a take lasts well under a
-    millisecond; a connection per thread would multiply the server's connections to PostgreSQL).
+    Each ``take`` is one statement of upserts, atomic under concurrency (each row is locked by
+    its conflict update). A few connections per process serve every request (a take is one
+    round trip; a connection per thread would multiply the server's connections to PostgreSQL).
     Idle buckets (a day without a request, long after any of them is full again) are deleted at
     most once a minute per process.
     """
@@ -108,22 +137,27 @@ class PostgresBuckets:
             self._created = True
         return conn
 
-    def take(self, bucket: str, rule: RateRule) -> float:
+    def take(self, wanted: Wanted) -> Refusal | None:
+        params: dict[str, Any] = {}
+        for i, (bucket, rule) in enumerate(wanted):
+            params |= {f"bucket{i}": bucket, f"rate{i}": rule.per_s, f"burst{i}": rule.burst}
         conn = self._pool.get(timeout=self.WAIT_S)
         try:
             if conn is None or conn.broken:
                 conn = None
                 conn = self._connect()
-            allowed, tokens = conn.execute(
-                _TAKE, {"bucket": bucket, "rate": rule.per_s, "burst": float(rule.burst)}
-            ).fetchone()
+            row = conn.execute(_take_sql(len(wanted)), params).fetchone()
             now = time.monotonic()
             if now - self._pruned_at > self.PRUNE_EVERY_S:
                 self._pruned_at = now
                 conn.execute(_PRUNE, (self.IDLE_S,))
         finally:
             self._pool.put(conn)
-        return 0.0 if allowed else (1.0 - tokens) / rule.per_s
+        for i, (_, rule) in enumerate(wanted):
+            allowed, tokens = row[2 * i], row[2 * i + 1]
+            if not allowed:
+                return i, (1.0 - tokens) / rule.per_s
+        return None
 
     def close(self) -> None:
         """Close the idle connections (all of them once requests are over); reusable after."""
@@ -159,8 +193,8 @@ class Limit:
 
     bucket: str
     rule: RateRule
-    shared: bool  # in the shared store (else in this process's memory)
     what: str  # "uploads from you": the 429 says "too many uploads from you"
+    shared: bool = True  # in the shared store, else in this process's memory
 
 
 class RateLimitMiddleware:
@@ -183,21 +217,17 @@ class RateLimitMiddleware:
         client = client_key(scope)
         parts = path.split("/")
         if path.startswith("/v1/admin/") or path == "/report":
-            return [
-                Limit(f"admin:{client}", self.limits.admin_per_ip, True, "admin requests from you")
-            ]
+            return [Limit(f"admin:{client}", self.limits.admin_per_ip, "admin requests from you")]
         if len(parts) != 5 or parts[:3] != ["", "v1", "sites"]:
             return []
         site, endpoint = parts[3], parts[4]
         if endpoint == "priors" and scope["method"] in ("GET", "HEAD"):
-            return [Limit(f"priors:{client}", self.priors_rule, False, "requests from you")]
+            return [Limit(f"priors:{client}", self.priors_rule, "requests from you", shared=False)]
         if endpoint == "uploads" and scope["method"] == "POST":
-            limits = [
-                Limit(f"upload:{client}", self.limits.upload_per_ip, True, "uploads from you")
-            ]
+            limits = [Limit(f"upload:{client}", self.limits.upload_per_ip, "uploads from you")]
             if site in self.settings.sites:  # unknown sites get 404 and no bucket of their own
                 limits.append(
-                    Limit(f"site:{site}", self.limits.upload_per_key, True, f"uploads to {site}")
+                    Limit(f"site:{site}", self.limits.upload_per_key, f"uploads to {site}")
                 )
             return limits
         return []
@@ -210,20 +240,21 @@ class RateLimitMiddleware:
                 self.shared.close()
             return
         if scope["type"] == "http":
-            for limit in self.limits_of(scope):
-                if limit.shared and self.shared_blocks:
-                    try:
-                        wait = await run_in_threadpool(self.shared.take, limit.bucket, limit.rule)
-                    except Exception as exc:  # the database is down: so is everything it backs
-                        await send_error(
-                            send, 503, f"the rate limit store is unavailable: {exc}", None
-                        )
-                        return
-                else:
-                    wait = self.memory.take(limit.bucket, limit.rule)
-                if wait:
-                    await self._refuse(send, limit, wait)
+            limits = self.limits_of(scope)
+            wanted = [(limit.bucket, limit.rule) for limit in limits]
+            refusal = None
+            if limits and limits[0].shared and self.shared_blocks:  # a request's buckets share
+                try:  # one store
+                    refusal = await run_in_threadpool(self.shared.take, wanted)
+                except Exception as exc:  # the database is down: so is everything it backs
+                    await send_error(send, 503, f"the rate limit store is unavailable: {exc}", None)
                     return
+            elif limits:
+                refusal = self.memory.take(wanted)
+            if refusal is not None:
+                index, wait = refusal
+                await self._refuse(send, limits[index], wait)
+                return
         await self.app(scope, receive, send)
 
     @staticmethod
