@@ -51,7 +51,10 @@ def main() -> int:
         print("serve.py: dist/ is empty; run without --no-build", file=sys.stderr)
         return 2
     app = StaticBundle(ROOT / "dist")
-    limits = limits_from_args(args) if settings_from_args else ServingLimits()
+    try:
+        limits = limits_from_args(args) if settings_from_args else ServingLimits()
+    except ValueError as error:
+        parser.error(str(error))
     if args.sync:
         from microadjust.server.api import create_app
 

@@ -6,8 +6,12 @@ import argparse
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from .cli import add_sync_arguments, settings_from_args
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 ARGV_ENV = "MICROADJUST_SERVER_ARGV"  # how each worker process gets the parent's options
 
@@ -25,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
-def app_from_environment():  # noqa: ANN201 (an ASGI app)
+def app_from_environment() -> Starlette:
     """The app of one worker process, built from the options the parent was started with."""
     from .api import create_app
 
