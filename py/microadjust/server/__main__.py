@@ -17,7 +17,9 @@ ARGV_ENV = "MICROADJUST_SERVER_ARGV"  # how each worker process gets the parent'
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="The microadjust sync API.")
+    parser = argparse.ArgumentParser(
+        prog="python -m microadjust.server", description="The microadjust sync API."
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8001, help="port (default 8001)")
     parser.add_argument(
