@@ -72,7 +72,9 @@ class SecurityHeaders:
 
             async def send_nosniff(message: Message) -> None:
                 if message["type"] == "http.response.start":
-                    message["headers"] = _with(message.get("headers", []), NOSNIFF)
+                    headers = message.setdefault("headers", [])
+                    if not any(name == NOSNIFF[0][0] for name, _ in headers):
+                        message["headers"] = [*headers, *NOSNIFF]
                 await send(message)
 
             await self.app(scope, receive, send_nosniff)

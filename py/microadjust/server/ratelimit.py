@@ -175,7 +175,11 @@ class PostgresBuckets:
 
 def client_key(scope: Scope) -> str:
     """The address a limit applies to: the client's IPv4 address or its IPv6 /64."""
-    host = (scope.get("client") or ("unknown", 0))[0]
+    return _address_key((scope.get("client") or ("unknown", 0))[0])
+
+
+@functools.lru_cache(maxsize=65_536)  # parsing an address costs more than the rest of a check
+def _address_key(host: str) -> str:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
