@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import urllib.error
@@ -34,7 +35,7 @@ from starlette.routing import Route
 
 from microadjust.server.api import create_app
 from microadjust.server.config import Site, SyncSettings
-from microadjust.server.health import check_health
+from microadjust.server.health import HealthCheck, check_health
 from microadjust.server.hygiene import harden
 from microadjust.server.limits import RateRule, ServingLimits
 from microadjust.server.ratelimit import PostgresBuckets
@@ -49,6 +50,7 @@ GENEROUS = RateRule(1e6, 10**6)
 
 
 def settings(tmp_path: Path, **limits) -> SyncSettings:
+    limits.setdefault("health_every_s", 0.0)  # every probe checks the store again
     return SyncSettings(
         sites={"shop": Site("shop", KEY, min_events=1)},
         admin_token=ADMIN,
@@ -434,6 +436,22 @@ def test_health_is_503_on_a_read_only_sqlite_file(tmp_path, api, read_only):
     assert response.status_code == 503
     assert response.json()["status"] == "store not writable"
     assert "OperationalError" in response.json()["reason"]  # readonly, or no -shm to open
+
+
+def test_a_flood_of_health_probes_writes_once_a_second(tmp_path):
+    storage = Storage(data_dir=tmp_path)
+    storage.migrate()
+    probe = HealthCheck(storage, every_s=3600.0)
+
+    def heartbeat() -> float:
+        with sqlite3.connect(tmp_path / "microadjust-sync.sqlite3") as conn:
+            return conn.execute("SELECT checked_at FROM health_heartbeat").fetchone()[0]
+
+    assert probe().http_status == 200
+    first = heartbeat()
+    assert [probe().http_status for _ in range(50)] == [200] * 50
+    assert heartbeat() == first
+    storage.close()
 
 
 def test_health_is_503_on_a_missing_sqlite_file(tmp_path):

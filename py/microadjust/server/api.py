@@ -27,7 +27,7 @@ from starlette.types import ASGIApp
 
 from .aggregate import SchemaConflict, prior_stats
 from .config import Site, SyncSettings
-from .health import check_health
+from .health import HealthCheck
 from .hygiene import harden
 from .openapi import spec
 from .report import render_html, site_report
@@ -52,6 +52,7 @@ class SyncAPI:
         self.settings = settings
         self.storage = storage
         self._gzipped: OrderedDict[str, bytes] = OrderedDict()  # etag -> gzipped priors
+        self.health_check = HealthCheck(storage, settings.limits.health_every_s)  # health.py
 
     async def _db(self, function: Any, *args: Any, **kwargs: Any) -> Any:
         return await run_in_threadpool(partial(function, *args, **kwargs))
@@ -99,7 +100,7 @@ class SyncAPI:
     # -- public endpoints --------------------------------------------------------------------
 
     async def health(self, request: Request) -> Response:
-        health = await self._db(check_health, self.storage)  # a real write (health.py)
+        health = await self._db(self.health_check)
         return JSONResponse(health.body(), health.http_status)
 
     async def openapi(self, request: Request) -> Response:

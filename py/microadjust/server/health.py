@@ -4,19 +4,21 @@ A ``SELECT`` succeeds on a read-only, full or half-corrupted database, so the ch
 fresh connection (what the next request would get), in one transaction, it upserts a heartbeat
 row and commits. A corrupted file, a read-only file, file system or replica, a full disk, or a
 store that cannot be opened gives 503 with the reason, and so does a schema that is not at the
-latest migration.
+latest migration. Since ``/v1/health`` is public, :class:`HealthCheck` writes at most once a
+second per process: a flood of probes cannot turn into a flood of commits.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 
 from .migrations import LATEST
 from .storage import Storage
 
-__all__ = ["Health", "check_health", "store_problem"]
+__all__ = ["Health", "HealthCheck", "check_health", "store_problem"]
 
 _CREATE = (
     "CREATE TABLE IF NOT EXISTS health_heartbeat "
@@ -98,3 +100,20 @@ def check_health(storage: Storage) -> Health:
             "migrations pending", storage.dialect, version, f"schema {version}, expected {LATEST}"
         )
     return Health("ok", storage.dialect, version)
+
+
+class HealthCheck:
+    """:func:`check_health` at most once per ``every_s``; callers in between share the answer."""
+
+    def __init__(self, storage: Storage, every_s: float = 1.0) -> None:
+        self.storage = storage
+        self.every_s = every_s
+        self._lock = threading.Lock()
+        self._last: tuple[float, Health] | None = None
+
+    def __call__(self) -> Health:
+        with self._lock:  # concurrent probes wait for one check instead of each writing
+            now = time.monotonic()
+            if self._last is None or now - self._last[0] >= self.every_s:
+                self._last = (now, check_health(self.storage))
+            return self._last[1]

@@ -53,8 +53,11 @@ class ServingLimits:
     upload_per_key: RateRule = RateRule(500.0, 5000)  # a site's uploads (its key is public)
     admin_per_ip: RateRule = RateRule(5.0, 100)  # admin API and /report, failed logins included
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For is believed
+    health_every_s: float = 1.0  # /v1/health writes to the store at most this often
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.health_every_s) and self.health_every_s >= 0):
+            raise ValueError(f"health_every_s must be >= 0 seconds, got {self.health_every_s!r}")
         for name in ("header_timeout_s", "body_timeout_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -118,6 +121,11 @@ def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
             help=f"{name}: requests a second, then the burst (default {rule.per_s:g}/{rule.burst})",
         )  # fmt: skip
     group.add_argument(
+        "--health-every", type=float, default=d.health_every_s, metavar="S",
+        help="/v1/health writes to the store at most once per S seconds per process; "
+        f"probes in between get the last answer (default {d.health_every_s:g})",
+    )  # fmt: skip
+    group.add_argument(
         "--trusted-proxy", action="append", default=[], metavar="CIDR",
         help="a reverse proxy (address or network) whose X-Forwarded-For is believed; repeatable. "
         "Only when the direct peer is trusted is the header's right-most untrusted address "
@@ -137,4 +145,5 @@ def limits_from_args(args: argparse.Namespace) -> ServingLimits:
         upload_per_key=args.upload_rate_key,
         admin_per_ip=args.admin_rate_ip,
         trusted_proxies=tuple(args.trusted_proxy),
+        health_every_s=args.health_every,
     )
