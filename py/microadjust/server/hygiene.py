@@ -36,6 +36,7 @@ from .safejson import UnsafeJSON, loads
 __all__ = ["BodyGuard", "SecurityHeaders", "harden"]
 
 REPORT_PATH = "/report"
+NOSNIFF = [(b"x-content-type-options", b"nosniff")]
 STYLE = re.compile(rb"<style>(.*?)</style>", re.DOTALL)
 
 
@@ -80,10 +81,8 @@ class SecurityHeaders:
             await self.app(scope, receive, send_nosniff)
 
 
-NOSNIFF = [(b"x-content-type-options", b"nosniff")]
-
-
 def _with(headers: list, extra: list[tuple[bytes, bytes]]) -> list:
+    """``headers`` with ``extra`` replacing any header of the same name."""
     names = {name for name, _ in extra}
     return [(n, v) for n, v in headers if n.lower() not in names] + extra
 
