@@ -179,7 +179,7 @@ def test_nul_byte_in_a_static_path_is_400(static, path):
 
 
 def test_deep_json_is_400_naming_the_body(api):
-    response = upload(api, b"[" * 30_000 + b"]" * 30_000)
+    response = upload(api, b"[" * 8_000 + b"]" * 8_000)  # deep, yet within a 16 KiB body
     assert response.status_code == 400
     assert response.json()["field"] == "body" and "deeper" in response.json()["error"]
 
@@ -220,7 +220,7 @@ def test_non_finite_numbers_are_400(api, number):
 def test_admin_bodies_are_vetted_too(api):
     response = api.post(
         "/v1/admin/sites/shop/rollback",
-        content=b"[" * 30_000,
+        content=b"[" * 8_000,
         headers={"Authorization": f"Bearer {ADMIN}"},
     )
     assert response.status_code == 400
