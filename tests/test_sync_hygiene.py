@@ -35,7 +35,7 @@ from starlette.routing import Route
 
 from microadjust.server.api import create_app
 from microadjust.server.config import SyncSettings
-from microadjust.server.health import HealthCheck, check_health
+from microadjust.server.health import HealthCheck, check_health, store_problem
 from microadjust.server.hygiene import harden
 from microadjust.server.limits import RateRule, ServingLimits
 from microadjust.server.models import SiteDeclaration
@@ -213,9 +213,10 @@ def test_invalid_utf8_is_400(api):
 
 
 @pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e999"])
-def test_non_finite_numbers_are_400(api, number):
-    response = upload(api, b'{"v": ' + number + b"}")
-    assert response.status_code == 400 and "finite" in response.json()["error"]
+def test_non_finite_numbers_are_422_naming_the_field(api, number):
+    response = upload(api, b'{"slots": {"cta": [0, ' + number + b"]}}")
+    assert response.status_code == 422 and "finite" in response.json()["error"]
+    assert response.json()["field"] == "slots.cta[1]"
 
 
 def test_admin_bodies_are_vetted_too(api):
@@ -464,7 +465,4 @@ def test_health_is_503_on_a_read_only_postgresql(postgres_url):
     read_only_url = postgres_url + "?options=-c%20default_transaction_read_only%3Don"
     health = check_health(Storage(database_url=read_only_url))
     assert health.http_status == 503 and "read-only" in health.reason
-    storage = Storage(database_url=postgres_url)
-    storage.migrate()
-    assert check_health(storage).http_status == 200
-    storage.close()
+    assert store_problem(Storage(database_url=postgres_url)) is None  # the same, writable

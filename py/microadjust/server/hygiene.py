@@ -11,7 +11,8 @@
    ``X-Frame-Options: DENY``.
 3. :class:`.ratelimit.RateLimitMiddleware`: refused before a body is even read.
 4. :class:`BodyGuard`: a body arrives within ``body_timeout_s`` (408 and the connection closed
-   otherwise, so slow-body clients cannot hold connections), within ``max_body_bytes`` (413),
+   otherwise, so slow-body clients cannot hold connections), within ``max_body_bytes`` for an
+   upload and 1 MiB for any other body (413),
    and an API body is JSON the server can digest (400 ``{"error", "field"}`` otherwise,
    see :mod:`.safejson`) before the app parses it again.
 """
@@ -36,6 +37,7 @@ from .safejson import UnsafeJSON, loads
 __all__ = ["BodyGuard", "SecurityHeaders", "harden"]
 
 REPORT_PATH = "/report"
+MAX_BUFFERED_BYTES = 1 << 20  # no endpoint takes more (uploads: settings.max_body_bytes)
 NOSNIFF = [(b"x-content-type-options", b"nosniff")]
 STYLE = re.compile(rb"<style>(.*?)</style>", re.DOTALL)
 
@@ -45,7 +47,7 @@ def harden(app: Starlette, settings: SyncSettings) -> None:
     limits = settings.limits
     # add_middleware wraps what was added before: the last one added runs first
     app.add_middleware(
-        BodyGuard, timeout_s=limits.body_timeout_s, max_bytes=settings.max_body_bytes
+        BodyGuard, timeout_s=limits.body_timeout_s, upload_max_bytes=settings.max_body_bytes
     )
     app.add_middleware(RateLimitMiddleware, settings=settings)
     app.add_middleware(SecurityHeaders)
@@ -147,17 +149,20 @@ class ClientGone(Exception):
 class BodyGuard:
     """Read every request body up front, within a deadline and a size limit; vet API JSON."""
 
-    def __init__(self, app: ASGIApp, *, timeout_s: float, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, timeout_s: float, upload_max_bytes: int) -> None:
         self.app = app
         self.timeout_s = timeout_s
-        self.max_bytes = max_bytes
+        self.upload_max_bytes = upload_max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not _has_body(scope):
             await self.app(scope, receive, send)
             return
+        path = scope["path"]
+        is_upload = path.startswith("/v1/sites/") and path.endswith("/uploads")
+        limit = self.upload_max_bytes if is_upload else MAX_BUFFERED_BYTES
         try:
-            body = await self._read(receive)
+            body = await self._read(receive, limit)
         except BodyTimeout:
             await send_error(
                 send,
@@ -170,17 +175,17 @@ class BodyGuard:
         except ClientGone:
             return
         except BodyTooLarge:
-            await send_error(send, 413, f"the body exceeds {self.max_bytes} bytes", "body")
+            await send_error(send, 413, f"the body exceeds {limit} bytes", "body")
             return
-        if body and scope["path"].startswith("/v1/"):
+        if body and path.startswith("/v1/"):
             try:
                 loads(body)
             except UnsafeJSON as exc:
-                await send_error(send, 400, str(exc), exc.field)
+                await send_error(send, exc.status, str(exc), exc.field)
                 return
         await self.app(scope, _replay(body, receive), send)
 
-    async def _read(self, receive: Receive) -> bytes:
+    async def _read(self, receive: Receive, limit: int) -> bytes:
         chunks: list[bytes] = []
         size = 0
         with anyio.move_on_after(self.timeout_s) as scope:
@@ -190,7 +195,7 @@ class BodyGuard:
                     raise ClientGone
                 chunk = message.get("body", b"")
                 size += len(chunk)
-                if size > self.max_bytes:
+                if size > limit:
                     raise BodyTooLarge
                 chunks.append(chunk)
                 if not message.get("more_body", False):

@@ -5,14 +5,15 @@ Python's ``json.loads`` accepts what later code cannot digest: 30,000 nested arr
 ``OverflowError`` once it meets a float), ``1e999`` and ``NaN`` (non-finite numbers that poison a
 sum and make the next JSON the server writes invalid), ``"\\ud800"`` (a lone surrogate that no
 UTF-8 encoder accepts). :func:`loads` refuses each of them with :class:`UnsafeJSON`, which names
-the offending field, so the API answers 400 ``{"error", "field"}``.
+the offending field and the status to answer: 400 ``{"error", "field"}`` for what is not JSON
+the server can parse, 422 for a number out of range (non-finite), as any out-of-range value.
 
 >>> loads(b'{"a": [1, 2.5, "x"]}')
 {'a': [1, 2.5, 'x']}
 >>> loads(b'{"a": [NaN]}')
 Traceback (most recent call last):
 ...
-microadjust.server.safejson.UnsafeJSON: NaN is not a finite number; JSON numbers must be finite
+microadjust.server.safejson.UnsafeJSON: a[0]: NaN is not a finite number; numbers must be finite
 """
 
 from __future__ import annotations
@@ -28,11 +29,22 @@ MAX_INT_DIGITS = 18  # every integer fits in a signed 64-bit column and converts
 
 
 class UnsafeJSON(ValueError):
-    """A body that is not JSON the server can safely process; ``field`` is where it went wrong."""
+    """A body that is not JSON the server can safely process; ``field`` is where it went wrong,
+    ``status`` what to answer (400 unparsable, 422 a value out of range)."""
 
-    def __init__(self, message: str, field: str = "body") -> None:
+    def __init__(self, message: str, field: str = "body", status: int = 400) -> None:
         super().__init__(message)
         self.field = field
+        self.status = status
+
+
+class _NonFinite:
+    """Stands for ``NaN``, ``Infinity`` or an overflowing number until its field is known."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
 def _parse_int(text: str) -> int:
@@ -42,15 +54,9 @@ def _parse_int(text: str) -> int:
     return int(text)
 
 
-def _parse_float(text: str) -> float:
+def _parse_float(text: str) -> float | _NonFinite:
     value = float(text)
-    if not math.isfinite(value):
-        raise UnsafeJSON(f"{text[:40]} overflows a float; JSON numbers must be finite")
-    return value
-
-
-def _refuse_constant(name: str) -> float:
-    raise UnsafeJSON(f"{name} is not a finite number; JSON numbers must be finite")
+    return value if math.isfinite(value) else _NonFinite(text[:40])
 
 
 def _check_text(text: str, field: str) -> None:
@@ -72,6 +78,10 @@ def _check_shape(value: Any, max_depth: int) -> None:
         if isinstance(item, str):
             _check_text(item, field)
             continue
+        if isinstance(item, _NonFinite):
+            raise UnsafeJSON(
+                f"{field}: {item.text} is not a finite number; numbers must be finite", field, 422
+            )
         if not isinstance(item, dict | list):
             continue
         if depth >= max_depth:
@@ -99,7 +109,7 @@ def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
             raw,
             parse_int=_parse_int,
             parse_float=_parse_float,
-            parse_constant=_refuse_constant,
+            parse_constant=_NonFinite,
         )
     except RecursionError:
         raise UnsafeJSON(f"the JSON nests deeper than {max_depth} levels") from None
