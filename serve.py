@@ -32,8 +32,8 @@ def main() -> int:
     args = parser.parse_args()
 
     try:
-        import uvicorn
-
+        from microadjust.server.limits import ServingLimits, limits_from_args
+        from microadjust.server.serving import serve
         from microadjust.server.static import StaticBundle
     except ImportError as error:
         print(
@@ -51,6 +51,10 @@ def main() -> int:
         print("serve.py: dist/ is empty; run without --no-build", file=sys.stderr)
         return 2
     app = StaticBundle(ROOT / "dist")
+    try:
+        limits = limits_from_args(args) if settings_from_args else ServingLimits()
+    except ValueError as error:
+        parser.error(str(error))
     if args.sync:
         from microadjust.server.api import create_app
 
@@ -61,7 +65,7 @@ def main() -> int:
         app = create_app(settings, static=app)
         print(f"sync API at http://{args.host}:{args.port}/v1/ ({settings.storage_label})")
     print(f"serving the demo at http://{args.host}:{args.port}/", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    serve(app, host=args.host, port=args.port, limits=limits)
     return 0
 
 

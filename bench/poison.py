@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
 
 from microadjust.server.api import create_app  # noqa: E402
 from microadjust.server.config import SyncSettings  # noqa: E402
+from microadjust.server.limits import RateRule, ServingLimits  # noqa: E402
 from microadjust.server.models import SiteDeclaration  # noqa: E402
 
 KEY = "poison-key-123"
@@ -138,6 +139,7 @@ def simulate(
         publish_interval_s=0.0,
         rate_per_s=1e9,
         rate_burst=10**9,
+        limits=ServingLimits(upload_per_ip=RateRule(1e9, 10**9)),  # source capping is measured
         bucket_cap=bucket_cap,
         rho_per_publication=rho,
         rho_per_day=rho,

@@ -17,11 +17,15 @@ with warnings.catch_warnings():
 
 import microadjust.server.api as api_module
 from microadjust.server.api import create_app
+from microadjust.server.limits import RateRule, ServingLimits
 
 
 @pytest.fixture
 def api(tmp_path):
-    unlimited = settings(tmp_path, rate_per_s=1e9, rate_burst=10**9)
+    lifted = RateRule(1e9, 10**9)  # every upload comes from one test client
+    unlimited = settings(
+        tmp_path, rate_per_s=1e9, rate_burst=10**9, limits=ServingLimits(upload_per_ip=lifted)
+    )
     with TestClient(create_app(unlimited, rng=np.random.default_rng(0))) as client:
         yield client
 

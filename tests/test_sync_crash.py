@@ -45,6 +45,8 @@ def start(data_dir: Path, port: int) -> subprocess.Popen:
             "1e6",
             "--burst",
             "1000000",
+            "--upload-rate-ip",  # every batch comes from one loopback client
+            "1e6/1000000",
             "--half-life-days",
             "1e9",
         ],  # fmt: skip

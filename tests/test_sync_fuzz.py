@@ -20,6 +20,7 @@ from test_sync_api import ADMIN, KEY  # noqa: E402
 
 from microadjust.server.api import create_app  # noqa: E402
 from microadjust.server.config import SyncSettings  # noqa: E402
+from microadjust.server.limits import RateRule, ServingLimits  # noqa: E402
 from microadjust.server.models import SiteDeclaration  # noqa: E402
 from microadjust.server.storage import Storage  # noqa: E402
 
@@ -41,6 +42,11 @@ APP = create_app(
         publish_interval_s=0.0,
         rate_per_s=1e6,
         rate_burst=10**6,
+        limits=ServingLimits(  # the fuzzer sends thousands of requests from one client
+            upload_per_ip=RateRule(1e6, 10**6),
+            upload_per_key=RateRule(1e6, 10**6),
+            admin_per_ip=RateRule(1e6, 10**6),
+        ),
     ),
     storage=STORE,
 )

@@ -35,7 +35,8 @@ from .. import __version__
 from .aggregate import restrict, robust_totals
 from .config import SITE_NAME, SyncSettings
 from .encoded import EncodedPrior, etag_of
-from .migrations import LATEST
+from .health import HealthCheck
+from .hygiene import harden
 from .models import (
     ErrorBody,
     FieldError,
@@ -51,7 +52,6 @@ from .publication import Rules, empty_document, priors_document
 from .report import render_html, site_report
 from .security import (
     BodyTooLarge,
-    RateLimiter,
     client_address,
     is_admin,
     key_matches,
@@ -146,7 +146,7 @@ class SyncAPI:
         self.storage = storage
         self.clock = clock
         self.rng = rng
-        self.limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
+        self.health_check = HealthCheck(storage, settings.limits.health_every_s)  # health.py
         self.rules = Rules(
             settings.max_shown,
             settings.period_s,
@@ -180,12 +180,6 @@ class SyncAPI:
         if site is None:
             raise ApiError(404, f"unknown site {name!r}", "site")
         return site
-
-    def _limit(self, request: Request) -> None:
-        wait = self.limiter.allow(client_address(request))
-        if wait:
-            raise ApiError(429, "too many requests from this client; retry later",
-                           **{"Retry-After": str(max(1, round(wait)))})  # fmt: skip
 
     def _admin(self, request: Request) -> None:
         if not is_admin(request, self.settings.admin_token):
@@ -300,16 +294,11 @@ class SyncAPI:
     # -- public endpoints --------------------------------------------------------------------
 
     async def health(self) -> Response:
-        version = await self._db(self.storage.schema_version)
-        status = "ok" if version == LATEST else "migrations pending"
-        return StrictJSONResponse(
-            {"status": status, "storage": self.storage.dialect, "schema_version": version},
-            200 if version == LATEST else 503,
-        )
+        health = await self._db(self.health_check)
+        return StrictJSONResponse(health.body(), health.http_status)
 
     async def priors(self, site: str, request: Request) -> Response:
         declaration = await self._site(site)
-        self._limit(request)
         prior = await self._served(site, declaration)
         cache_control = (
             f"public, max-age={self.settings.cache_max_age_s}, "
@@ -319,7 +308,6 @@ class SyncAPI:
 
     async def upload(self, site: str, request: Request) -> Response:
         declaration = await self._site(site)
-        self._limit(request)
         if not key_matches(request.headers.get(KEY_HEADER), declaration.key):
             raise ApiError(401, "missing or wrong upload key (header X-Microadjust-Key)", "key")
         upload = await parse_body(request, Upload, self.settings.max_body_bytes)
@@ -636,4 +624,5 @@ def create_app(
             expose_headers=["ETag"],
             max_age=600,
         )
+    harden(app, settings)  # timeouts, body and JSON checks, rate limits, headers (hygiene.py)
     return app

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from .config import SyncSettings, load_sites, parse_site_option
+from .limits import add_limit_arguments, limits_from_args
 
 __all__ = ["add_sync_arguments", "settings_from_args"]
 
@@ -58,9 +59,10 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--keep-versions", type=int, default=50,
                        help="published prior versions kept")  # fmt: skip
     group.add_argument(
-        "--rate", type=float, default=5.0, help="sustained requests/s per client (default 5)"
-    )
-    group.add_argument("--burst", type=int, default=60, help="burst of requests per client")
+        "--rate", type=float, default=5.0,
+        help="sustained priors requests/s per client, per instance (default 5)",
+    )  # fmt: skip
+    group.add_argument("--burst", type=int, default=60, help="burst of priors requests per client")
     group.add_argument(
         "--half-life-days", type=float, default=30.0, help="decay of old contributions"
     )
@@ -68,6 +70,7 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
         "--publish-interval", type=float, default=60.0,
         help="seconds between automatic publications of a changed prior",
     )  # fmt: skip
+    add_limit_arguments(parser)
 
 
 def settings_from_args(args: argparse.Namespace) -> SyncSettings:
@@ -92,4 +95,5 @@ def settings_from_args(args: argparse.Namespace) -> SyncSettings:
         rho_per_publication=args.rho_per_publication,
         rho_per_day=args.rho_per_day,
         keep_versions=args.keep_versions,
+        limits=limits_from_args(args),
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from .limits import ServingLimits
 from .models import SiteDeclaration
 
 SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -76,6 +77,7 @@ class SyncSettings:
     cache_max_age_s: int = 60  # Cache-Control max-age of the priors
     stale_while_revalidate_s: int = 600
     refresh_s: float = 1.0  # how stale an instance's in-memory prior may be (shared stores)
+    limits: ServingLimits = field(default_factory=ServingLimits)  # timeouts, rates, proxies
 
     def __post_init__(self) -> None:
         if self.admin_token is not None and len(self.admin_token) < 16:

@@ -50,9 +50,14 @@ class StaticBundle:
         if request.method not in ("GET", "HEAD"):
             return PlainTextResponse("method not allowed", 405, headers={"Allow": "GET, HEAD"})
         relative = request.url.path.lstrip("/") or "index.html"
+        if "\x00" in relative:  # no file name holds one; the OS call would raise
+            return PlainTextResponse("bad request: a NUL byte in the path", 400)
+        # dot-files and dot-directories anywhere (build stamps, .git, ...), gzip twins
+        hidden = any(part.startswith(".") for part in relative.split("/")) or relative.endswith(
+            ".gz"
+        )
         path = (self.root / relative).resolve()
-        hidden = path.name.startswith(".") or path.suffix == ".gz"  # build stamps, gzip twins
-        if self.root not in path.parents or not path.is_file() or hidden:
+        if hidden or self.root not in path.parents or not path.is_file():
             return PlainTextResponse("not found", 404)
         headers = {
             "Cache-Control": "public, max-age=31536000, immutable"
