@@ -285,16 +285,6 @@ BAD_CONTEXTS = [
 ]
 
 
-@pytest.mark.parametrize("context", BAD_CONTEXTS)
-def test_bad_context_rejected_without_state_change(context):
-    eng = Engine(seed=0)
-    simulate(eng, 20, seed=0)
-    before = as_json(eng)
-    with pytest.raises(InvalidContext):
-        eng.rank(context, ACTIONS, now=50.0)
-    assert as_json(eng) == before
-
-
 BAD_ACTIONS = [
     [],
     {},
@@ -312,13 +302,17 @@ BAD_ACTIONS = [
 ]
 
 
-@pytest.mark.parametrize("actions", BAD_ACTIONS)
-def test_bad_actions_rejected_without_state_change(actions):
+@pytest.mark.parametrize(
+    ("context", "actions", "error"),
+    [(c, ACTIONS, InvalidContext) for c in BAD_CONTEXTS]
+    + [({"x": 1.0}, a, InvalidActions) for a in BAD_ACTIONS],
+)
+def test_bad_rank_input_rejected_without_state_change(context, actions, error):
     eng = Engine(seed=0)
     simulate(eng, 20, seed=0)
     before = as_json(eng)
-    with pytest.raises(InvalidActions):
-        eng.rank({"x": 1.0}, actions, now=50.0)
+    with pytest.raises(error):
+        eng.rank(context, actions, now=50.0)
     assert as_json(eng) == before
 
 
