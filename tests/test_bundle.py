@@ -90,3 +90,16 @@ def test_a_tampered_tarball_is_deleted_and_reported(monkeypatch, tmp_path):
     with pytest.raises(bundle.BuildError, match="does not match its pinned npm integrity"):
         bundle.npm_tarball()
     assert not (tmp_path / f"pyodide-{bundle.PYODIDE_VERSION}.tgz").exists()
+
+
+def test_text_files_and_derived_archives_get_brotli_and_gzip_twins(monkeypatch, tmp_path):
+    brotli = pytest.importorskip("brotli")
+    monkeypatch.setattr(bundle, "CACHE", tmp_path / "cache")
+    script, archive, wheel = b"console.log('x');" * 200, b"PK stored" * 500, b"PK deflated" * 500
+    bundle.write(tmp_path / "a.js", script)
+    bundle.write(tmp_path / "b.whl", archive, compress=True)
+    bundle.write(tmp_path / "c.whl", wheel)  # an official, already compressed wheel
+    assert brotli.decompress((tmp_path / "a.js.br").read_bytes()) == script
+    assert bundle.gzip.decompress((tmp_path / "a.js.gz").read_bytes()) == script
+    assert brotli.decompress((tmp_path / "b.whl.br").read_bytes()) == archive
+    assert not (tmp_path / "c.whl.br").exists() and not (tmp_path / "c.whl.gz").exists()

@@ -32,19 +32,28 @@ function fatal(error) {
   self.close();
 }
 
+// The worker's stdlib, trimmed and precompiled by build/precompile.py (PyScript keeps the
+// official one): what boot needs, and what only the lazy packages need, added with them.
+const STDLIB = 'python_stdlib-engine.zip';
+const LAZY_STDLIB = 'python_stdlib-lazy.zip';
+const LAZY_STDLIB_PATH = '/lib/python312-lazy.zip'; // the path its bytecode was compiled for
+
 async function boot(init) {
   const started = performance.now();
+  const base = init.assets.pyodide;
+  const archives = fetchArchives(base, init.assets.wheel); // downloaded while Python starts
+  archives.catch(() => {}); // a failure is reported where it is awaited, below
   persist = init.persist !== false;
   const saved = persist ? await store('get') : null;
   const priors = fetchPriors(init.config && init.config.sync); // meanwhile, while Python boots
-  importScripts(init.assets.pyodide + 'pyodide.js');
+  importScripts(base + 'pyodide.js');
   const pyodide = await loadPyodide({
-    indexURL: init.assets.pyodide,
-    packages: ['numpy', 'micropip'],
+    indexURL: base,
+    stdLibURL: base + STDLIB,
     stdout: () => {},
     stderr: (line) => console.debug('[microadjust]', line),
   });
-  await pyodide.pyimport('micropip').install.callKwargs(init.assets.wheel, { deps: false });
+  install(pyodide, await archives);
   session = pyodide.pyimport('microadjust.browser.session').WorkerSession();
   handle({
     v: PROTOCOL, type: 'init', config: init.config, context: init.context,
@@ -55,9 +64,34 @@ async function boot(init) {
   startUploads();
   const lazy = session.lazy_packages().toJs();
   if (lazy.length) {
+    pyodide.FS.writeFile(LAZY_STDLIB_PATH, await download(base + LAZY_STDLIB));
+    pyodide.pyimport('sys').path.append(LAZY_STDLIB_PATH);
     await pyodide.loadPackage(lazy, { messageCallback: () => {} });
     handle({ v: PROTOCOL, type: 'packages_loaded', packages: lazy });
   }
+}
+
+// numpy (its file and sha256 are in the lock file) and the engine wheel, both precompiled:
+// unpacked into site-packages as they are, no micropip, no dependency resolution at boot.
+function fetchArchives(base, wheel) {
+  const numpy = download(base + 'pyodide-lock.json')
+    .then((lock) => JSON.parse(new TextDecoder().decode(lock)).packages.numpy)
+    .then((entry) => download(base + entry.file_name, entry.sha256));
+  return Promise.all([numpy, download(wheel)]);
+}
+
+async function download(url, sha256) {
+  const integrity = sha256 && 'sha256-' + btoa(String.fromCharCode(...sha256.match(/../g).map((h) => parseInt(h, 16))));
+  const response = await fetch(url, integrity ? { integrity } : {});
+  if (!response.ok) throw new Error(`${url} answered HTTP ${response.status}`);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+function install(pyodide, archives) {
+  const site = pyodide.runPython('import sysconfig; sysconfig.get_path("purelib")');
+  for (const archive of archives) pyodide.unpackArchive(archive, 'wheel', { extractDir: site });
+  pyodide.loadedPackages.numpy = 'default channel'; // scikit-learn, loaded later, depends on it
+  pyodide.runPython('import importlib; importlib.invalidate_caches()');
 }
 
 function handle(message) {
