@@ -19,8 +19,9 @@ Layout of ``dist/`` (served at ``/`` by serve.py):
 Directories named ``app-<hash>``, ``pyodide-<version>`` and ``pyscript-<version>`` never change
 content, so the server may cache them for a year. Every Pyodide file is accepted only if its
 sha256 equals the one in the official lock file of the pinned release; files derived from them
-get their own sha256 in the shipped lock. Text-like files and the derived archives get gzip and
-brotli twins the server sends as they are.
+(the worker's precompiled stdlib and numpy) get their own sha256 in the shipped lock, under
+``"derived"``, beside the official file each comes from. Text-like files and the derived
+archives get gzip and brotli twins the server sends as they are.
 """
 
 from __future__ import annotations
@@ -301,15 +302,17 @@ def write_twins(path: Path, data: bytes) -> None:
 def build_pyodide(target: Path) -> list[str]:
     """Write the runtime, the verified wheels, the derived boot files and a trimmed lock file.
 
-    Return the package names. The stamp names the packages and the digest of the derivation,
-    so a change to build/precompile.py rebuilds the directory.
+    Return the package names. The stamp names the packages and hashes the build's code, so a
+    change to it rewrites the directory (derived files come from a cache, see below).
     """
     tarball = npm_tarball()
     official = read_npm_files(tarball, [*PYODIDE_RUNTIME, "pyodide-lock.json"])
     lock = json.loads(official["pyodide-lock.json"])
     names = package_closure(lock, PACKAGE_ROOTS)
     stamp = target / ".complete"
-    stamp_text = ",".join(names) + " " + derivation_digest()
+    stamp_text = (
+        ",".join(names) + " " + derivation_digest() + " " + sha256(Path(__file__).read_bytes())
+    )
     if stamp.exists() and stamp.read_text() == stamp_text:
         log(f"pyodide-{PYODIDE_VERSION}/ is complete, kept")
         return names
@@ -324,20 +327,14 @@ def build_pyodide(target: Path) -> list[str]:
         entry = lock["packages"][name]
         log(f"verifying {entry['file_name']}")
         wheels[name] = fetch_verified(entry["file_name"], entry["sha256"])
+        write(target / entry["file_name"], wheels[name])  # PyScript pages load these
     derived = derive_boot_files(official, lock["packages"]["numpy"], wheels["numpy"])
-    packages = {name: dict(lock["packages"][name]) for name in names}
-    for name in names:
-        if name in derived:  # the lock names the derived wheel, with its own sha256
-            file = derived[name]
-            packages[name].update(file_name=file.file_name, sha256=sha256(file.data))
-        else:
-            write(target / packages[name]["file_name"], wheels[name])
     for file in derived.values():
         write(target / file.file_name, file.data, compress=True)
     trimmed = {
         "info": lock["info"],
-        "packages": packages,
-        "derived": {file.file_name: file.record() for file in derived.values()},
+        "packages": {name: lock["packages"][name] for name in names},
+        "derived": {role: file.record() for role, file in derived.items()},
     }
     write(target / "pyodide-lock.json", json.dumps(trimmed, indent=1, sort_keys=True).encode())
     stamp.write_text(stamp_text)
@@ -357,6 +354,7 @@ class DerivedFile(NamedTuple):  # not a dataclass: tests load this file without 
 
     def record(self) -> dict[str, str]:
         return {
+            "file_name": self.file_name,
             "sha256": sha256(self.data),
             "from": self.source,
             "from_sha256": self.source_sha256,
@@ -367,27 +365,36 @@ class DerivedFile(NamedTuple):  # not a dataclass: tests load this file without 
 def derive_boot_files(
     official: dict[str, bytes], numpy: dict, numpy_wheel: bytes
 ) -> dict[str, DerivedFile]:
-    """The worker's stdlib and numpy, compiled by the bundled Pyodide under Node.
+    """The worker's stdlib (at boot, and for the lazy packages) and numpy, keyed by role.
 
-    Keyed by package name, or by file name for the stdlib zips, which are no package.
+    Compiled by the bundled Pyodide under Node, once per version of the derivation code: the
+    results are cached, so a change elsewhere in the build only rewrites the directory.
     """
     import precompile  # build/ is sys.path[0] when bundle.py runs
 
     stdlib = official["python_stdlib.zip"]
-    log("compiling the stdlib and numpy to bytecode with Pyodide under Node")
-    with precompile.node_runtime(official) as runtime:
-        boot_stdlib, lazy_stdlib = precompile.derive_stdlib(stdlib, runtime)
-        numpy_data = precompile.derive_numpy(numpy_wheel, runtime)
-    from_stdlib = ("python_stdlib.zip", sha256(stdlib))
+    names = {
+        "stdlib": ENGINE_STDLIB,
+        "stdlib-lazy": LAZY_STDLIB,
+        "numpy": precompile.derived_name(numpy["file_name"]),
+    }
+    cache = CACHE / "derived" / derivation_digest()
+    if not all((cache / name).exists() for name in names.values()):
+        log("compiling the stdlib and numpy to bytecode with Pyodide under Node")
+        with precompile.node_runtime(official) as runtime:
+            boot_stdlib, lazy_stdlib = precompile.derive_stdlib(stdlib, runtime)
+            numpy_data = precompile.derive_numpy(numpy_wheel, runtime)
+        cache.mkdir(parents=True, exist_ok=True)
+        for role, data in zip(names, (boot_stdlib, lazy_stdlib, numpy_data), strict=True):
+            (cache / names[role]).write_bytes(data)
+    sources = {
+        "stdlib": ("python_stdlib.zip", sha256(stdlib)),
+        "stdlib-lazy": ("python_stdlib.zip", sha256(stdlib)),
+        "numpy": (numpy["file_name"], numpy["sha256"]),
+    }
     return {
-        ENGINE_STDLIB: DerivedFile(ENGINE_STDLIB, boot_stdlib, *from_stdlib),
-        LAZY_STDLIB: DerivedFile(LAZY_STDLIB, lazy_stdlib, *from_stdlib),
-        "numpy": DerivedFile(
-            precompile.derived_name(numpy["file_name"]),
-            numpy_data,
-            numpy["file_name"],
-            numpy["sha256"],
-        ),
+        role: DerivedFile(name, (cache / name).read_bytes(), *sources[role])
+        for role, name in names.items()
     }
 
 

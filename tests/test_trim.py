@@ -82,7 +82,7 @@ def pyodide_dir(built: Path) -> Path:
 
 def test_the_trimmed_runtime_runs_the_engine_the_worker_and_segments(pyodide_dir, tmp_path):
     lock = json.loads((pyodide_dir / "pyodide-lock.json").read_text())
-    numpy = pyodide_dir / lock["packages"]["numpy"]["file_name"]
+    numpy = pyodide_dir / lock["derived"]["numpy"]["file_name"]
     [engine] = (pyodide_dir.parent).glob("app-*/microadjust-*.whl")
     shutil.copy(pyodide_dir / "python_stdlib-lazy.zip", tmp_path)
     (tmp_path / "scenario.py").write_text(SCENARIO)
@@ -108,17 +108,17 @@ def test_the_trimmed_runtime_runs_the_engine_the_worker_and_segments(pyodide_dir
 
 def test_the_lock_records_each_derived_file_and_its_official_source(pyodide_dir):
     lock = json.loads((pyodide_dir / "pyodide-lock.json").read_text())
-    assert set(lock["derived"]) == {
-        "python_stdlib-engine.zip",
-        "python_stdlib-lazy.zip",
-        lock["packages"]["numpy"]["file_name"],
-    }
-    for name, record in lock["derived"].items():
-        data = (pyodide_dir / name).read_bytes()
+    assert set(lock["derived"]) == {"stdlib", "stdlib-lazy", "numpy"}
+    for record in lock["derived"].values():
+        data = (pyodide_dir / record["file_name"]).read_bytes()
         assert record["sha256"] == precompile.hashlib.sha256(data).hexdigest()
-        assert (pyodide_dir / (name + ".br")).exists() and (pyodide_dir / (name + ".gz")).exists()
-    assert "-1pyc-" in lock["packages"]["numpy"]["file_name"]
-    assert not list(pyodide_dir.glob("numpy-2.0.2-cp312-*.whl"))  # the official one is unused
+        official = (pyodide_dir / record["from"]).read_bytes()  # shipped too, for PyScript
+        assert record["from_sha256"] == precompile.hashlib.sha256(official).hexdigest()
+        for twin in (".br", ".gz"):
+            assert (pyodide_dir / (record["file_name"] + twin)).exists()
+    numpy = lock["derived"]["numpy"]
+    assert "-1pyc-" in numpy["file_name"]
+    assert lock["packages"]["numpy"]["sha256"] == numpy["from_sha256"]  # the official entry
 
 
 def test_bytecode_is_reproducible(pyodide_dir):

@@ -71,11 +71,11 @@ async function boot(init) {
   }
 }
 
-// numpy (its file and sha256 are in the lock file) and the engine wheel, both precompiled:
-// unpacked into site-packages as they are, no micropip, no dependency resolution at boot.
+// The precompiled numpy (the lock file's "derived" entries name it, with its sha256) and the
+// engine wheel: unpacked into site-packages as they are, no micropip, no resolution at boot.
 function fetchArchives(base, wheel) {
   const numpy = download(base + 'pyodide-lock.json')
-    .then((lock) => JSON.parse(new TextDecoder().decode(lock)).packages.numpy)
+    .then((lock) => JSON.parse(new TextDecoder().decode(lock)).derived.numpy)
     .then((entry) => download(base + entry.file_name, entry.sha256));
   return Promise.all([numpy, download(wheel)]);
 }
