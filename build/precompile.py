@@ -53,12 +53,10 @@ STDLIB_UNUSED = re.compile(
     r"|raw_unicode_escape|undefined|unicode_escape|utf_8|utf_8_sig|utf_16(_be|_le)?"
     r"|utf_32(_be|_le)?|base64_codec|hex_codec|zlib_codec)\.py$)"
 )
-# Imported only after the first decision, by scikit-learn (segments) and by loadPackage itself:
-# a second zip the worker adds to sys.path when it loads the lazy packages. A package stays in
-# one zip: a package's modules are found only beside its __init__.
-STDLIB_LAZY = re.compile(
-    r"^(multiprocessing|unittest|html)/|^(pydoc|argparse|difflib|tarfile)\.py$"
-)
+# Imported only by scikit-learn (segments), after the first decision: a second zip the worker
+# adds to sys.path with the lazy packages. loadPackage itself needs tarfile, so tarfile stays
+# at boot. A package stays in one zip: a package's modules are found only beside its __init__.
+STDLIB_LAZY = re.compile(r"^(multiprocessing|unittest|html)/|^(pydoc|argparse|difflib)\.py$")
 # numpy's own test extensions (but _multiarray_tests, which numpy documents at import), typing
 # stubs, C headers, static libraries and Cython declarations. f2py stays: numpy's __all__ names
 # it, so `from numpy import *` (scipy's array API layer does it) imports it.

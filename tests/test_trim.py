@@ -58,10 +58,10 @@ for i in range(6):
             "t": 1000 * i})
 assert importlib.util.find_spec("unittest") is None  # in the lazy zip, not yet added
 
-shutil.copy("/host/python_stdlib-lazy.zip", "/lib/python312-lazy.zip")  # as the worker does
-sys.path.append("/lib/python312-lazy.zip")
 lazy = session.lazy_packages()
 await pyodide_js.loadPackage(lazy)
+shutil.copy("/host/python_stdlib-lazy.zip", "/lib/python312-lazy.zip")  # as the worker does
+sys.path.append("/lib/python312-lazy.zip")
 handle({"type": "packages_loaded", "packages": lazy})
 handle({"type": "decide", "slots": [{"slot": "after", "variants": ["default", "b"]},
         {"slot": "cards", "items": ["a", "b", "c"]}]})

@@ -44,7 +44,7 @@ async function boot(init) {
   const archives = fetchArchives(base, init.assets.wheel); // downloaded while Python starts
   archives.catch(() => {}); // a failure is reported where it is awaited, below
   persist = init.persist !== false;
-  const saved = persist ? await store('get') : null;
+  const stored = persist ? store('get') : null; // read while Python starts
   const priors = fetchPriors(init.config && init.config.sync); // meanwhile, while Python boots
   importScripts(base + 'pyodide.js');
   const pyodide = await loadPyodide({
@@ -55,6 +55,7 @@ async function boot(init) {
   });
   install(pyodide, await archives);
   session = pyodide.pyimport('microadjust.browser.session').WorkerSession();
+  const saved = await stored;
   handle({
     v: PROTOCOL, type: 'init', config: init.config, context: init.context,
     state: saved ? JSON.parse(saved) : null, boot_ms: Math.round(performance.now() - started),
@@ -64,9 +65,10 @@ async function boot(init) {
   startUploads();
   const lazy = session.lazy_packages().toJs();
   if (lazy.length) {
-    pyodide.FS.writeFile(LAZY_STDLIB_PATH, await download(base + LAZY_STDLIB));
-    pyodide.pyimport('sys').path.append(LAZY_STDLIB_PATH);
+    const stdlib = download(base + LAZY_STDLIB); // in parallel: only their import needs it
     await pyodide.loadPackage(lazy, { messageCallback: () => {} });
+    pyodide.FS.writeFile(LAZY_STDLIB_PATH, await stdlib);
+    pyodide.pyimport('sys').path.append(LAZY_STDLIB_PATH);
     handle({ v: PROTOCOL, type: 'packages_loaded', packages: lazy });
   }
 }
