@@ -65,8 +65,9 @@ async function boot(init) {
   startUploads();
   const lazy = session.lazy_packages().toJs();
   if (lazy.length) {
-    const stdlib = download(base + LAZY_STDLIB); // in parallel: only their import needs it
-    await pyodide.loadPackage(lazy, { messageCallback: () => {} });
+    const loading = pyodide.loadPackage(lazy, { messageCallback: () => {} });
+    const stdlib = download(base + LAZY_STDLIB); // meanwhile: only importing them needs it
+    await loading;
     pyodide.FS.writeFile(LAZY_STDLIB_PATH, await stdlib);
     pyodide.pyimport('sys').path.append(LAZY_STDLIB_PATH);
     handle({ v: PROTOCOL, type: 'packages_loaded', packages: lazy });
