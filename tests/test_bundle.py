@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import io
 import tarfile
@@ -11,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import bundle  # build/ is on pytest's pythonpath (pyproject.toml)
+import common
 import npm
 import pyscript_core
 import pytest
@@ -128,3 +130,16 @@ def test_a_verified_tarball_is_read_by_path_and_a_missing_file_is_named(tmp_path
         assert read("dist/core.js") == b"console.log(1);"
         with pytest.raises(npm.BuildError, match="@scope/demo@1.2.3 has no dist/core.css"):
             read("dist/core.css")
+
+
+def test_text_files_and_derived_archives_get_brotli_and_gzip_twins(monkeypatch, tmp_path):
+    brotli = pytest.importorskip("brotli")
+    monkeypatch.setattr(common, "CACHE", tmp_path / "cache")
+    script, archive, wheel = b"console.log('x');" * 200, b"PK stored" * 500, b"PK deflated" * 500
+    common.write(tmp_path / "a.js", script)
+    common.write(tmp_path / "b.whl", archive, compress=True)
+    common.write(tmp_path / "c.whl", wheel)  # an official, already compressed wheel
+    assert brotli.decompress((tmp_path / "a.js.br").read_bytes()) == script
+    assert gzip.decompress((tmp_path / "a.js.gz").read_bytes()) == script
+    assert brotli.decompress((tmp_path / "b.whl.br").read_bytes()) == archive
+    assert not (tmp_path / "c.whl.br").exists() and not (tmp_path / "c.whl.gz").exists()

@@ -1,9 +1,10 @@
-"""The static server sends what the bundle needs: wasm type, gzip twins, cache rules."""
+"""The static server sends what the bundle needs: wasm type, brotli and gzip twins, cache rules."""
 
 from __future__ import annotations
 
 import gzip
 
+import brotli
 import pytest
 from starlette.testclient import TestClient
 
@@ -23,6 +24,7 @@ def client(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(data)
     (tmp_path / "microadjust/pyodide-0.27.7/pyodide.asm.wasm.gz").write_bytes(gzip.compress(wasm))
+    (tmp_path / "microadjust/pyodide-0.27.7/pyodide.asm.wasm.br").write_bytes(brotli.compress(wasm))
     (tmp_path.parent / "secret.txt").write_text("no")
     (tmp_path / ".stamp").write_text("build stamp")
     return TestClient(StaticBundle(tmp_path))
@@ -37,6 +39,16 @@ def test_wasm_is_served_as_wasm_gzipped_and_immutable(client):
     assert response.headers["content-encoding"] == "gzip"
     assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
     assert response.content.startswith(b"\0asm")  # the client undid the gzip
+
+
+def test_brotli_is_preferred_when_the_client_accepts_it(client):
+    response = client.get(
+        "/microadjust/pyodide-0.27.7/pyodide.asm.wasm", headers={"Accept-Encoding": "gzip, br"}
+    )
+    assert response.headers["content-encoding"] == "br"
+    assert response.headers["content-type"] == "application/wasm"
+    assert response.headers["vary"] == "Accept-Encoding"
+    assert response.content.startswith(b"\0asm")  # the client undid the brotli
 
 
 def test_without_gzip_the_plain_file_is_sent(client):
@@ -70,6 +82,7 @@ def test_content_named_app_files_are_immutable_and_root_is_the_demo(client):
         "/../secret.txt",
         "/%2e%2e/secret.txt",
         "/microadjust/pyodide-0.27.7/pyodide.asm.wasm.gz",
+        "/microadjust/pyodide-0.27.7/pyodide.asm.wasm.br",
         "/.stamp",
     ],
 )

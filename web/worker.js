@@ -24,20 +24,30 @@ function fatal(error) {
   self.close();
 }
 
+// The worker's stdlib, trimmed and precompiled by build/precompile.py (PyScript keeps the
+// official one): what boot needs, and what only the lazy packages need, added with them.
+const STDLIB = 'python_stdlib-engine.zip';
+const LAZY_STDLIB = 'python_stdlib-lazy.zip';
+const LAZY_STDLIB_PATH = '/lib/python312-lazy.zip'; // the path its bytecode was compiled for
+
 async function boot(init) {
   const started = performance.now();
+  const base = init.assets.pyodide;
+  const archives = fetchArchives(base, init.assets.wheel); // downloaded while Python starts
+  archives.catch(() => {}); // a failure is reported where it is awaited, below
   const persist = init.persist !== false;
-  const saved = persist ? await store('get') : null;
+  const stored = persist ? store('get') : null; // read while Python starts
   const priors = fetchPriors(init.config && init.config.sync); // meanwhile, while Python boots
-  importScripts(init.assets.pyodide + 'pyodide.js');
+  importScripts(base + 'pyodide.js');
   const pyodide = await loadPyodide({
-    indexURL: init.assets.pyodide,
-    packages: ['numpy', 'micropip'],
+    indexURL: base,
+    stdLibURL: base + STDLIB,
     stdout: () => {},
     stderr: (line) => console.debug('[microadjust]', line),
   });
-  await pyodide.pyimport('micropip').install.callKwargs(init.assets.wheel, { deps: false });
+  install(pyodide, await archives);
   const fetched = await priors; // before the session exists: page messages wait in pending
+  const saved = await stored;
   session = pyodide.pyimport('microadjust.browser.session').WorkerSession();
   await handle({
     v: PROTOCOL, type: 'init', config: init.config, context: init.context,
@@ -47,9 +57,36 @@ async function boot(init) {
   for (const message of pending.splice(0)) handle(message); // Python takes them in order
   if (plan.upload_interval_ms) startUploads(plan.upload_interval_ms);
   if (plan.packages.length) {
-    await pyodide.loadPackage(plan.packages, { messageCallback: () => {} });
+    const loading = pyodide.loadPackage(plan.packages, { messageCallback: () => {} });
+    const stdlib = download(base + LAZY_STDLIB); // meanwhile: only importing them needs it
+    await loading;
+    pyodide.FS.writeFile(LAZY_STDLIB_PATH, await stdlib);
+    pyodide.pyimport('sys').path.append(LAZY_STDLIB_PATH);
     host('packages_loaded', { packages: plan.packages });
   }
+}
+
+// The precompiled numpy (the lock file's "derived" entries name it, with its sha256) and the
+// engine wheel: unpacked into site-packages as they are, no micropip, no resolution at boot.
+function fetchArchives(base, wheel) {
+  const numpy = download(base + 'pyodide-lock.json')
+    .then((lock) => JSON.parse(new TextDecoder().decode(lock)).derived.numpy)
+    .then((entry) => download(base + entry.file_name, entry.sha256));
+  return Promise.all([numpy, download(wheel)]);
+}
+
+async function download(url, sha256) {
+  const integrity = sha256 && 'sha256-' + btoa(String.fromCharCode(...sha256.match(/../g).map((h) => parseInt(h, 16))));
+  const response = await fetch(url, integrity ? { integrity } : {});
+  if (!response.ok) throw new Error(`${url} answered HTTP ${response.status}`);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+function install(pyodide, archives) {
+  const site = pyodide.runPython('import sysconfig; sysconfig.get_path("purelib")');
+  for (const archive of archives) pyodide.unpackArchive(archive, 'wheel', { extractDir: site });
+  pyodide.loadedPackages.numpy = 'default channel'; // scikit-learn, loaded later, depends on it
+  pyodide.runPython('import importlib; importlib.invalidate_caches()');
 }
 
 // The one seam: a message to Python (synchronously, so Python sees messages in arrival order),

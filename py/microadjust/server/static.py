@@ -1,7 +1,7 @@
 """Serve the built ``dist/`` directory the way the bundle needs it.
 
 - ``application/wasm`` for wasm (Pyodide compiles it with ``instantiateStreaming``);
-- the ``.gz`` twin written by the build when the client accepts gzip;
+- the ``.br`` or ``.gz`` twin written by the build when the client accepts brotli or gzip;
 - ``immutable`` year-long caching for content-named directories (``app-<hash>/``,
   ``pyodide-<version>/``, ``pyscript-<version>/``), revalidation with ETags for the rest;
 - cross-origin isolation headers for PyScript pages only.
@@ -25,6 +25,7 @@ ISOLATION_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Embedder-Policy": "require-corp",
 }
+TWINS = {"br": ".br", "gzip": ".gz"}  # compressed by the build; the first the client accepts
 TYPES = {
     ".wasm": "application/wasm",
     ".mjs": "text/javascript",
@@ -52,9 +53,9 @@ class StaticBundle:
         relative = request.url.path.lstrip("/") or "index.html"
         if "\x00" in relative:  # no file name holds one; the OS call would raise
             return PlainTextResponse("bad request: a NUL byte in the path", 400)
-        # dot-files and dot-directories anywhere (build stamps, .git, ...), gzip twins
+        # dot-files and dot-directories anywhere (build stamps, .git, ...), compressed twins
         hidden = any(part.startswith(".") for part in relative.split("/")) or relative.endswith(
-            ".gz"
+            (".gz", ".br")
         )
         path = (self.root / relative).resolve()
         if hidden or self.root not in path.parents or not path.is_file():
@@ -68,12 +69,15 @@ class StaticBundle:
         if ISOLATED.match(relative):
             headers.update(ISOLATION_HEADERS)
         media_type = TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0]
-        compressed = path.with_name(path.name + ".gz")
-        if compressed.exists():
-            headers["Vary"] = "Accept-Encoding"
-            if "gzip" in request.headers.get("accept-encoding", ""):
-                headers["Content-Encoding"] = "gzip"
-                path = compressed
+        accepted = request.headers.get("accept-encoding", "")
+        for encoding, suffix in TWINS.items():
+            compressed = path.with_name(path.name + suffix)
+            if compressed.exists():
+                headers["Vary"] = "Accept-Encoding"
+                if encoding in accepted:
+                    headers["Content-Encoding"] = encoding
+                    path = compressed
+                    break
         stat = path.stat()
         etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
         if etag in request.headers.get("if-none-match", ""):

@@ -1,0 +1,41 @@
+// Run a Python file in a Pyodide runtime directory under Node, the way the worker boots it.
+//
+//   node build/pyodide_node.cjs RUNTIME_DIR HOST_DIR SCRIPT.py [--stdlib=ZIP] [ARCHIVE.whl ...]
+//
+// HOST_DIR is mounted at /host. --stdlib names the stdlib zip in RUNTIME_DIR (default: the
+// official python_stdlib.zip). Each ARCHIVE is unpacked into site-packages first and marked
+// loaded, as web/worker.js does, without micropip. SCRIPT.py (a path inside HOST_DIR) runs
+// with top-level await allowed. The hash seed is fixed, so what a script compiles is
+// reproducible.
+'use strict';
+const fs = require('fs');
+const path = require('path');
+
+async function main() {
+  const [runtime, host, script, ...rest] = process.argv.slice(2);
+  const stdlib = rest.filter((arg) => arg.startsWith('--stdlib=')).map((arg) => arg.slice(9))[0];
+  const archives = rest.filter((arg) => !arg.startsWith('--'));
+  const indexURL = path.resolve(runtime) + path.sep;
+  const { loadPyodide } = require(path.join(indexURL, 'pyodide.js'));
+  const pyodide = await loadPyodide({
+    indexURL,
+    stdLibURL: stdlib ? path.join(indexURL, stdlib) : undefined,
+    env: { PYTHONHASHSEED: '0' },
+    stdout: (line) => process.stdout.write(line + '\n'),
+    stderr: (line) => process.stderr.write(line + '\n'),
+  });
+  const site = pyodide.runPython('import sysconfig; sysconfig.get_path("purelib")');
+  for (const archive of archives) {
+    pyodide.unpackArchive(new Uint8Array(fs.readFileSync(archive)), 'wheel', { extractDir: site });
+    pyodide.loadedPackages[path.basename(archive).split('-')[0]] = 'default channel';
+  }
+  pyodide.runPython('import importlib; importlib.invalidate_caches()');
+  pyodide.mountNodeFS('/host', path.resolve(host));
+  const code = fs.readFileSync(path.resolve(host, script), 'utf8');
+  await pyodide.runPythonAsync(code, { filename: `/host/${script}` });
+}
+
+main().catch((error) => {
+  process.stderr.write(String((error && error.stack) || error) + '\n');
+  process.exit(1);
+});
