@@ -1,0 +1,251 @@
+"""The sync server's priors document (protocol v2, section 6), read and turned into engine priors.
+
+The server publishes, per declared slot and context cell, each variant's ``shown`` exposures and
+``reward`` units, with central differential-privacy noise added. The browser computes its own cell
+from its context (:func:`cell_of`, never sent anywhere) and installs, for a slot on the page, the
+``*`` cell as the engine's ``"site"`` prior and its own cell as the ``"segment"`` prior.
+
+A count is worth what its noise leaves of it: a published rate ``reward / shown`` with noise of
+standard deviation ``noise_sd`` on both counts has the variance of ``n_eff`` clean exposures
+(:func:`effective_exposures`), so a thin cell weighs little against the site and a noiseless one
+counts in full. Each prior then counts as at most ``cap`` observations (``SyncConfig``'s
+``site_prior_n`` and ``segment_prior_n``, tuned with ``bench/fleet.py``); coefficients other than
+the bias get precision ``shrinkage * n``, i.e. they start at 0 until the visitor's own data moves
+them.
+
+>>> cells = {"device": ["desktop", "mobile"], "returning": ["false", "true"]}
+>>> cell_of(cells, {"device": "mobile", "returning": True, "hour": 3})
+'device=mobile,returning=true'
+>>> cell_of(cells, {"device": "watch"})
+'device=other,returning=other'
+>>> cell_of({}, {"device": "mobile"})
+'*'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..core.errors import InvalidPrior
+
+__all__ = ["PRIORS_VERSION", "SITE_CELL", "Counts", "PriorsDocument", "cell_of"]
+
+PRIORS_VERSION = 2
+SITE_CELL = "*"
+OTHER = "other"
+
+
+def cell_of(cells: Mapping[str, list[str]], context: Mapping[str, Any]) -> str:
+    """The visitor's cell id: ``key=value`` per declared key, in declaration order."""
+    if not cells:
+        return SITE_CELL
+    parts = []
+    for key, values in cells.items():
+        raw = context.get(key)
+        value = ("true" if raw else "false") if isinstance(raw, bool) else str(raw)
+        parts.append(f"{key}={value if raw is not None and value in values else OTHER}")
+    return ",".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """A variant's published exposures and reward units in one cell."""
+
+    shown: float
+    reward: float
+
+
+def effective_exposures(counts: Counts, noise_sd: float, base_rate: float) -> float:
+    """How many clean exposures the noisy rate ``reward / shown`` is worth.
+
+    The rate's variance is about ``p (1 - p) / n + noise_sd**2 (1 + p**2) / n**2`` (the delta
+    method, noise on both counts); ``n_eff`` exposures without noise have the first term alone.
+    ``base_rate`` (the site's rate) stands in for ``p``, which is itself noisy in a thin cell.
+    """
+    n = counts.shown
+    if n <= 0:
+        return 0.0
+    p = min(max(base_rate, 1e-3), 0.5)
+    binomial = p * (1 - p) / n
+    return n * binomial / (binomial + noise_sd**2 * (1 + p * p) / (n * n))
+
+
+@dataclass(frozen=True, slots=True)
+class PriorsDocument:
+    """A validated priors document: declared cells, upload rules, per-slot per-cell counts."""
+
+    site: str
+    version: int
+    cells: dict[str, list[str]]
+    max_shown: int
+    period_s: float
+    noise_sd: float
+    variants: dict[str, list[str]]  # slot -> declared variants
+    counts: dict[str, dict[str, dict[str, Counts]]]  # slot -> cell -> variant -> counts
+    _stats_cache: dict[tuple[Any, ...], dict[str, Any] | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    @classmethod
+    def parse(cls, raw: Any) -> PriorsDocument:
+        """Validate a priors document; :class:`InvalidPrior` says what is wrong and where."""
+        if not isinstance(raw, Mapping):
+            raise InvalidPrior(f"priors document must be an object, got {type(raw).__name__}")
+        if raw.get("v") != PRIORS_VERSION:
+            raise InvalidPrior(
+                f"priors document version {raw.get('v')!r}, expected {PRIORS_VERSION}"
+            )
+        site, version = raw.get("site"), raw.get("version")
+        if not isinstance(site, str) or not site:
+            raise InvalidPrior(f"priors.site must be a non-empty string, got {site!r}")
+        if type(version) is not int or version < 0:
+            raise InvalidPrior(f"priors.version must be an int >= 0, got {version!r}")
+        cells = raw.get("cells", {})
+        if not isinstance(cells, Mapping) or not all(
+            isinstance(values, list) and all(isinstance(v, str) for v in values)
+            for values in cells.values()
+        ):
+            raise InvalidPrior("priors.cells must map each context key to a list of strings")
+        upload = raw.get("upload", {})
+        if not isinstance(upload, Mapping):
+            raise InvalidPrior(f"priors.upload must be an object, got {type(upload).__name__}")
+        max_shown = upload.get("max_shown", 4)
+        if type(max_shown) is not int or max_shown < 1:
+            raise InvalidPrior(f"priors.upload.max_shown must be an int >= 1, got {max_shown!r}")
+        period_s = _number(upload.get("period_s", 86_400.0), "priors.upload.period_s")
+        privacy = raw.get("privacy", {})
+        if not isinstance(privacy, Mapping):
+            raise InvalidPrior(f"priors.privacy must be an object, got {type(privacy).__name__}")
+        noise_sd = _number(privacy.get("noise_sd", 0.0), "priors.privacy.noise_sd")
+        if period_s <= 0:
+            raise InvalidPrior(f"priors.upload.period_s must be > 0, got {period_s!r}")
+        slots = raw.get("slots")
+        if not isinstance(slots, Mapping):
+            raise InvalidPrior("priors document lacks a 'slots' object")
+        variants: dict[str, list[str]] = {}
+        counts: dict[str, dict[str, dict[str, Counts]]] = {}
+        for slot, entry in slots.items():
+            where = f"priors.slots.{slot}"
+            if not isinstance(entry, Mapping):
+                raise InvalidPrior(f"{where} must be an object")
+            declared = entry.get("variants")
+            if not isinstance(declared, list) or not all(
+                isinstance(v, str) and v for v in declared
+            ):
+                raise InvalidPrior(f"{where}.variants must be a list of variant ids")
+            by_cell = entry.get("cells", {})
+            if not isinstance(by_cell, Mapping):
+                raise InvalidPrior(f"{where}.cells must be an object")
+            counts[slot] = {}
+            for cell, per_variant in by_cell.items():
+                if not isinstance(per_variant, Mapping):
+                    raise InvalidPrior(f"{where}.cells.{cell} must be an object")
+                counts[slot][cell] = {}
+                for variant, c in per_variant.items():
+                    at = f"{where}.cells.{cell}.{variant}"
+                    if variant not in declared:
+                        raise InvalidPrior(f"{at}: {variant!r} is not a declared variant")
+                    if not isinstance(c, Mapping):
+                        raise InvalidPrior(f"{at} must be an object with 'shown' and 'reward'")
+                    shown = _number(c.get("shown"), f"{at}.shown")
+                    reward = _number(c.get("reward"), f"{at}.reward")
+                    if not 0 <= reward <= shown:
+                        raise InvalidPrior(
+                            f"{at}: expected 0 <= reward <= shown, got reward={reward!r}, "
+                            f"shown={shown!r}"
+                        )
+                    counts[slot][cell][variant] = Counts(shown, reward)
+            variants[slot] = list(declared)
+        return cls(
+            site,
+            version,
+            {k: list(v) for k, v in cells.items()},
+            max_shown,
+            period_s,
+            noise_sd,
+            variants,
+            counts,
+        )
+
+    def cell_of(self, context: Mapping[str, Any]) -> str:
+        """The visitor's cell under this site's declared cells."""
+        return cell_of(self.cells, context)
+
+    def stats(
+        self,
+        slot: str,
+        cell: str,
+        schema: Mapping[str, Any],
+        strength: float,
+        shrinkage: float,
+        *,
+        cap: float,
+    ) -> tuple[dict[str, Any], float] | None:
+        """``cell`` of ``slot`` as engine statistics and the ``set_prior`` weight (None: none).
+
+        Each variant is to count as ``min(n_eff, cap)`` observations of its published rate.
+        The engine counts a prior of ``n`` observations and weight ``w`` as ``w * min(n,
+        strength)`` (``strength``: its ``prior_strength``), so the statistics are divided by
+        ``w = max(1, largest n / strength)``. Memoized: every visitor of a cell installs the
+        same object.
+        """
+        key = (slot, cell, strength, shrinkage, cap, repr(sorted(schema.items())))
+        if key not in self._stats_cache:
+            self._stats_cache[key] = self._stats(slot, cell, schema, strength, shrinkage, cap)
+        return self._stats_cache[key]
+
+    def _stats(
+        self,
+        slot: str,
+        cell: str,
+        schema: Mapping[str, Any],
+        strength: float,
+        shrinkage: float,
+        cap: float,
+    ) -> tuple[dict[str, Any], float] | None:
+        per_variant = self.counts.get(slot, {}).get(cell)
+        if not per_variant or cap <= 0:
+            return None
+        site = self.counts[slot].get(SITE_CELL, per_variant)
+        shown = sum(c.shown for c in site.values())
+        base_rate = sum(c.reward for c in site.values()) / shown if shown > 0 else 0.05
+        wanted = {
+            v: (min(effective_exposures(c, self.noise_sd, base_rate), cap), c.reward / c.shown)
+            for v, c in per_variant.items()
+            if c.shown > 0
+        }
+        wanted = {v: (n, rate) for v, (n, rate) in wanted.items() if n >= 1.0}
+        if not wanted:
+            return None
+        weight = max(1.0, max(n for n, _ in wanted.values()) / max(strength, 1e-9))
+        features = schema["features"]
+        dim, bias = int(features["dim"]), int(features.get("bias_index", 0))
+        actions = {}
+        for variant, (n_eff, rate) in wanted.items():
+            n = n_eff / weight
+            r = n * rate
+            xtx = np.eye(dim) * (shrinkage * n)
+            xtx[bias, bias] = n
+            xty = np.zeros(dim)
+            xty[bias] = r
+            actions[variant] = {
+                "n": n,
+                "reward_sum": r,
+                "reward_sq_sum": r,
+                "successes": r,
+                "failures": n - r,
+                "xtx": xtx,
+                "xty": xty,
+            }
+        return {"schema": dict(schema), "slot": slot, "actions": actions}, weight
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidPrior(f"{where} must be a finite number, got {value!r}")
+    return float(value)
