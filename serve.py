@@ -2,7 +2,7 @@
 
 python serve.py                      # http://127.0.0.1:8000
 python serve.py --port 8080 --host 127.0.0.1
-python serve.py --sync --site shop=UPLOAD-KEY --admin-token ADMIN-TOKEN   # + the sync API
+python serve.py --sync --sites sites.json --admin-token ADMIN-TOKEN   # + the sync API
 """
 
 from __future__ import annotations

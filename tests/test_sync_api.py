@@ -1,49 +1,58 @@
-"""The sync API in-process: priors with ETags, idempotent uploads, validation, security, admin."""
+"""The sync API in-process (protocol v2): declared sites, bounded uploads counted once, priors
+served like static files, admin controls, recovery and the report."""
 
 from __future__ import annotations
 
 import json
+import uuid
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 with warnings.catch_warnings():  # starlette suggests httpx2, which is not needed here
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from microadjust import Engine
-from microadjust.browser.privacy import IPS_CLIP, gaussian_sigma
 from microadjust.server.api import create_app
-from microadjust.server.config import Site, SyncSettings
+from microadjust.server.config import SyncSettings, load_sites, parse_site_option
+from microadjust.server.models import SiteDeclaration
 
 KEY = "upload-key-123"
 ADMIN = "admin-token-0123456789"
-SCHEMA = Engine().schema()
+SHOP = SiteDeclaration(
+    key=KEY,
+    slots={"cta": ["default", "quiz", "deal"], "headline": ["default", "story"]},
+    cells={"device": ["desktop", "mobile"]},
+)
+EXACT = {"rho_per_publication": 1e6, "rho_per_day": 1e9}  # noise ~0.006: counts check exactly
 
 
-def make_upload(batch_id: str, n: float = 1.0, reward: float = 1.0, **changes) -> dict:
-    """A valid upload adding ``n`` decisions (``reward`` of them rewarded) to slot cta / quiz."""
+def batch() -> str:
+    return uuid.uuid4().hex
+
+
+def make_upload(
+    batch_id: str | None = None,
+    *,
+    slot: str = "cta",
+    cell: str = "device=mobile",
+    variant: str = "quiz",
+    shown: float = 1,
+    reward: float = 1,
+    **changes,
+) -> dict:
+    """A valid v2 upload: one exposure of ``variant`` and ``reward`` units in one slot."""
     body = {
-        "v": 1,
-        "batch_id": batch_id,
-        "events": 20,
-        "schema": SCHEMA,
-        "privacy": {
-            "mechanism": "gaussian",
-            "epsilon": 1.0,
-            "delta": 1e-5,
-            "sigma": gaussian_sigma(1.0, 1e-5),
-            "ips_clip": IPS_CLIP,
-        },
+        "v": 2,
+        "batch_id": batch_id or batch(),
+        "privacy": {"mode": "aggregate"},
         "slots": {
-            "cta": {
-                "actions": {
-                    "quiz": {"n": n, "reward_sum": reward},
-                    "default": {"n": n, "reward_sum": 0.0},
-                },
-                "holdout": {"n": 0.5 * n, "reward": 0.0},
-                "ope": {"w": 0.1 * n, "wr": 0.05 * n},
+            slot: {
+                "cell": cell,
+                "variants": {variant: {"shown": shown, "reward": reward}},
+                "holdout": {"shown": 0, "reward": 0},
             }
         },
     }
@@ -53,11 +62,13 @@ def make_upload(batch_id: str, n: float = 1.0, reward: float = 1.0, **changes) -
 
 def settings(tmp_path: Path, **changes) -> SyncSettings:
     values = {
-        "sites": {"shop": Site("shop", KEY, min_events=20)},
+        "sites": {"shop": SHOP},
         "admin_token": ADMIN,
         "data_dir": tmp_path,
         "publish_interval_s": 0.0,
         "origins": ("https://shop.example",),
+        "bucket_cap": float("inf"),
+        **EXACT,
         **changes,
     }
     return SyncSettings(**values)
@@ -65,7 +76,7 @@ def settings(tmp_path: Path, **changes) -> SyncSettings:
 
 @pytest.fixture
 def api(tmp_path):
-    with TestClient(create_app(settings(tmp_path))) as client:
+    with TestClient(create_app(settings(tmp_path), rng=np.random.default_rng(0))) as client:
         yield client
 
 
@@ -75,164 +86,179 @@ def post(client, body, key=KEY, site="shop", **kwargs):
     )
 
 
+def raw_post(client, content: bytes, site="shop"):
+    headers = {"X-Microadjust-Key": KEY, "Content-Type": "application/json"}
+    return client.post(f"/v1/sites/{site}/uploads", content=content, headers=headers)
+
+
 def admin(client, method, path, **kwargs):
     return client.request(method, path, headers={"Authorization": f"Bearer {ADMIN}"}, **kwargs)
 
 
-def test_health_and_openapi(api):
-    assert api.get("/v1/health").json() == {
-        "status": "ok",
-        "storage": "sqlite",
-        "schema_version": 1,
-    }
+def priors(client, **headers):
+    return client.get("/v1/sites/shop/priors", headers=headers)
+
+
+def test_health_and_a_generated_openapi_document(api):
+    health = api.get("/v1/health").json()
+    assert health["status"] == "ok" and health["storage"] == "sqlite"
     spec = api.get("/openapi.json").json()
     assert spec["openapi"].startswith("3.")
     assert {"/v1/health", "/v1/sites/{site}/priors", "/v1/sites/{site}/uploads", "/report"} <= set(
         spec["paths"]
     )
+    upload = spec["components"]["schemas"]["Upload"]
+    assert set(upload["properties"]) == {"v", "batch_id", "privacy", "slots"}
+    assert upload["additionalProperties"] is False
 
 
-def test_priors_before_any_upload_are_empty_but_cacheable(api):
-    response = api.get("/v1/sites/shop/priors")
+def test_priors_before_any_upload_carry_the_upload_rules_and_are_cacheable(api):
+    response = priors(api)
+    body = response.json()
     assert response.status_code == 200
-    assert response.json() == {
-        "site": "shop",
-        "version": 0,
-        "published_at": None,
-        "slots": {},
-        "upload": {"min_events": 20},
-    }
-    assert "max-age" in response.headers["cache-control"]
-    again = api.get("/v1/sites/shop/priors", headers={"If-None-Match": response.headers["etag"]})
+    assert body["v"] == 2 and body["version"] == 0 and body["slots"] == {}
+    assert body["upload"] == {"max_shown": 4, "period_s": 86400, "default_mode": "aggregate",
+                              "modes": ["aggregate", "local"]}  # fmt: skip
+    assert body["cells"] == {"device": ["desktop", "mobile"]}
+    cache = response.headers["cache-control"]
+    assert cache.startswith("public") and "max-age=" in cache and "stale-while-revalidate=" in cache
+    again = priors(api, **{"If-None-Match": response.headers["etag"]})
     assert again.status_code == 304 and again.headers["etag"] == response.headers["etag"]
     assert api.get("/v1/sites/nowhere/priors").status_code == 404
 
 
-def test_an_upload_is_merged_once_and_published_as_an_engine_prior(api):
-    first = post(api, make_upload("batch-0001", n=40.0, reward=30.0))
-    assert first.status_code == 201 and first.json() == {
-        "batch_id": "batch-0001",
-        "status": "stored",
-    }
-    retry = post(api, make_upload("batch-0001", n=40.0, reward=30.0))
-    assert retry.status_code == 200 and retry.json()["status"] == "duplicate"
-    priors = api.get("/v1/sites/shop/priors")
-    body = priors.json()
-    assert body["version"] == 1 and set(body["slots"]) == {"cta"}
-    quiz = body["slots"]["cta"]["actions"]["quiz"]
-    assert quiz["n"] == pytest.approx(40.0) and quiz["successes"] == pytest.approx(30.0)
-    engine = Engine(seed=0)
-    engine.set_prior("cta", body["slots"]["cta"])  # the engine accepts it as is
-    assert priors.headers["etag"] != api.get("/v1/sites/nowhere/priors").headers.get("etag")
-    unchanged = api.get("/v1/sites/shop/priors", headers={"If-None-Match": priors.headers["etag"]})
+def test_an_upload_is_counted_once_and_published_per_cell(api):
+    first = post(api, make_upload("a" * 32, shown=1, reward=1))
+    assert first.status_code == 200
+    assert first.json() == {"accepted": {"cta": "ok"}, "refused": {}, "duplicate": False}
+    retry = post(api, make_upload("a" * 32, shown=1, reward=1))
+    assert retry.status_code == 200 and retry.json()["duplicate"] is True
+    for _ in range(3):
+        post(api, make_upload(shown=1, reward=0))
+    response = priors(api)
+    body = response.json()
+    assert body["version"] == 1 and set(body["slots"]) == {"cta", "headline"}
+    cta = body["slots"]["cta"]
+    assert cta["variants"] == ["default", "quiz", "deal"]
+    assert cta["cells"]["*"]["quiz"]["shown"] == pytest.approx(4, abs=0.05)
+    assert cta["cells"]["*"]["quiz"]["reward"] == pytest.approx(1, abs=0.05)
+    assert cta["cells"]["device=mobile"]["quiz"]["shown"] == pytest.approx(4, abs=0.05)
+    assert "device=desktop" not in cta["cells"]  # no data: below the publication threshold
+    unchanged = priors(api, **{"If-None-Match": response.headers["etag"]})
     assert unchanged.status_code == 304
 
 
-def test_priors_are_gzipped_when_the_client_accepts_it(api):
-    post(api, make_upload("batch-0002", n=40.0, reward=30.0))
-    response = api.get("/v1/sites/shop/priors", headers={"Accept-Encoding": "gzip"})
-    assert response.headers["content-encoding"] == "gzip"
+@pytest.mark.parametrize("encoding", ["gzip", "br"])
+def test_priors_are_compressed_once_per_version(api, encoding):
+    post(api, make_upload())
+    response = priors(api, **{"Accept-Encoding": encoding})
+    assert response.headers["content-encoding"] == encoding
     assert response.json()["version"] == 1  # httpx decodes it
+    assert "Accept-Encoding" in response.headers["vary"]
 
 
-def test_noisy_counts_are_clamped_into_a_valid_prior(api):
-    post(api, make_upload("batch-0003", n=-5.0, reward=3.0))
-    post(api, make_upload("batch-0004", n=8.0, reward=12.0, events=21))
-    cta = api.get("/v1/sites/shop/priors").json()["slots"]["cta"]["actions"]
-    assert cta["quiz"]["n"] == pytest.approx(3.0)
-    assert cta["quiz"]["reward_sum"] == cta["quiz"]["n"]  # clamped: 0 <= reward_sum <= n
-    Engine().set_prior("cta", api.get("/v1/sites/shop/priors").json()["slots"]["cta"])
+def test_published_counts_are_clamped_to_zero_reward_shown(tmp_path):
+    noisy = settings(tmp_path, rho_per_publication=0.05, rho_per_day=1.0)
+    with TestClient(create_app(noisy, rng=np.random.default_rng(1))) as client:
+        post(client, make_upload())
+        cells = priors(client).json()["slots"]["cta"]["cells"]
+    for variants in cells.values():
+        for counts in variants.values():
+            assert 0 <= counts["reward"] <= counts["shown"]
 
 
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"batch_id": "x"}, "batch_id"),
-        ({"v": 2}, "v"),
-        ({"events": 19}, "events"),
-        ({"events": True}, "events"),
-        ({"schema": {"format": "other", "version": 1, "features": {"dim": 8}}}, "schema.format"),
-        ({"privacy": {"mechanism": "none"}}, "privacy.mechanism"),
-        ({"privacy": "gaussian"}, "privacy"),
+        ({"batch_id": "batch-0001"}, "batch_id"),
+        ({"batch_id": "A" * 32}, "batch_id"),
+        ({"v": 1}, "v"),
+        ({"privacy": {"mode": "none"}}, "privacy.mode"),
+        ({"privacy": {"mode": "local"}}, "privacy.epsilon"),
+        ({"privacy": {"mode": "local", "epsilon": 50}}, "privacy.epsilon"),
+        ({"privacy": {"mode": "aggregate", "epsilon": 1}}, "privacy.epsilon"),
         ({"slots": {}}, "slots"),
-        (
-            {"slots": {"cta": {"actions": {"a": {"n": 1}}, "holdout": {}, "ope": {}}}},
-            "slots.cta.actions.a.reward_sum",
-        ),  # fmt: skip
-        (
-            {
-                "slots": {
-                    "cta": {
-                        "actions": {"a": {"n": "1", "reward_sum": 0}},
-                        "holdout": {"n": 0, "reward": 0},
-                        "ope": {"w": 0, "wr": 0},
-                    }
-                }
-            },
-            "slots.cta.actions.a.n",
-        ),  # fmt: skip
-        (
-            {
-                "slots": {
-                    "cta": {
-                        "actions": {"a": {"n": 1e300, "reward_sum": 0}},
-                        "holdout": {"n": 0, "reward": 0},
-                        "ope": {"w": 0, "wr": 0},
-                    }
-                }
-            },
-            "slots.cta.actions.a.n",
-        ),  # fmt: skip
-        ({"extra": 1}, "extra"),
+        ({"events": 20}, "events"),
+        ({"schema": {"features": {"dim": 4096}}}, "schema"),
     ],
 )
 def test_invalid_uploads_get_a_422_naming_the_field(api, change, field):
-    body = make_upload("batch-0005")
-    if "privacy" in change and isinstance(change["privacy"], dict):
-        change = {"privacy": {**body["privacy"], **change["privacy"]}}
-    response = post(api, {**body, **change})
+    response = post(api, {**make_upload(), **change})
     assert response.status_code == 422, response.text
     assert response.json()["field"] == field
     assert field.split(".")[-1] in response.json()["error"]
 
 
-def test_sigma_must_match_the_declared_epsilon(api):
-    body = make_upload("batch-0006")
-    body["privacy"]["sigma"] = 0.001
+@pytest.mark.parametrize(
+    ("counts", "field"),
+    [
+        ({"shown": 5, "reward": 0}, "slots.cta.variants.quiz.shown"),
+        ({"shown": -1, "reward": 0}, "slots.cta.variants.quiz.shown"),
+        ({"shown": 1.5, "reward": 0}, "slots.cta.variants.quiz.shown"),
+        ({"shown": 1, "reward": 4.5}, "slots.cta.variants.quiz.reward"),
+        ({"shown": "1", "reward": 0}, "slots.cta.variants.quiz.shown"),
+        ({"shown": 1, "reward": 0, "n": 1}, "slots.cta.variants.quiz.n"),
+        ({"shown": 1e9, "reward": 1e9}, "slots.cta.variants.quiz.shown"),
+    ],
+)
+def test_counts_beyond_one_visitor_get_a_422_and_nothing_is_stored(api, counts, field):
+    body = make_upload()
+    body["slots"]["cta"]["variants"]["quiz"] = counts
     response = post(api, body)
-    assert response.status_code == 422 and response.json()["field"] == "privacy.sigma"
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field
+    state = admin(api, "GET", "/v1/admin/sites/shop").json()
+    assert state["uploads"] == 0
+
+
+def test_a_slot_sums_to_at_most_max_shown(api):
+    body = make_upload()
+    body["slots"]["cta"]["variants"] = {"quiz": {"shown": 3, "reward": 0},
+                                        "deal": {"shown": 1, "reward": 0}}  # fmt: skip
+    body["slots"]["cta"]["holdout"] = {"shown": 1, "reward": 0}
+    response = post(api, body)
+    assert response.status_code == 422 and response.json()["field"] == "slots.cta"
+
+
+def test_local_mode_accepts_noise_within_its_tolerance(api):
+    body = make_upload(privacy={"mode": "local", "epsilon": 1.0}, shown=-12.5, reward=30.25)
+    assert post(api, body).status_code == 200
+    body = make_upload(privacy={"mode": "local", "epsilon": 1.0}, shown=400.0, reward=0)
+    response = post(api, body)
+    assert response.status_code == 422 and response.json()["field"].endswith("quiz.shown")
+
+
+def test_undeclared_slots_variants_and_cells_are_refused_and_the_rest_kept(api):
+    body = make_upload()
+    body["slots"]["fake"] = {"cell": "device=mobile", "variants": {"x": {"shown": 1}}}
+    body["slots"]["headline"] = {"cell": "device=mobile", "variants": {"clickbait": {"shown": 1}}}
+    response = post(api, body)
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["accepted"] == {"cta": "ok"}
+    assert set(answer["refused"]) == {"fake", "headline"}
+    assert "not declared" in answer["refused"]["fake"]
+    assert "clickbait" in answer["refused"]["headline"]
+    tv = post(api, make_upload(cell="device=tv")).json()
+    assert tv["accepted"] == {} and "device=tv" in tv["refused"]["cta"]
+    assert post(api, make_upload(cell="device=other")).json()["accepted"] == {"cta": "ok"}
+    published = priors(api).json()
+    assert set(published["slots"]) == {"cta", "headline"}
+    assert admin(api, "GET", "/v1/admin/sites/shop").json()["uploads"] == 2
 
 
 def test_upload_security_and_transport_errors(api):
-    assert post(api, make_upload("batch-0007"), key="wrong").status_code == 401
-    assert post(api, make_upload("batch-0007"), site="nowhere").status_code == 404
-    not_json = api.post(
-        "/v1/sites/shop/uploads",
-        content=b"{nope",
-        headers={"X-Microadjust-Key": KEY, "Content-Type": "application/json"},
-    )
+    assert post(api, make_upload(), key="wrong").status_code == 401
+    assert post(api, make_upload(), site="nowhere").status_code == 404
+    not_json = raw_post(api, b"{nope")
     assert not_json.status_code == 400 and not_json.json()["field"] == "body"
-    text = api.post(
-        "/v1/sites/shop/uploads",
-        content=b"{}",
-        headers={"X-Microadjust-Key": KEY, "Content-Type": "text/plain"},
-    )
+    text = api.post("/v1/sites/shop/uploads", content=b"{}",
+                    headers={"X-Microadjust-Key": KEY, "Content-Type": "text/plain"})  # fmt: skip
     assert text.status_code == 415
-    huge = api.post(
-        "/v1/sites/shop/uploads",
-        content=b" " * (64 * 1024 + 1),
-        headers={"X-Microadjust-Key": KEY, "Content-Type": "application/json"},
-    )
-    assert huge.status_code == 413
-    assert api.get("/v1/sites/shop/uploads").status_code == 405
-
-
-def test_a_slot_cannot_change_feature_space(api):
-    assert post(api, make_upload("batch-0008")).status_code == 201
-    other = {**SCHEMA, "features": {**SCHEMA["features"], "dim": 8}}
-    response = post(api, make_upload("batch-0009", schema=other))
-    assert response.status_code == 409 and response.json()["field"] == "schema"
-    assert post(api, make_upload("batch-0009")).status_code == 201  # nothing was stored
+    huge = raw_post(api, b" " * (16 * 1024 + 1))
+    assert huge.status_code == 413 and huge.json()["field"] == "body"
+    method = api.get("/v1/sites/shop/uploads")
+    assert method.status_code == 405 and set(method.json()) == {"error", "field"}
 
 
 def test_rate_limits_per_client(tmp_path):
@@ -259,66 +285,131 @@ def test_admin_needs_its_token(api):
     assert api.post("/v1/admin/sites/shop/publish").status_code == 401
     wrong = api.post("/v1/admin/sites/shop/publish", headers={"Authorization": "Bearer " + KEY})
     assert wrong.status_code == 401
+    assert api.put("/v1/admin/sites/shop", json=SHOP.model_dump()).status_code == 401
     assert api.get("/report").status_code == 401
     assert api.get("/report").headers["www-authenticate"].startswith("Basic")
     assert admin(api, "POST", "/v1/admin/sites/nowhere/publish").status_code == 404
 
 
-def test_admin_can_publish_freeze_and_roll_back(api):
-    post(api, make_upload("batch-0010", n=10.0, reward=5.0))
-    assert api.get("/v1/sites/shop/priors").json()["version"] == 1
+def test_sites_are_declared_through_the_admin_api(api):
+    assert post(api, make_upload(), site="blog").status_code == 404
+    declaration = {"key": "blog-key-123", "slots": {"hero": ["default", "calm"]}, "cells": {}}
+    put = admin(api, "PUT", "/v1/admin/sites/blog", json=declaration)
+    assert put.status_code == 200
+    got = admin(api, "GET", "/v1/admin/sites/blog").json()
+    assert got["declaration"] == declaration and got["uploads"] == 0
+    body = make_upload(slot="hero", cell="*", variant="calm")
+    assert post(api, body, key="blog-key-123", site="blog").json()["accepted"] == {"hero": "ok"}
+    published = api.get("/v1/sites/blog/priors").json()
+    assert published["cells"] == {} and set(published["slots"]["hero"]["cells"]) == {"*"}
+    bad = admin(api, "PUT", "/v1/admin/sites/blog", json={**declaration, "key": "short"})
+    assert bad.status_code == 422 and bad.json()["field"] == "key"
+    too_many = {"a": ["1", "2", "3", "4", "5", "6", "7"], "b": ["1", "2", "3", "4", "5", "6", "7"],
+                "c": ["1", "2", "3", "4", "5", "6", "7"]}  # fmt: skip
+    bad = admin(api, "PUT", "/v1/admin/sites/blog", json={**declaration, "cells": too_many})
+    assert bad.status_code == 422 and "256" in bad.json()["error"]
+    assert admin(api, "GET", "/v1/admin/sites/blog").json()["declaration"] == declaration
+
+
+def test_the_sites_file_and_the_legacy_site_option(tmp_path):
+    path = tmp_path / "sites.json"
+    path.write_text(json.dumps({"shop": SHOP.model_dump()}))
+    assert load_sites(path) == {"shop": SHOP}
+    path.write_text(json.dumps({"shop": {**SHOP.model_dump(), "slots": {"cta": []}}}))
+    with pytest.raises(ValueError, match=r"shop\.slots\.cta"):
+        load_sites(path)
+    name, declaration = parse_site_option("blog=key-12345678")
+    assert name == "blog" and declaration.slots == {} and declaration.key == "key-12345678"
+    with pytest.raises(ValueError, match="NAME=KEY"):
+        parse_site_option("blog=short")
+
+
+def test_admin_can_publish_freeze_and_roll_back_and_rollback_survives_unfreezing(api):
+    post(api, make_upload(shown=1, reward=0))
+    assert priors(api).json()["version"] == 1
     assert admin(api, "POST", "/v1/admin/sites/shop/freeze").json()["frozen"] is True
-    post(api, make_upload("batch-0011", n=10.0, reward=5.0))
-    frozen = api.get("/v1/sites/shop/priors").json()
-    assert frozen["version"] == 1  # frozen: no automatic publication
+    forged = [make_upload(variant="deal", shown=4, reward=4) for _ in range(20)]
+    for body in forged:
+        post(api, body)
+    assert priors(api).json()["version"] == 1  # frozen: no automatic publication
     assert admin(api, "POST", "/v1/admin/sites/shop/publish").json()["version"] == 2
-    assert api.get("/v1/sites/shop/priors").json()["slots"]["cta"]["actions"]["quiz"][
-        "n"
-    ] == pytest.approx(20)
+    assert priors(api).json()["slots"]["cta"]["cells"]["*"]["deal"]["shown"] == pytest.approx(
+        80, abs=0.1
+    )
     rollback = admin(api, "POST", "/v1/admin/sites/shop/rollback", json={"version": 1})
-    assert rollback.json() == {"site": "shop", "version": 1, "frozen": True}
-    assert api.get("/v1/sites/shop/priors").json()["version"] == 1
+    assert rollback.json() == {"site": "shop", "version": 1, "frozen": True, "purged_uploads": 20}
+    assert priors(api).json()["version"] == 1
     bad = admin(api, "POST", "/v1/admin/sites/shop/rollback", json={"version": 99})
     assert bad.status_code == 422 and bad.json()["field"] == "version"
     assert admin(api, "POST", "/v1/admin/sites/shop/rollback", json={"v": 1}).status_code == 422
     admin(api, "POST", "/v1/admin/sites/shop/unfreeze")
-    post(api, make_upload("batch-0012", n=10.0, reward=5.0))
-    assert api.get("/v1/sites/shop/priors").json()["version"] == 3
+    assert priors(api).json()["version"] == 1  # unfreezing alone republishes nothing
+    post(api, make_upload(shown=1, reward=0))
+    again = priors(api).json()
+    assert again["version"] == 3
+    assert again["slots"]["cta"]["cells"]["*"]["deal"]["shown"] == pytest.approx(0, abs=0.1)
     state = admin(api, "GET", "/v1/admin/sites/shop").json()
-    assert state["uploads"] == 3 and [v["version"] for v in state["versions"]] == [1, 2, 3]
+    assert state["uploads"] == 2 and [v["version"] for v in state["versions"]] == [1, 2, 3]
 
 
-def test_the_report_has_rates_lift_and_off_policy_estimates(api):
-    for i in range(5):
-        post(api, make_upload(f"batch-r{i:03d}", n=100.0, reward=60.0))
+def test_admin_lists_and_purges_uploads_by_time_and_batch_id(tmp_path):
+    clock = iter(range(1_000_000, 2_000_000, 10)).__next__
+    app = create_app(settings(tmp_path), clock=lambda: float(clock()))
+    with TestClient(app) as client:
+        ids = [batch() for _ in range(6)]
+        for batch_id in ids:
+            post(client, make_upload(batch_id, variant="deal", shown=4, reward=4))
+        listed = admin(client, "GET", "/v1/admin/sites/shop/uploads?limit=3").json()["uploads"]
+        assert [u["batch_id"] for u in listed] == ids[:3]
+        assert listed[0]["slots"] == ["cta"] and 0 <= listed[0]["bucket"] < 4096
+        middle = listed[1]["received_at"]
+        purge = admin(client, "POST", "/v1/admin/sites/shop/uploads/purge",
+                      json={"since": middle, "until": middle + 1})  # fmt: skip
+        assert purge.json()["purged_uploads"] == 1
+        purge = admin(client, "POST", "/v1/admin/sites/shop/uploads/purge",
+                      json={"batch_ids": ids[3:]})  # fmt: skip
+        assert purge.json()["purged_uploads"] == 3
+        empty = admin(client, "POST", "/v1/admin/sites/shop/uploads/purge", json={})
+        assert empty.status_code == 422
+        assert admin(client, "POST", "/v1/admin/sites/shop/rebuild").json()["uploads"] == 2
+        deal = priors(client).json()["slots"]["cta"]["cells"]["*"]["deal"]
+        assert deal["shown"] == pytest.approx(8, abs=0.1)
+
+
+def test_the_report_has_rates_per_cell_and_lift_against_the_holdout(api):
+    for _ in range(30):
+        body = make_upload(shown=2, reward=1)
+        body["slots"]["cta"]["holdout"] = {"shown": 1, "reward": 0}
+        post(api, body)
+    for _ in range(10):
+        post(api, make_upload(cell="device=desktop", variant="deal", shown=1, reward=0))
     report = admin(api, "GET", "/v1/admin/sites/shop/report").json()
-    cta = report["slots"]["cta"]
-    assert cta["uploads"] == 5
-    assert cta["variants"]["quiz"]["rate"] == pytest.approx(0.6)
-    assert cta["variants"]["default"]["n"] == pytest.approx(250.0)  # holdout counted apart
-    assert cta["lift"]["value"] == pytest.approx(cta["treated"]["rate"] - 0.0)
-    assert cta["lift"]["low"] < cta["lift"]["value"] < cta["lift"]["high"]
-    assert cta["current_policy"]["snips"]["value"] == pytest.approx(0.5)
+    assert report["uploads"] == 40
+    cta = report["slots"]["cta"]["cells"]
+    assert set(cta) == {"*", "device=mobile", "device=desktop"}
+    assert cta["device=mobile"]["variants"]["quiz"]["rate"] == pytest.approx(0.5)
+    assert cta["*"]["variants"]["quiz"]["n"] == pytest.approx(60)
+    assert cta["*"]["variants"]["deal"]["rate"] == pytest.approx(0.0)
+    lift = cta["device=mobile"]["lift"]
+    assert lift["value"] == pytest.approx(0.5) and lift["low"] < 0.5 < lift["high"]
     page = api.get("/report", auth=("admin", ADMIN))
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert page.text.count("<svg") == 1 and "quiz" in page.text and "holdout" in page.text
+    assert page.text.count("<svg") == 2 and "quiz" in page.text and "holdout" in page.text
     assert api.get("/report?site=nowhere", auth=("admin", ADMIN)).status_code == 404
 
 
 def test_decay_halves_old_contributions(tmp_path):
-    from microadjust.server.storage import Storage
-
-    store = Storage(data_dir=tmp_path)
-    store.migrate()
     day = 86400.0
-    store.record_upload("shop", "batch-d001", make_upload("batch-d001", n=100.0, reward=0.0),
-                        half_life_s=10 * day, now=0.0)  # fmt: skip
-    store.record_upload("shop", "batch-d002", make_upload("batch-d002", n=100.0, reward=0.0),
-                        half_life_s=10 * day, now=10 * day)  # fmt: skip
-    data, uploads, _ = store.aggregates("shop")["cta"]
-    assert uploads == 2
-    assert data["prior"]["actions"]["quiz"]["n"] == pytest.approx(150.0)
-    assert data["report"]["actions"]["quiz"]["n"] == pytest.approx(200.0)  # the report keeps all
+    now = [0.0]
+    app = create_app(settings(tmp_path, half_life_days=10.0), clock=lambda: now[0])
+    with TestClient(app) as client:
+        for _ in range(25):
+            post(client, make_upload(shown=4, reward=0))
+        now[0] = 10 * day
+        for _ in range(25):
+            post(client, make_upload(shown=4, reward=0))
+        quiz = priors(client).json()["slots"]["cta"]["cells"]["*"]["quiz"]
+    assert quiz["shown"] == pytest.approx(150.0, abs=0.1)
 
 
 def test_migrations_are_versioned_and_idempotent(tmp_path):
@@ -331,4 +422,4 @@ def test_migrations_are_versioned_and_idempotent(tmp_path):
     with store._transaction() as run:
         rows = run("SELECT version FROM schema_migrations ORDER BY version").fetchall()
     assert [r[0] for r in rows] == list(range(1, LATEST + 1))
-    assert json.loads(json.dumps(store.site_state("shop")))["current_version"] is None
+    assert store.site_state("shop").current_version is None

@@ -11,10 +11,12 @@ import pytest
 from test_sync_api import make_upload
 
 from microadjust.server.migrations import LATEST
+from microadjust.server.models import Upload
 from microadjust.server.storage import Storage
 
 PG_URL = os.environ.get("MICROADJUST_TEST_DATABASE_URL")
-TABLES = ("uploads", "aggregates", "priors", "sites", "schema_migrations")
+TABLES = ("uploads", "aggregates", "bucket_sums", "day_secrets", "site_declarations", "priors",
+          "sites", "schema_migrations")  # fmt: skip
 
 
 def open_store(backend: str, tmp_path) -> Storage:
@@ -40,8 +42,17 @@ def backend(request, tmp_path):
     store.close()
 
 
-def quiz_n(store: Storage) -> float:
-    return store.aggregates("shop")["cta"][0]["report"]["actions"]["quiz"]["n"]
+def upload(batch_id: str) -> Upload:
+    return Upload.model_validate(make_upload(batch_id))
+
+
+def quiz_shown(store: Storage) -> float:
+    """Exposures of quiz summed over every stored bucket-day."""
+    return sum(
+        row.sums.variants["device=mobile"]["quiz"][0]
+        for row in store.bucket_rows("shop")
+        if row.slot == "cta"
+    )
 
 
 def test_migrations_reach_the_latest_version(backend, tmp_path):
@@ -52,17 +63,17 @@ def test_migrations_reach_the_latest_version(backend, tmp_path):
 
 def test_concurrent_uploads_and_retries_count_once(backend, tmp_path):
     store = open_store(backend, tmp_path)
-    ids = [f"batch-{i:04d}" for i in range(40)] * 3  # every batch sent three times
+    ids = [f"{i:032x}" for i in range(40)] * 3  # every batch sent three times
     with ThreadPoolExecutor(8) as pool:
         stored = list(
             pool.map(
-                lambda b: store.record_upload("shop", b, make_upload(b), half_life_s=1e12), ids
+                lambda b: store.record_upload("shop", upload(b), bucket=int(b[-1], 16) % 10), ids
             )
         )
     assert sum(stored) == 40
     assert store.upload_count("shop") == 40
-    assert quiz_n(store) == pytest.approx(40.0)
-    assert store.aggregates("shop")["cta"][1] == 40
+    assert quiz_shown(store) == pytest.approx(40.0)
+    assert {row.bucket for row in store.bucket_rows("shop")} == set(range(10))
     store.close()
 
 
@@ -74,28 +85,53 @@ def test_two_instances_sharing_one_store_lose_no_update(backend, tmp_path):
     def run(store: Storage, offset: int) -> None:
         barrier.wait()
         for i in range(25):
-            batch = f"batch-{offset + i:04d}"
-            store.record_upload("shop", batch, make_upload(batch), half_life_s=1e12)
+            store.record_upload("shop", upload(f"{offset + i:032x}"), bucket=offset)
 
     threads = [threading.Thread(target=run, args=(s, k * 100)) for k, s in enumerate((a, b))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert quiz_n(a) == pytest.approx(50.0) and a.upload_count("shop") == 50
+    assert quiz_shown(a) == pytest.approx(50.0) and a.upload_count("shop") == 50
     a.close()
     b.close()
 
 
-def test_publish_and_rollback(backend, tmp_path):
+def served_version(store: Storage) -> int:
+    return store.serving("shop")[1].version
+
+
+def test_publish_prune_purge_and_rollback(backend, tmp_path):
     store = open_store(backend, tmp_path)
-    store.record_upload("shop", "batch-p001", make_upload("batch-p001"), half_life_s=1e12)
-    build = lambda version, aggs: {"version": version, "slots": sorted(aggs)}  # noqa: E731
-    assert store.publish("shop", build, note="first") == 1
-    assert store.publish("shop", build, note="auto", min_interval_s=0) is None  # unchanged
-    assert store.publish("shop", build, note="second") == 2
-    assert store.current_prior("shop")[0] == 2
-    assert store.rollback("shop", 1) and store.current_prior("shop")[0] == 1
-    assert store.site_state("shop")["frozen"] is True
-    assert not store.rollback("shop", 7)
+    store.record_upload("shop", upload("a" * 32), bucket=7, now=100.0)
+    build = lambda version, rows: {"version": version, "slots": sorted({r.slot for r in rows})}  # noqa: E731
+    budget = {"rho": 1.0, "rho_per_day": 3.0, "keep": 2}
+    assert store.publish("shop", build, note="first", now=200.0, **budget) == 1
+    unchanged = store.publish("shop", build, note="auto", min_interval_s=0, now=201.0, **budget)
+    assert unchanged is None
+    assert store.publish("shop", build, note="second", now=202.0, **budget) == 2
+    assert store.publish("shop", build, note="third", now=203.0, **budget) == 3
+    assert store.publish("shop", build, note="spent", now=204.0, **budget) is None  # budget
+    assert [v["version"] for v in store.versions("shop")] == [2, 3]  # pruned to keep=2
+    assert store.publish("shop", build, note="next day", now=86_400.0 + 5, **budget) == 4
+    store.record_upload("shop", upload("b" * 32), bucket=7, now=86_400.0 + 10)
+    assert store.rollback("shop", 4, now=86_400.0 + 20) == 1  # the upload after v4 is dropped
+    assert served_version(store) == 4 and store.site_state("shop").frozen
+    assert store.upload_count("shop") == 1 and quiz_shown(store) == pytest.approx(1.0)
+    assert store.rollback("shop", 1) is None  # pruned
+    assert store.purge("shop", batch_ids=["a" * 32]) == 1
+    assert store.bucket_rows("shop") == []
+    store.close()
+
+
+def test_a_failed_build_changes_nothing(backend, tmp_path):
+    store = open_store(backend, tmp_path)
+    store.record_upload("shop", upload("c" * 32), bucket=1)
+
+    def broken(version, rows):
+        return {"not json": float("nan")}
+
+    with pytest.raises(ValueError):
+        store.publish("shop", broken, note="nan", rho=0.1, rho_per_day=1.0, keep=5)
+    assert store.versions("shop") == [] and store.site_state("shop").budget.spent == 0.0
     store.close()

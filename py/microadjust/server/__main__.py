@@ -1,4 +1,4 @@
-"""``python -m microadjust.server --site shop=KEY``: the sync API alone (no static bundle)."""
+"""``python -m microadjust.server --sites sites.json``: the sync API alone (no static bundle)."""
 
 from __future__ import annotations
 

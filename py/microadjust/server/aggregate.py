@@ -1,168 +1,148 @@
-"""The arithmetic of the sync server: merge noisy uploads, build priors, estimate the report.
+"""Robust aggregation of uploads (protocol section 5), as pure functions.
 
-One aggregate per site and slot, a JSON object::
+The server keeps, per site, UTC day, slot and source bucket, the sum of that bucket's uploads
+(:class:`SlotSums`). A source bucket is a keyed hash of the client address, so one attacker
+behind one address lands in one bucket however many uploads it sends. Aggregation scales each
+bucket's day down to at most ``bucket_cap`` visitors' worth, measured in L2 norm, then sums the
+buckets with a half-life decay.
 
-    {"schema": {...},                                   # the engine's statistics schema
-     "prior":  {"actions": {a: {"n", "reward_sum"}}, "noise_var"},   # decayed with a half-life
-     "report": {"actions": {a: {"n", "reward_sum"}}, "holdout": {"n", "reward"},
-                "ope": {"w", "wr"}, "noise_var", "ips_clip"}}        # cumulative
+Why a fixed cap in visitor units, not a multiple of the median bucket: scaling a vector down
+onto an L2 ball is a projection, so it never increases how far one visitor moves the result
+(the central noise stays calibrated); a median-relative cap would let one visitor move the
+median and with it every capped bucket.
 
-``noise_var`` is the variance of the local-DP noise summed into each number (the sum of the
-uploads' ``sigma**2``), so the report's intervals include it.
-
-A published prior is, per action, a context-free ridge prior in the engine's statistics
-format: ``n`` observations whose mean reward is ``reward_sum / n`` on the bias feature, and
-precision ``shrinkage * n`` on every other coefficient (they are shrunk towards 0 until the
-visitor's own data says otherwise). Noisy counts are clamped: ``n >= 0``,
-``0 <= reward_sum <= n``.
+>>> one = SlotUpload(cell="device=mobile", variants={"a": Counts(shown=4, reward=4)})
+>>> SlotSums.from_upload(one).norm() == visitor_norm(4)  # the most one visitor can weigh
+True
+>>> day = SlotSums()
+>>> for _ in range(100):  # 100 forged uploads from one source on one day
+...     day.add(SlotSums.from_upload(one))
+>>> rows = [BucketRow(day=0, slot="cta", bucket=7, sums=day)]
+>>> totals = robust_totals(rows, bucket_cap=2.0, max_shown=4, half_life_days=math.inf, today=0)
+>>> [round(x, 6) for x in totals["cta"].variants["device=mobile"]["a"]]  # two visitors' worth
+[8.0, 8.0]
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
-__all__ = ["SchemaConflict", "merge", "prior_stats", "slot_report"]
+from .models import Counts, SlotUpload
 
-Z95 = 1.959963984540054
-
-
-class SchemaConflict(ValueError):
-    """An upload's feature space differs from the one the slot's aggregate is in."""
+__all__ = ["SlotSums", "BucketRow", "visitor_norm", "robust_totals", "restrict"]
 
 
-def merge(
-    data: Mapping[str, Any] | None,
-    schema: Mapping[str, Any],
-    upload: Mapping[str, Any],
-    sigma: float,
-    ips_clip: float,
-    decay: float,
-) -> dict[str, Any]:
-    """``data`` (or an empty aggregate) with one upload's slot added; the prior part decayed."""
-    if data is None:
-        data = {
-            "schema": dict(schema),
-            "prior": {"actions": {}, "noise_var": 0.0},
-            "report": {
-                "actions": {},
-                "holdout": {"n": 0.0, "reward": 0.0},
-                "ope": {"w": 0.0, "wr": 0.0},
-                "noise_var": 0.0,
-                "ips_clip": ips_clip,
-            },
-        }
-    elif dict(data["schema"]) != dict(schema):
-        raise SchemaConflict(
-            f"the slot's statistics use schema {data['schema']!r}, the upload {dict(schema)!r}"
+def visitor_norm(max_shown: int) -> float:
+    """The largest L2 norm of one visitor's slot vector: ``max_shown`` exposures and as many
+    reward units on one variant, counted in its cell and again in the ``*`` cell."""
+    return 2.0 * max_shown
+
+
+def _add_pair(into: list[float], counts: list[float], scale: float) -> None:
+    into[0] += scale * counts[0]
+    into[1] += scale * counts[1]
+
+
+@dataclass(slots=True)
+class SlotSums:
+    """One slot's ``[shown, reward]`` sums per cell and variant, and the holdout's per cell."""
+
+    variants: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    holdout: dict[str, list[float]] = field(default_factory=dict)
+
+    @classmethod
+    def from_upload(cls, entry: SlotUpload) -> SlotSums:
+        pair = lambda c: [float(c.shown), float(c.reward)]  # noqa: E731
+        return cls(
+            {entry.cell: {v: pair(c) for v, c in entry.variants.items()}},
+            {entry.cell: pair(entry.holdout)},
         )
-    prior, report = data["prior"], data["report"]
-    for sums in prior["actions"].values():
-        sums["n"] *= decay
-        sums["reward_sum"] *= decay
-    prior["noise_var"] = prior["noise_var"] * decay * decay + sigma * sigma
-    for action, sums in upload["actions"].items():
-        for part in (prior, report):
-            total = part["actions"].setdefault(action, {"n": 0.0, "reward_sum": 0.0})
-            total["n"] += sums["n"]
-            total["reward_sum"] += sums["reward_sum"]
-    report["holdout"]["n"] += upload["holdout"]["n"]
-    report["holdout"]["reward"] += upload["holdout"]["reward"]
-    report["ope"]["w"] += upload["ope"]["w"]
-    report["ope"]["wr"] += upload["ope"]["wr"]
-    report["noise_var"] += sigma * sigma
-    return dict(data)
+
+    def add(self, other: SlotSums, scale: float = 1.0) -> None:
+        for cell, variants in other.variants.items():
+            mine = self.variants.setdefault(cell, {})
+            for variant, counts in variants.items():
+                _add_pair(mine.setdefault(variant, [0.0, 0.0]), counts, scale)
+        for cell, counts in other.holdout.items():
+            _add_pair(self.holdout.setdefault(cell, [0.0, 0.0]), counts, scale)
+
+    def with_star(self) -> SlotSums:
+        """These sums plus the ``*`` cell, the sum over cells (a ``*`` upload is its own cell)."""
+        out = SlotSums()
+        out.add(self)
+        star = SlotSums({"*": {}}, {"*": [0.0, 0.0]})
+        for cell, variants in self.variants.items():
+            if cell != "*":
+                star.add(SlotSums({"*": variants}, {"*": self.holdout.get(cell, [0.0, 0.0])}))
+        out.add(star)
+        return out
+
+    def norm(self) -> float:
+        """L2 norm of every count, each non-``*`` cell counted again in the ``*`` cell."""
+        full = self.with_star() if any(c != "*" for c in self.variants) else self
+        squares = sum(s * s + r * r for v in full.variants.values() for s, r in v.values())
+        squares += sum(s * s + r * r for s, r in full.holdout.values())
+        return math.sqrt(squares)
+
+    def to_json(self) -> str:
+        return json.dumps({"variants": self.variants, "holdout": self.holdout}, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> SlotSums:
+        data = json.loads(text)
+        return cls(data["variants"], data["holdout"])
+
+    def counts(self, cell: str, variant: str) -> Counts:
+        shown, reward = self.variants.get(cell, {}).get(variant, (0.0, 0.0))
+        return Counts(shown=shown, reward=reward)
 
 
-def prior_stats(data: Mapping[str, Any], slot: str, shrinkage: float) -> dict[str, Any] | None:
-    """The slot's published prior in the engine's statistics format (None: nothing usable)."""
-    schema = data["schema"]
-    features = schema.get("features", {})
-    dim = int(features.get("dim", 0))
-    bias = int(features.get("bias_index", 0))
-    actions = {}
-    for action, sums in data["prior"]["actions"].items():
-        n = max(float(sums["n"]), 0.0)
-        if n < 1.0:
-            continue
-        r = min(max(float(sums["reward_sum"]), 0.0), n)
-        xtx = [[0.0] * dim for _ in range(dim)]
-        for i in range(dim):
-            xtx[i][i] = shrinkage * n
-        xtx[bias][bias] = n
-        xty = [0.0] * dim
-        xty[bias] = r
-        actions[action] = {
-            "n": n,
-            "reward_sum": r,
-            "reward_sq_sum": r,
-            "successes": r,
-            "failures": n - r,
-            "xtx": xtx,
-            "xty": xty,
-        }
-    if not actions:
-        return None
-    return {"schema": dict(schema), "slot": slot, "actions": actions}
+@dataclass(frozen=True, slots=True)
+class BucketRow:
+    """The sum of one source bucket's uploads to one slot on one UTC day."""
+
+    day: int
+    slot: str
+    bucket: int
+    sums: SlotSums
 
 
-def _rate(reward: float, n: float, noise_var: float) -> dict[str, float | None]:
-    """Mean reward with a normal 95% interval including the local-DP noise (delta method)."""
-    if n < 1.0:
-        return {"n": max(n, 0.0), "rate": None, "low": None, "high": None, "se": None}
-    p = min(max(reward / n, 0.0), 1.0)
-    var = (p * (1 - p) * n + noise_var * (1 + p * p)) / (n * n)
-    se = math.sqrt(var)
-    return {"n": n, "rate": p, "low": p - Z95 * se, "high": p + Z95 * se, "se": se}
+def robust_totals(
+    rows: Iterable[BucketRow],
+    *,
+    bucket_cap: float,
+    max_shown: int,
+    half_life_days: float,
+    today: int,
+) -> dict[str, SlotSums]:
+    """Per slot, the decayed sum of every bucket-day, each capped to ``bucket_cap`` visitors."""
+    cap = bucket_cap * visitor_norm(max_shown)
+    totals: dict[str, SlotSums] = {}
+    for row in rows:
+        norm = row.sums.norm()
+        scale = 1.0 if norm <= cap else cap / norm
+        if math.isfinite(half_life_days):
+            scale *= 0.5 ** (max(today - row.day, 0) / half_life_days)
+        totals.setdefault(row.slot, SlotSums()).add(row.sums, scale)
+    return totals
 
 
-def slot_report(data: Mapping[str, Any], uploads: int) -> dict[str, Any]:
-    """Per-variant decisions and reward rates, lift against the holdout, off-policy values."""
-    rep = data["report"]
-    v = float(rep["noise_var"])
-    names = list(rep["actions"])
-    default = "default" if "default" in names else (names[0] if names else None)
-    hold_n, hold_r = rep["holdout"]["n"], rep["holdout"]["reward"]
-    variants = {}
-    total_n = total_r = 0.0
-    for name, sums in rep["actions"].items():
-        n, r = float(sums["n"]), float(sums["reward_sum"])
-        total_n += n
-        total_r += r
-        if name == default:  # holdout decisions always show the default: count them apart
-            n, r = n - hold_n, r - hold_r
-        variants[name] = _rate(r, n, v * (2 if name == default else 1))
-    treated = _rate(total_r - hold_r, total_n - hold_n, 2 * v)
-    holdout = _rate(hold_r, hold_n, v)
-    lift = None
-    if treated["rate"] is not None and holdout["rate"] is not None:
-        diff = treated["rate"] - holdout["rate"]
-        se = math.hypot(treated["se"], holdout["se"])
-        lift = {"value": diff, "low": diff - Z95 * se, "high": diff + Z95 * se}
-    scale = float(rep.get("ips_clip", 10.0))
-    w, wr = float(rep["ope"]["w"]), float(rep["ope"]["wr"])
-    ope = None
-    if total_n >= 1.0 and w > 0:
-        ips = scale * wr / total_n
-        ips_se = math.sqrt(scale * scale * (max(wr, 0.0) + v)) / total_n
-        snips = min(max(wr / w, 0.0), 1.0)
-        snips_se = math.sqrt(snips * (1 - snips) / max(w * scale, 1.0) + v * (1 + snips**2) / w**2)
-        ope = {
-            "ips": {"value": ips, "low": ips - Z95 * ips_se, "high": ips + Z95 * ips_se},
-            "snips": {
-                "value": snips,
-                "low": snips - Z95 * snips_se,
-                "high": snips + Z95 * snips_se,
+def restrict(
+    totals: Mapping[str, SlotSums], slots: Mapping[str, list[str]], cells: set[str]
+) -> dict[str, SlotSums]:
+    """Only declared slots, variants and cells (a declaration may shrink after uploads)."""
+    out: dict[str, SlotSums] = {}
+    for slot, variants in slots.items():
+        sums = totals.get(slot, SlotSums())
+        out[slot] = SlotSums(
+            {
+                cell: {v: c for v, c in vs.items() if v in variants}
+                for cell, vs in sums.variants.items()
+                if cell in cells
             },
-        }
-    return {
-        "uploads": uploads,
-        "decisions": max(total_n, 0.0),
-        "variants": variants,
-        "treated": treated,
-        "holdout": holdout,
-        "lift": lift,
-        "current_policy": ope,
-        "noise_sd_per_sum": math.sqrt(v),
-    }
+            {cell: c for cell, c in sums.holdout.items() if cell in cells},
+        )
+    return out

@@ -1,327 +1,620 @@
-"""The sync API (Starlette): priors down, noisy aggregates up, admin controls and the report.
+"""The sync API (FastAPI): priors down, bounded uploads up, admin controls and the report.
 
-``create_app(settings, static=...)`` returns one ASGI app; ``serve.py --sync`` runs it with
-the static bundle mounted at ``/``. Endpoints are described in :mod:`.openapi`.
+``create_app(settings, static=...)`` returns one ASGI app; ``serve.py --sync`` runs it with the
+static bundle mounted at ``/``. The request and response types are in :mod:`.models`, which
+FastAPI turns into ``/openapi.json``; the protocol is docs/sync-protocol.md.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import json
+import asyncio
+import logging
+import math
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
-from starlette.applications import Starlette
+import numpy as np
+from fastapi import FastAPI, Query
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.middleware import Middleware
+from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from .aggregate import SchemaConflict, prior_stats
-from .config import Site, SyncSettings
+from .. import __version__
+from .aggregate import restrict, robust_totals
+from .config import SITE_NAME, SyncSettings
+from .encoded import EncodedPrior, etag_of
 from .migrations import LATEST
-from .openapi import spec
+from .models import (
+    ErrorBody,
+    FieldError,
+    PriorsDocument,
+    Purge,
+    Rollback,
+    SiteDeclaration,
+    Upload,
+    UploadAnswer,
+    check_bounds,
+)
+from .publication import Rules, empty_document, priors_document
 from .report import render_html, site_report
-from .security import BodyTooLarge, RateLimiter, is_admin, key_matches, read_limited
-from .storage import Aggregate, Storage
-from .validation import ValidationError, parse_rollback, parse_upload
+from .security import (
+    BodyTooLarge,
+    RateLimiter,
+    client_address,
+    is_admin,
+    key_matches,
+    read_limited,
+    source_bucket,
+)
+from .storage import Storage, day_of, dumps
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "ApiError"]
 
+log = logging.getLogger("microadjust.server")
 KEY_HEADER = "x-microadjust-key"
+ADMIN_BODY_BYTES = 64 * 1024
+Model = TypeVar("Model", bound=BaseModel)
 
 
-def error(status: int, message: str, field: str | None = None, **headers: str) -> JSONResponse:
-    """A JSON error body: ``{"error": message, "field": field}``."""
-    return JSONResponse({"error": message, "field": field}, status, headers=headers or None)
+class StrictJSONResponse(JSONResponse):
+    """ASCII JSON that refuses NaN: a lone surrogate or a non-finite number never reaches a
+    client as invalid JSON."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content).encode("ascii")
+
+
+class ApiError(Exception):
+    """An error answer: ``{"error": message, "field": field}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, field: str | None = None, **headers: str):
+        super().__init__(message)
+        self.status, self.message, self.field, self.headers = status, message, field, headers
+
+    def response(self) -> Response:
+        body = {"error": self.message, "field": self.field}
+        return StrictJSONResponse(body, self.status, headers=self.headers or None)
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    """A pydantic error location as a JSON path (``slots.cta.variants.quiz.shown``)."""
+    return ".".join(str(p) for p in loc if p not in ("body", "[key]")) or "body"
+
+
+def validation_error(errors: list[dict[str, Any]]) -> ApiError:
+    """The first pydantic error as a 422 naming its field (400 for JSON that does not parse)."""
+    first = errors[0]
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldError):
+        return ApiError(422, str(cause), cause.field)
+    if first["type"] == "json_invalid":
+        return ApiError(400, f"the body is not valid JSON: {first['msg']}", "body")
+    field = _path(tuple(first["loc"]))
+    got = repr(first.get("input"))
+    got = got if len(got) <= 60 else got[:57] + "..."
+    return ApiError(422, f"{field}: {first['msg']}; got {got}", field)
+
+
+async def parse_body(request: Request, model: type[Model], limit: int) -> Model:
+    """The JSON body as ``model``: 415, 413, 400 (unparsable) or 422 (invalid) otherwise."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise ApiError(415, "the body must be application/json", "content-type")
+    try:
+        raw = await read_limited(request, limit)
+    except BodyTooLarge:
+        raise ApiError(413, f"the body exceeds {limit} bytes", "body") from None
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise validation_error(exc.errors()) from None
+    except FieldError as exc:
+        raise ApiError(422, str(exc), exc.field) from None
+
+
+@dataclass(slots=True)
+class CachedPrior:
+    """What this instance serves for a site, and when it last looked at the store."""
+
+    prior: EncodedPrior
+    checked_at: float
+    dirty: bool = False  # an upload arrived here since
 
 
 class SyncAPI:
     """Request handlers bound to one settings object, one storage and one rate limiter."""
 
-    def __init__(self, settings: SyncSettings, storage: Storage):
+    def __init__(
+        self,
+        settings: SyncSettings,
+        storage: Storage,
+        clock: Callable[[], float],
+        rng: np.random.Generator | None,
+    ):
         self.settings = settings
         self.storage = storage
+        self.clock = clock
+        self.rng = rng
         self.limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
-        self._gzipped: OrderedDict[str, bytes] = OrderedDict()  # etag -> gzipped priors
+        self.rules = Rules(
+            settings.max_shown,
+            settings.period_s,
+            settings.rho_per_publication,
+            settings.rho_per_day,
+        )
+        self.sites: dict[str, SiteDeclaration] = dict(settings.sites)
+        self._sites_loaded_at = -math.inf
+        self._secrets: dict[int, bytes] = {}
+        self._priors: dict[str, CachedPrior] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
-    async def _db(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+    async def _db(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await run_in_threadpool(partial(function, *args, **kwargs))
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _site(self, request: Request) -> Site | None:
-        return self.settings.sites.get(request.path_params["site"])
+    async def _site(self, name: str) -> SiteDeclaration:
+        """The declaration of site ``name`` (the sites file, overridden by the admin API)."""
+        if self.clock() - self._sites_loaded_at >= self.settings.refresh_s:
+            declared = await self._db(self.storage.declarations)
+            self.sites = {**self.settings.sites, **declared}
+            self._sites_loaded_at = self.clock()
+        site = self.sites.get(name)
+        if site is None:
+            raise ApiError(404, f"unknown site {name!r}", "site")
+        return site
 
-    def _limited(self, request: Request) -> Response | None:
-        client = request.client.host if request.client else "unknown"
-        wait = self.limiter.allow(client)
+    def _limit(self, request: Request) -> None:
+        wait = self.limiter.allow(client_address(request))
         if wait:
-            return error(429, "too many requests from this client; retry later",
-                         **{"Retry-After": str(max(1, round(wait)))})  # fmt: skip
-        return None
+            raise ApiError(429, "too many requests from this client; retry later",
+                           **{"Retry-After": str(max(1, round(wait)))})  # fmt: skip
 
-    def _admin(self, request: Request, site_required: bool = True) -> Response | None:
+    def _admin(self, request: Request) -> None:
         if not is_admin(request, self.settings.admin_token):
             message = (
                 "admin token required: Authorization: Bearer <token>"
                 if self.settings.admin_token
                 else "the admin API is disabled: start the server with --admin-token"
             )
-            return error(401, message, **{"WWW-Authenticate": 'Basic realm="microadjust"'})
-        if site_required and self._site(request) is None:
-            return error(404, f"unknown site {request.path_params['site']!r}", "site")
-        return None
+            raise ApiError(401, message, **{"WWW-Authenticate": 'Basic realm="microadjust"'})
 
-    def _build(self, site: Site, version: int, aggregates: dict[str, Aggregate]) -> dict:
-        slots = {}
-        for slot, (data, _, _) in aggregates.items():
-            stats = prior_stats(data, slot, self.settings.shrinkage)
-            if stats is not None:
-                slots[slot] = stats
-        return {
-            "site": site.name,
-            "version": version,
-            "published_at": time.time(),
-            "slots": slots,
-            "upload": {"min_events": site.min_events},
-        }
+    async def _bucket(self, request: Request) -> int:
+        day = day_of(self.clock())
+        secret = self._secrets.get(day)
+        if secret is None:
+            secret = await self._db(self.storage.day_secret, day)
+            self._secrets = {day: secret}
+        return source_bucket(secret, client_address(request))
 
-    async def _publish(self, site: Site, note: str, automatic: bool) -> int | None:
-        return await self._db(
+    def _since_day(self, today: int) -> int:
+        """Older days weigh less than 1e-6 after decay: aggregation skips them."""
+        half_life = self.settings.half_life_days
+        return 0 if not math.isfinite(half_life) else today - math.ceil(20 * half_life)
+
+    async def _publish(self, name: str, note: str, automatic: bool) -> int | None:
+        site = await self._site(name)
+        now = self.clock()
+        settings = self.settings
+
+        def build(version: int, rows: list) -> dict[str, Any]:
+            totals = robust_totals(
+                rows,
+                bucket_cap=settings.bucket_cap,
+                max_shown=settings.max_shown,
+                half_life_days=settings.half_life_days,
+                today=day_of(now),
+            )
+            totals = restrict(totals, site.slots, set(site.cell_ids()))
+            rng = self.rng if self.rng is not None else np.random.default_rng()
+            return priors_document(
+                name, site, totals, self.rules, version=version, published_at=now, rng=rng
+            )
+
+        version = await self._db(
             self.storage.publish,
-            site.name,
-            partial(self._build, site),
+            name,
+            build,
             note=note,
-            min_interval_s=self.settings.publish_interval_s if automatic else None,
+            rho=settings.rho_per_publication,
+            rho_per_day=settings.rho_per_day,
+            keep=settings.keep_versions,
+            since_day=self._since_day(day_of(now)),
+            min_interval_s=settings.publish_interval_s if automatic else None,
+            now=now,
         )
+        if name in self._priors:
+            self._priors[name].dirty = True
+        return version
+
+    async def _served(self, name: str, site: SiteDeclaration) -> EncodedPrior:
+        """The prior to serve: from memory, re-read from the store (and re-published when due)
+        at most every ``refresh_s``, or at once after an upload here when a publication is due."""
+        now = self.clock()
+        cached = self._priors.get(name)
+        if cached is not None and not self._stale(cached, now):
+            return cached.prior
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            cached = self._priors.get(name)
+            if cached is not None and not self._stale(cached, now):
+                return cached.prior
+            try:
+                prior = await self._load(name, site, cached)
+            except Exception:
+                if cached is None:
+                    raise
+                log.exception("priors of %s: the store failed; serving the last good version", name)
+                prior = cached.prior
+            self._priors[name] = CachedPrior(prior, self.clock())
+            return prior
+
+    def _stale(self, cached: CachedPrior, now: float) -> bool:
+        if now - cached.checked_at >= self.settings.refresh_s:
+            return True
+        return cached.dirty and now - cached.checked_at >= self.settings.publish_interval_s
+
+    async def _load(
+        self, name: str, site: SiteDeclaration, cached: CachedPrior | None
+    ) -> EncodedPrior:
+        state, published = await self._db(self.storage.serving, name)
+        due = not state.frozen and state.aggregated_at > state.published_at
+        if due and (
+            published is None
+            or self.clock() - state.published_at >= self.settings.publish_interval_s
+        ):
+            try:
+                if await self._publish(name, "automatic", automatic=True):
+                    state, published = await self._db(self.storage.serving, name)
+            except Exception:  # a failed publication never stops serving the last good prior
+                log.exception("publishing the priors of %s failed; serving the last version", name)
+        if published is None:
+            body = dumps(empty_document(name, site, self.rules)).encode()
+            etag = etag_of(body)
+        else:
+            body, etag = published.body.encode(), published.etag
+        if cached is not None and cached.prior.etag == etag:
+            return cached.prior
+        return await run_in_threadpool(EncodedPrior.of, body, etag)
 
     # -- public endpoints --------------------------------------------------------------------
 
-    async def health(self, request: Request) -> Response:
+    async def health(self) -> Response:
         version = await self._db(self.storage.schema_version)
         status = "ok" if version == LATEST else "migrations pending"
-        return JSONResponse(
+        return StrictJSONResponse(
             {"status": status, "storage": self.storage.dialect, "schema_version": version},
             200 if version == LATEST else 503,
         )
 
-    async def openapi(self, request: Request) -> Response:
-        return JSONResponse(spec(list(self.settings.sites)))
-
-    async def priors(self, request: Request) -> Response:
-        site = self._site(request)
-        if site is None:
-            return error(404, f"unknown site {request.path_params['site']!r}", "site")
-        if limited := self._limited(request):
-            return limited
-        state, current = await self._db(self.storage.serving, site.name)
-        stale = not state["frozen"] and state["aggregated_at"] > state["published_at"]
-        due = current is None or time.time() - state["published_at"] >= (
-            self.settings.publish_interval_s
+    async def priors(self, site: str, request: Request) -> Response:
+        declaration = await self._site(site)
+        self._limit(request)
+        prior = await self._served(site, declaration)
+        cache_control = (
+            f"public, max-age={self.settings.cache_max_age_s}, "
+            f"stale-while-revalidate={self.settings.stale_while_revalidate_s}"
         )
-        if stale and due and await self._publish(site, "automatic", automatic=True):
-            state, current = await self._db(self.storage.serving, site.name)
-        if current is None:
-            body = json.dumps(
-                {
-                    "site": site.name,
-                    "version": 0,
-                    "published_at": None,
-                    "slots": {},
-                    "upload": {"min_events": site.min_events},
-                }  # fmt: skip
-            )
-            etag = '"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
-        else:
-            _, body, etag = current
-        headers = {
-            "ETag": etag,
-            "Cache-Control": f"public, max-age={self.settings.cache_max_age_s}",
-            "Vary": "Accept-Encoding",
+        return prior.response(request, cache_control)
+
+    async def upload(self, site: str, request: Request) -> Response:
+        declaration = await self._site(site)
+        self._limit(request)
+        if not key_matches(request.headers.get(KEY_HEADER), declaration.key):
+            raise ApiError(401, "missing or wrong upload key (header X-Microadjust-Key)", "key")
+        upload = await parse_body(request, Upload, self.settings.max_body_bytes)
+        try:
+            check_bounds(upload, self.settings.max_shown)
+        except FieldError as exc:
+            raise ApiError(422, str(exc), exc.field) from None
+        refused = {
+            slot: reason
+            for slot, entry in upload.slots.items()
+            if (reason := declaration.refusal(slot, entry)) is not None
         }
-        if etag in request.headers.get("if-none-match", ""):
-            return Response(status_code=304, headers=headers)
-        if "gzip" in request.headers.get("accept-encoding", ""):
-            return Response(
-                self._gzip(etag, body),
-                media_type="application/json",
-                headers={**headers, "Content-Encoding": "gzip"},
-            )
-        return Response(body, media_type="application/json", headers=headers)
-
-    def _gzip(self, etag: str, body: str) -> bytes:
-        packed = self._gzipped.get(etag)
-        if packed is None:
-            packed = gzip.compress(body.encode(), 6)
-            self._gzipped[etag] = packed
-            while len(self._gzipped) > 64:
-                self._gzipped.popitem(last=False)
-        return packed
-
-    async def upload(self, request: Request) -> Response:
-        site = self._site(request)
-        if site is None:
-            return error(404, f"unknown site {request.path_params['site']!r}", "site")
-        if limited := self._limited(request):
-            return limited
-        if not key_matches(request.headers.get(KEY_HEADER), site.key):
-            return error(401, "missing or wrong upload key (header X-Microadjust-Key)", "key")
-        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-            return error(415, "the body must be application/json", "content-type")
-        try:
-            raw = await read_limited(request, self.settings.max_body_bytes)
-        except BodyTooLarge:
-            return error(413, f"the body exceeds {self.settings.max_body_bytes} bytes", "body")
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return error(400, f"the body is not valid JSON: {exc}", "body")
-        try:
-            upload = parse_upload(body, min_events=site.min_events)
-        except ValidationError as exc:
-            return error(422, str(exc), exc.field)
-        try:
+        accepted = {slot: entry for slot, entry in upload.slots.items() if slot not in refused}
+        duplicate = False
+        if accepted:
+            kept = upload.model_copy(update={"slots": accepted})
+            bucket = await self._bucket(request)
             stored = await self._db(
-                self.storage.record_upload,
-                site.name,
-                upload["batch_id"],
-                upload,
-                half_life_s=self.settings.half_life_days * 86400.0,
+                self.storage.record_upload, site, kept, bucket=bucket, now=self.clock()
             )
-        except SchemaConflict as exc:
-            return error(409, str(exc), "schema")
-        return JSONResponse(
-            {"batch_id": upload["batch_id"], "status": "stored" if stored else "duplicate"},
-            201 if stored else 200,
+            duplicate = not stored
+            if site in self._priors:
+                self._priors[site].dirty = True
+        answer = UploadAnswer(
+            accepted=dict.fromkeys(accepted, "ok"), refused=refused, duplicate=duplicate
         )
+        return StrictJSONResponse(answer.model_dump())
 
     # -- admin ----------------------------------------------------------------------------
 
-    async def admin_site(self, request: Request) -> Response:
-        if denied := self._admin(request):
-            return denied
-        name = request.path_params["site"]
-        state = await self._db(self.storage.site_state, name)
-        versions = await self._db(self.storage.versions, name)
-        uploads = await self._db(self.storage.upload_count, name)
-        aggs = await self._db(self.storage.aggregates, name)
-        return JSONResponse(
+    async def get_site(self, site: str, request: Request) -> Response:
+        self._admin(request)
+        declaration = await self._site(site)
+        state = await self._db(self.storage.site_state, site)
+        return StrictJSONResponse(
             {
-                "site": name,
-                **state,
-                "uploads": uploads,
-                "versions": versions,
-                "slots": {
-                    slot: {"uploads": n, "updated_at": t} for slot, (_, n, t) in aggs.items()
+                "site": site,
+                "declaration": declaration.model_dump(),
+                "current_version": state.current_version,
+                "frozen": state.frozen,
+                "uploads": await self._db(self.storage.upload_count, site),
+                "versions": await self._db(self.storage.versions, site),
+                "privacy": {
+                    "day": state.budget.day,
+                    "rho_spent": state.budget.spent,
+                    "rho_per_day": self.settings.rho_per_day,
                 },
             }
         )
 
-    async def publish(self, request: Request) -> Response:
-        if denied := self._admin(request):
-            return denied
-        version = await self._publish(self._site(request), "published by admin", automatic=False)
-        return JSONResponse({"site": request.path_params["site"], "version": version})
+    async def put_site(self, site: str, request: Request) -> Response:
+        self._admin(request)
+        if not SITE_NAME.match(site):
+            raise ApiError(422, f"site name {site!r} must match {SITE_NAME.pattern}", "site")
+        declaration = await parse_body(request, SiteDeclaration, ADMIN_BODY_BYTES)
+        await self._db(self.storage.declare, site, declaration, now=self.clock())
+        self.sites[site] = declaration
+        self._priors.pop(site, None)
+        return StrictJSONResponse({"site": site, **declaration.model_dump()})
 
-    async def freeze(self, request: Request) -> Response:
-        return await self._set_frozen(request, True)
-
-    async def unfreeze(self, request: Request) -> Response:
-        return await self._set_frozen(request, False)
-
-    async def _set_frozen(self, request: Request, frozen: bool) -> Response:
-        if denied := self._admin(request):
-            return denied
-        await self._db(self.storage.set_frozen, request.path_params["site"], frozen)
-        return JSONResponse({"site": request.path_params["site"], "frozen": frozen})
-
-    async def rollback(self, request: Request) -> Response:
-        if denied := self._admin(request):
-            return denied
+    async def publish(self, site: str, request: Request) -> Response:
+        self._admin(request)
+        await self._site(site)
         try:
-            raw = await read_limited(request, 4096)
-            version = parse_rollback(json.loads(raw))
-        except BodyTooLarge:
-            return error(413, "the body exceeds 4096 bytes", "body")
-        except (ValueError, UnicodeDecodeError) as exc:
-            if isinstance(exc, ValidationError):
-                return error(422, str(exc), exc.field)
-            return error(400, f"the body is not valid JSON: {exc}", "body")
-        name = request.path_params["site"]
-        if not await self._db(self.storage.rollback, name, version):
-            return error(422, f"site {name!r} has no published version {version}", "version")
-        return JSONResponse({"site": name, "version": version, "frozen": True})
+            version = await self._publish(site, "published by admin", automatic=False)
+        except Exception as exc:
+            log.exception("publishing the priors of %s failed", site)
+            raise ApiError(
+                503, f"publication failed ({exc}); the last version is still served"
+            ) from None
+        if version is None:
+            raise ApiError(
+                429,
+                f"today's privacy budget is spent (rho_per_day = {self.settings.rho_per_day}); "
+                "the last version is still served",
+                "rho_per_day",
+            )
+        return StrictJSONResponse({"site": site, "version": version})
 
-    async def report_json(self, request: Request) -> Response:
-        if denied := self._admin(request):
-            return denied
-        return JSONResponse(await self._report(request.path_params["site"]))
+    async def freeze(self, site: str, request: Request) -> Response:
+        return await self._set_frozen(site, request, True)
+
+    async def unfreeze(self, site: str, request: Request) -> Response:
+        return await self._set_frozen(site, request, False)
+
+    async def _set_frozen(self, site: str, request: Request, frozen: bool) -> Response:
+        self._admin(request)
+        await self._site(site)
+        await self._db(self.storage.set_frozen, site, frozen)
+        return StrictJSONResponse({"site": site, "frozen": frozen})
+
+    async def rollback(self, site: str, request: Request) -> Response:
+        self._admin(request)
+        await self._site(site)
+        body = await parse_body(request, Rollback, ADMIN_BODY_BYTES)
+        purged = await self._db(self.storage.rollback, site, body.version, now=self.clock())
+        if purged is None:
+            raise ApiError(422, f"site {site!r} has no published version {body.version}", "version")
+        self._priors.pop(site, None)
+        return StrictJSONResponse(
+            {"site": site, "version": body.version, "frozen": True, "purged_uploads": purged}
+        )
+
+    async def list_uploads(
+        self,
+        site: str,
+        request: Request,
+        since: Annotated[float, Query(ge=0, le=1e11)] = 0.0,
+        until: Annotated[float, Query(ge=0, le=1e11)] = 1e11,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    ) -> Response:
+        self._admin(request)
+        await self._site(site)
+        rows = await self._db(
+            self.storage.list_uploads, site, since=since, until=until, limit=limit
+        )
+        return StrictJSONResponse(
+            {
+                "site": site,
+                "uploads": [
+                    {
+                        "batch_id": r.batch_id,
+                        "received_at": r.received_at,
+                        "bucket": r.bucket,
+                        "slots": r.slots,
+                    }  # fmt: skip
+                    for r in rows
+                ],
+            }
+        )
+
+    async def purge(self, site: str, request: Request) -> Response:
+        self._admin(request)
+        await self._site(site)
+        body = await parse_body(request, Purge, ADMIN_BODY_BYTES)
+        purged = await self._db(
+            self.storage.purge,
+            site,
+            since=body.since,
+            until=body.until,
+            batch_ids=body.batch_ids,
+            now=self.clock(),
+        )
+        return StrictJSONResponse({"site": site, "purged_uploads": purged})
+
+    async def rebuild(self, site: str, request: Request) -> Response:
+        self._admin(request)
+        await self._site(site)
+        uploads = await self._db(self.storage.rebuild, site, now=self.clock())
+        return StrictJSONResponse({"site": site, "uploads": uploads})
 
     async def _report(self, name: str) -> dict[str, Any]:
-        aggs = await self._db(self.storage.aggregates, name)
+        site = await self._site(name)
+        rows = await self._db(self.storage.bucket_rows, name)
         state = await self._db(self.storage.site_state, name)
-        return site_report(name, aggs, state)
+        totals = robust_totals(
+            rows,
+            bucket_cap=self.settings.bucket_cap,
+            max_shown=self.settings.max_shown,
+            half_life_days=math.inf,
+            today=day_of(self.clock()),
+        )
+        uploads = await self._db(self.storage.upload_count, name)
+        return site_report(
+            name, site, restrict(totals, site.slots, set(site.cell_ids())), state, uploads
+        )
 
-    async def report_html(self, request: Request) -> Response:
-        if denied := self._admin(request, site_required=False):
-            return denied
-        wanted = request.query_params.get("site")
-        if wanted is not None and wanted not in self.settings.sites:
-            return error(404, f"unknown site {wanted!r}", "site")
-        names = [wanted] if wanted else sorted(self.settings.sites)
+    async def report_json(self, site: str, request: Request) -> Response:
+        self._admin(request)
+        return StrictJSONResponse(await self._report(site))
+
+    async def report_html(self, request: Request, site: str | None = None) -> Response:
+        self._admin(request)
+        names = [site] if site is not None else sorted(self.sites)
         reports = [await self._report(name) for name in names]
         return HTMLResponse(render_html(reports), headers={"Cache-Control": "no-store"})
 
 
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "the body is not valid JSON"),
+        (401, "missing or wrong key or admin token"),
+        (404, "unknown site"),
+        (413, "the body is too large"),
+        (415, "the body is not application/json"),
+        (422, "the body or a parameter is invalid; field names it"),
+        (429, "rate-limited, or today's privacy budget is spent"),
+        (503, "the store is unavailable"),
+    )
+}
+BODIES = (Upload, SiteDeclaration, Rollback, Purge)
+
+
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    """An OpenAPI request body referring to ``model`` (parsed by :func:`parse_body`)."""
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 def create_app(
-    settings: SyncSettings, *, static: ASGIApp | None = None, storage: Storage | None = None
-) -> Starlette:
-    """The sync API (and, if given, the static bundle at ``/``) as one ASGI app."""
+    settings: SyncSettings,
+    *,
+    static: ASGIApp | None = None,
+    storage: Storage | None = None,
+    clock: Callable[[], float] = time.time,
+    rng: np.random.Generator | None = None,
+) -> FastAPI:
+    """The sync API (and, if given, the static bundle at ``/``) as one ASGI app.
+
+    ``clock`` and ``rng`` are for simulations and tests (simulated days, reproducible noise).
+    """
     storage = storage or Storage(data_dir=settings.data_dir, database_url=settings.database_url)
-    api = SyncAPI(settings, storage)
+    api = SyncAPI(settings, storage, clock, rng)
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(storage.migrate)
         yield
         storage.close()
 
-    routes: list[Any] = [
-        Route("/v1/health", api.health, methods=["GET"]),
-        Route("/openapi.json", api.openapi, methods=["GET"]),
-        Route("/v1/sites/{site}/priors", api.priors, methods=["GET"]),
-        Route("/v1/sites/{site}/uploads", api.upload, methods=["POST"]),
-        Route("/v1/admin/sites/{site}", api.admin_site, methods=["GET"]),
-        Route("/v1/admin/sites/{site}/publish", api.publish, methods=["POST"]),
-        Route("/v1/admin/sites/{site}/freeze", api.freeze, methods=["POST"]),
-        Route("/v1/admin/sites/{site}/unfreeze", api.unfreeze, methods=["POST"]),
-        Route("/v1/admin/sites/{site}/rollback", api.rollback, methods=["POST"]),
-        Route("/v1/admin/sites/{site}/report", api.report_json, methods=["GET"]),
-        Route("/report", api.report_html, methods=["GET"]),
-    ]
-    if static is not None:
-        routes.append(Mount("/", app=static))
-    middleware = []
-    if settings.origins:
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=list(settings.origins),
-                allow_methods=["GET", "POST"],
-                allow_headers=["Content-Type", "X-Microadjust-Key", "If-None-Match"],
-                expose_headers=["ETag"],
-                max_age=600,
-            )
-        )
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = FastAPI(
+        title="microadjust sync API",
+        version=__version__,
+        description="Priors down, bounded uploads up (docs/sync-protocol.md, protocol v2).",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        default_response_class=StrictJSONResponse,
+        responses=ERRORS,
+    )
     app.state.storage = storage
+    app.add_exception_handler(ApiError, lambda request, exc: exc.response())
+    app.add_exception_handler(
+        RequestValidationError, lambda request, exc: validation_error(list(exc.errors())).response()
+    )
+
+    def http_error(request: Request, exc: HTTPException) -> Response:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path, not only the first route's
+            allowed = {
+                method
+                for route in app.routes
+                if isinstance(route, APIRoute) and route.path_regex.match(request.url.path)
+                for method in route.methods
+            }
+            headers["Allow"] = ", ".join(sorted(allowed))
+        return ApiError(exc.status_code, str(exc.detail), None, **headers).response()
+
+    app.add_exception_handler(HTTPException, http_error)
+    route = app.add_api_route
+    route("/v1/health", api.health, methods=["GET"], summary="the store is reachable and migrated")
+    route("/v1/sites/{site}/priors", api.priors, methods=["GET"], response_model=PriorsDocument,
+          responses={304: {"description": "not modified (If-None-Match)"}},
+          summary="the site's published priors (public)")  # fmt: skip
+    route("/v1/sites/{site}/uploads", api.upload, methods=["POST"], response_model=UploadAnswer,
+          openapi_extra=_body(Upload), summary="one browser's bounded upload")  # fmt: skip
+    route("/v1/admin/sites/{site}", api.get_site, methods=["GET"], summary="declaration and state")
+    route("/v1/admin/sites/{site}", api.put_site, methods=["PUT"],
+          openapi_extra=_body(SiteDeclaration), summary="declare a site")  # fmt: skip
+    route("/v1/admin/sites/{site}/publish", api.publish, methods=["POST"])
+    route("/v1/admin/sites/{site}/freeze", api.freeze, methods=["POST"])
+    route("/v1/admin/sites/{site}/unfreeze", api.unfreeze, methods=["POST"])
+    route("/v1/admin/sites/{site}/rollback", api.rollback, methods=["POST"],
+          openapi_extra=_body(Rollback))  # fmt: skip
+    route("/v1/admin/sites/{site}/uploads", api.list_uploads, methods=["GET"])
+    route("/v1/admin/sites/{site}/uploads/purge", api.purge, methods=["POST"],
+          openapi_extra=_body(Purge))  # fmt: skip
+    route("/v1/admin/sites/{site}/rebuild", api.rebuild, methods=["POST"])
+    route("/v1/admin/sites/{site}/report", api.report_json, methods=["GET"])
+    route("/report", api.report_html, methods=["GET"], summary="the report page (HTML)",
+          responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}})  # fmt: skip
+
+    def openapi() -> dict[str, Any]:
+        sites = sorted(api.sites)
+        if app.openapi_schema is None or app.state.openapi_sites != sites:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=app.routes,
+            )  # fmt: skip
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in BODIES:
+                body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(body.pop("$defs", {}))
+                components[model.__name__] = body
+            for path, operations in schema["paths"].items():
+                for operation in operations.values():
+                    for parameter in operation.get("parameters", []):
+                        if parameter["name"] == "site" and path.startswith("/v1/sites/"):
+                            parameter["description"] = "a site declared on this server"
+                            parameter["schema"] = {"type": "string", "enum": sites}
+            app.state.openapi_sites = sites
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    if static is not None:
+        app.mount("/", static)
+    if settings.origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "X-Microadjust-Key", "If-None-Match"],
+            expose_headers=["ETag"],
+            max_age=600,
+        )
     return app

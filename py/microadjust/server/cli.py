@@ -7,7 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
-from .config import Site, SyncSettings
+from .config import SyncSettings, load_sites, parse_site_option
 
 __all__ = ["add_sync_arguments", "settings_from_args"]
 
@@ -25,8 +25,13 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: SQLite in --data-dir; env MICROADJUST_DATABASE_URL)",
     )  # fmt: skip
     group.add_argument(
+        "--sites", type=Path, metavar="FILE",
+        help="JSON file of declared sites: {name: {key, slots, cells}} (docs/sync-protocol.md)",
+    )  # fmt: skip
+    group.add_argument(
         "--site", action="append", default=[], metavar="NAME=KEY",
-        help="a site allowed to sync, with its upload key (repeatable)",
+        help="a site with its upload key and no declared slots yet; declare them with "
+        "PUT /v1/admin/sites/NAME (repeatable)",
     )  # fmt: skip
     group.add_argument(
         "--admin-token", default=os.environ.get("MICROADJUST_ADMIN_TOKEN"),
@@ -37,8 +42,21 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
         "--allow-origin", action="append", default=[], metavar="ORIGIN",
         help="an origin whose pages may call the API cross-origin (CORS; repeatable)",
     )  # fmt: skip
-    group.add_argument("--min-events", type=int, default=20, help="minimum events per upload")
-    group.add_argument("--max-body", type=int, default=64 * 1024, help="max upload bytes")
+    group.add_argument("--max-body", type=int, default=16 * 1024, help="max upload bytes")
+    group.add_argument(
+        "--max-shown", type=int, default=4,
+        help="exposures (and reward units) one visitor contributes per slot and period",
+    )  # fmt: skip
+    group.add_argument(
+        "--bucket-cap", type=float, default=8.0,
+        help="visitors' worth one source (IP) may weigh per slot and day ('inf': no cap)",
+    )  # fmt: skip
+    group.add_argument("--rho-per-publication", type=float, default=0.05,
+                       help="zCDP spent by one publication of the priors")  # fmt: skip
+    group.add_argument("--rho-per-day", type=float, default=1.0,
+                       help="zCDP a site may spend a day")  # fmt: skip
+    group.add_argument("--keep-versions", type=int, default=50,
+                       help="published prior versions kept")  # fmt: skip
     group.add_argument(
         "--rate", type=float, default=5.0, help="sustained requests/s per client (default 5)"
     )
@@ -54,9 +72,12 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> SyncSettings:
     """Settings from parsed options (ValueError with a message on a bad value)."""
-    sites = [Site.parse(text, args.min_events) for text in args.site]
+    sites = load_sites(args.sites) if args.sites else {}
+    for text in args.site:
+        name, declaration = parse_site_option(text)
+        sites.setdefault(name, declaration)
     return SyncSettings(
-        sites={site.name: site for site in sites},
+        sites=sites,
         admin_token=args.admin_token,
         origins=tuple(args.allow_origin),
         data_dir=args.data_dir,
@@ -66,4 +87,9 @@ def settings_from_args(args: argparse.Namespace) -> SyncSettings:
         rate_burst=args.burst,
         half_life_days=args.half_life_days,
         publish_interval_s=args.publish_interval,
+        max_shown=args.max_shown,
+        bucket_cap=args.bucket_cap,
+        rho_per_publication=args.rho_per_publication,
+        rho_per_day=args.rho_per_day,
+        keep_versions=args.keep_versions,
     )

@@ -1,62 +1,101 @@
-"""Settings of the sync server: sites and their upload keys, the admin token, limits, storage."""
+"""Settings of the sync server: declared sites, the admin token, bounds, privacy, storage."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from .models import SiteDeclaration
+
 SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
+__all__ = ["SITE_NAME", "SyncSettings", "load_sites", "parse_site_option"]
 
-@dataclass(frozen=True, slots=True)
-class Site:
-    """A site allowed to sync: its public upload key and its minimum events per upload."""
 
-    name: str
-    key: str
-    min_events: int = 20
+def load_sites(path: Path) -> dict[str, SiteDeclaration]:
+    """The sites file (``{"shop": {"key", "slots", "cells"}}``); ValueError saying what is wrong."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--sites {path}: cannot read a JSON object: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"--sites {path}: expected an object of sites, got {type(raw).__name__}")
+    sites = {}
+    for name, body in raw.items():
+        if not SITE_NAME.match(name):
+            raise ValueError(f"--sites {path}: site name {name!r} must match {SITE_NAME.pattern}")
+        try:
+            sites[name] = SiteDeclaration.model_validate(body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in (name, *first["loc"]))
+            raise ValueError(f"--sites {path}: {where}: {first['msg']}") from None
+    return sites
 
-    @classmethod
-    def parse(cls, text: str, min_events: int = 20) -> Site:
-        """``"name=key"`` (as given on the command line)."""
-        name, sep, key = text.partition("=")
-        if not sep or not SITE_NAME.match(name) or len(key) < 8:
-            raise ValueError(
-                f"--site {text!r}: expected NAME=KEY, NAME of letters, digits, '_', '.', '-' "
-                "and KEY of at least 8 characters"
-            )
-        return cls(name, key, min_events)
+
+def parse_site_option(text: str) -> tuple[str, SiteDeclaration]:
+    """``--site NAME=KEY``: a site with no declared slots yet (declare them with the admin API)."""
+    name, sep, key = text.partition("=")
+    if not sep or not SITE_NAME.match(name) or len(key) < 8:
+        raise ValueError(
+            f"--site {text!r}: expected NAME=KEY, NAME of letters, digits, '_', '.', '-' "
+            "and KEY of at least 8 characters"
+        )
+    return name, SiteDeclaration(key=key)
 
 
 @dataclass(frozen=True, slots=True)
 class SyncSettings:
     """Everything the sync API is configured with (see ``serve.py --help``)."""
 
-    sites: dict[str, Site] = field(default_factory=dict)
+    sites: Mapping[str, SiteDeclaration] = field(default_factory=dict)
     admin_token: str | None = None
     origins: tuple[str, ...] = ()  # CORS: only these origins may call the API from a page
     data_dir: Path = Path("data")  # SQLite lives here unless database_url is set
     database_url: str | None = None  # postgresql://... to share one store between instances
-    max_body_bytes: int = 64 * 1024
+    max_body_bytes: int = 16 * 1024
     rate_per_s: float = 5.0  # sustained requests per second per client (per instance)
     rate_burst: int = 60
+    # the per-visitor contribution bound (protocol section 2)
+    max_shown: int = 4
+    period_s: int = 86_400
+    # aggregation and publication (protocol section 5)
     half_life_days: float = 30.0  # priors: older contributions decay with this half-life
+    bucket_cap: float = 8.0  # one source bucket counts for at most this many visitors a day
+    rho_per_publication: float = 0.05  # zCDP spent by one publication
+    rho_per_day: float = 1.0  # zCDP a site may spend a day (UTC)
     publish_interval_s: float = 60.0  # a changed prior is re-published at most this often
-    cache_max_age_s: int = 300  # Cache-Control max-age of the priors
-    shrinkage: float = 1.0  # prior precision of non-bias coefficients, per observation
+    keep_versions: int = 50  # published versions kept (the one served is always kept)
+    # serving
+    cache_max_age_s: int = 60  # Cache-Control max-age of the priors
+    stale_while_revalidate_s: int = 600
+    refresh_s: float = 1.0  # how stale an instance's in-memory prior may be (shared stores)
 
     def __post_init__(self) -> None:
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ValueError("the admin token must have at least 16 characters")
-        for name, value in (
-            ("rate_per_s", self.rate_per_s),
-            ("half_life_days", self.half_life_days),
-            ("shrinkage", self.shrinkage),
-        ):
+        for name in ("rate_per_s", "half_life_days", "bucket_cap", "rho_per_publication",
+                     "rho_per_day"):  # fmt: skip
+            value = getattr(self, name)
             if not (math.isfinite(value) or value == math.inf) or value <= 0:
-                raise ValueError(f"{name} must be > 0, got {value!r}")
+                raise ValueError(f"{name} must be > 0 (inf allowed), got {value!r}")
+        if self.rho_per_publication > self.rho_per_day:
+            raise ValueError(
+                f"rho_per_publication ({self.rho_per_publication}) exceeds rho_per_day "
+                f"({self.rho_per_day}): nothing could ever be published"
+            )
+        for name in ("max_shown", "period_s", "keep_versions", "max_body_bytes"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        for name in self.sites:
+            if not SITE_NAME.match(name):
+                raise ValueError(f"site name {name!r} must match {SITE_NAME.pattern}")
         for origin in self.origins:
             if not re.match(r"^https?://[^/\s]+$", origin):
                 raise ValueError(f"origin {origin!r} must look like https://host[:port]")

@@ -40,6 +40,40 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 published_at DOUBLE PRECISION NOT NULL DEFAULT 0)""",
         ],
     ),
+    (
+        2,
+        "protocol v2: uploads as received, per-day source-bucket sums, declared sites, budget",
+        [
+            "DROP TABLE aggregates",
+            "DROP TABLE uploads",
+            "DELETE FROM priors",  # v1 priors are not v2 documents
+            "UPDATE sites SET current_version = NULL, aggregated_at = 0, published_at = 0",
+            """CREATE TABLE uploads (
+                site TEXT NOT NULL,
+                batch_id TEXT NOT NULL,
+                received_at DOUBLE PRECISION NOT NULL,
+                bucket INTEGER NOT NULL,
+                body TEXT NOT NULL,
+                PRIMARY KEY (site, batch_id))""",
+            "CREATE INDEX uploads_received ON uploads (site, received_at)",
+            """CREATE TABLE bucket_sums (
+                site TEXT NOT NULL,
+                day INTEGER NOT NULL,
+                slot TEXT NOT NULL,
+                bucket INTEGER NOT NULL,
+                sums TEXT NOT NULL,
+                PRIMARY KEY (site, day, slot, bucket))""",
+            """CREATE TABLE day_secrets (
+                day INTEGER PRIMARY KEY,
+                secret TEXT NOT NULL)""",
+            """CREATE TABLE site_declarations (
+                site TEXT PRIMARY KEY,
+                body TEXT NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL)""",
+            "ALTER TABLE sites ADD COLUMN budget_day INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE sites ADD COLUMN rho_spent DOUBLE PRECISION NOT NULL DEFAULT 0",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

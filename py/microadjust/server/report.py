@@ -1,34 +1,92 @@
-"""The admin report: per slot and variant, decisions and reward rates with 95% intervals, lift
-against the holdout, and off-policy estimates of the current policy, as JSON or as an HTML page
-with inline SVG plots (no plotting dependency).
+"""The admin report: per slot and cell, each variant's reward rate with a 95% interval, and
+the lift of personalization against the holdout, as JSON or as an HTML page with inline SVG
+plots (no plotting dependency).
 
-Every number comes from noisy aggregates (local differential privacy), so the intervals
-include the added noise; with few uploads they are wide, by design.
+The numbers are the robust aggregates the priors are built from (source buckets capped, see
+:mod:`.aggregate`), without the publication's noise and without decay: the site owner's own
+view of all the data kept. A rate is ``reward / shown`` (exposures now, rewards later), so it
+is unbiased once the attribution windows of the exposures have closed.
 """
 
 from __future__ import annotations
 
 import html
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from .aggregate import slot_report
+from .aggregate import SlotSums
+from .models import SiteDeclaration
+from .storage import SiteState
 
-__all__ = ["site_report", "render_html"]
+__all__ = ["site_report", "render_html", "rate"]
 
 ROW_H = 26
 LABEL_W = 170
 PLOT_W = 420
+Z95 = 1.959963984540054
 
 
-def site_report(site: str, aggregates: Mapping[str, tuple[dict, int, float]], state: dict) -> dict:
-    """The report of one site from its aggregates (see :func:`aggregate.slot_report`)."""
+def rate(reward: float, shown: float) -> dict[str, float | None]:
+    """Mean reward per exposure with a normal 95% interval.
+
+    >>> rate(10.0, 100.0)["rate"]
+    0.1
+    >>> rate(0.0, 0.5)["rate"] is None
+    True
+    """
+    if shown < 1.0:
+        return {"n": max(shown, 0.0), "rate": None, "low": None, "high": None, "se": None}
+    p = min(max(reward / shown, 0.0), 1.0)
+    se = math.sqrt(max(p * (1 - p), 0.25 / shown) / shown)
+    return {"n": shown, "rate": p, "low": max(p - Z95 * se, 0.0), "high": min(p + Z95 * se, 1.0),
+            "se": se}  # fmt: skip
+
+
+def _cell_report(variants: Mapping[str, list[float]], holdout: list[float]) -> dict[str, Any]:
+    shown = sum(s for s, _ in variants.values())
+    reward = sum(r for _, r in variants.values())
+    treated, held = rate(reward, shown), rate(holdout[1], holdout[0])
+    lift = None
+    if treated["rate"] is not None and held["rate"] is not None:
+        diff = treated["rate"] - held["rate"]
+        se = math.hypot(treated["se"], held["se"])
+        lift = {"value": diff, "low": diff - Z95 * se, "high": diff + Z95 * se}
+    return {
+        "variants": {v: rate(r, s) for v, (s, r) in variants.items()},
+        "treated": treated,
+        "holdout": held,
+        "lift": lift,
+    }
+
+
+def site_report(
+    site: str,
+    declaration: SiteDeclaration,
+    totals: Mapping[str, SlotSums],
+    state: SiteState,
+    uploads: int,
+) -> dict[str, Any]:
+    """Per declared slot and cell (``*`` first): rates, holdout and lift."""
+    slots = {}
+    for slot, variants in declaration.slots.items():
+        sums = totals.get(slot, SlotSums()).with_star()
+        cells = {}
+        for cell in declaration.cell_ids():
+            if cell != "*" and cell not in sums.variants and cell not in sums.holdout:
+                continue
+            counts = sums.variants.get(cell, {})
+            cells[cell] = _cell_report(
+                {v: counts.get(v, [0.0, 0.0]) for v in variants}, sums.holdout.get(cell, [0.0, 0.0])
+            )
+        slots[slot] = {"cells": cells}
     return {
         "site": site,
         "generated_at": time.time(),
-        "prior": {"version": state.get("current_version"), "frozen": state.get("frozen")},
-        "slots": {slot: slot_report(data, n) for slot, (data, n, _) in aggregates.items()},
+        "uploads": uploads,
+        "prior": {"version": state.current_version, "frozen": state.frozen},
+        "slots": slots,
     }
 
 
@@ -76,16 +134,14 @@ def _chart(rows: list[tuple[str, dict | None, str]]) -> str:
 
 
 def _slot_html(slot: str, rep: dict[str, Any]) -> str:
+    star = rep["cells"]["*"]
     rows: list[tuple[str, dict | None, str]] = [
         (f"{name} (n={_fmt(est['n'], False)})", est, "#2864c8")
-        for name, est in rep["variants"].items()
+        for name, est in star["variants"].items()
     ]
-    rows.append((f"holdout (n={_fmt(rep['holdout']['n'], False)})", rep["holdout"], "#888"))
-    rows.append(("all treated", rep["treated"], "#2a9d5b"))
-    ope = rep["current_policy"]
-    rows.append(("current policy (SNIPS)", ope and ope["snips"], "#c0603a"))
-    rows.append(("current policy (IPS)", ope and ope["ips"], "#c0603a"))
-    lift = rep["lift"]
+    rows.append((f"holdout (n={_fmt(star['holdout']['n'], False)})", star["holdout"], "#888"))
+    rows.append(("all treated", star["treated"], "#2a9d5b"))
+    lift = star["lift"]
     lift_text = (
         "no holdout data yet"
         if lift is None
@@ -93,17 +149,18 @@ def _slot_html(slot: str, rep: dict[str, Any]) -> str:
         f"{100 * lift['high']:+.1f}] (95%)"
     )
     table = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{_fmt(est['n'], False)}</td>"
-        f"<td>{_fmt(est['rate'])}</td><td>{_fmt(est['low'])} – {_fmt(est['high'])}</td></tr>"
-        for name, est in rep["variants"].items()
+        f"<tr><td>{html.escape(cell)}</td><td>{html.escape(name)}</td>"
+        f"<td>{_fmt(est['n'], False)}</td><td>{_fmt(est['rate'])}</td>"
+        f"<td>{_fmt(est['low'])} – {_fmt(est['high'])}</td></tr>"
+        for cell, rep_cell in rep["cells"].items()
+        for name, est in rep_cell["variants"].items()
     )
     return (
         f"<section><h2>Slot <code>{html.escape(slot)}</code></h2>"
-        f"<p>{rep['uploads']} uploads, about {_fmt(rep['decisions'], False)} decisions with a "
-        "known outcome (shown, then rewarded or not within the attribution window). "
+        "<p>All visitors (cell <code>*</code>): exposures and reward rate per variant. "
         f"Lift of personalization over the holdout: <strong>{lift_text}</strong>.</p>"
         f"{_chart(rows)}"
-        "<table><thead><tr><th>variant</th><th>decisions</th><th>reward rate</th>"
+        "<table><thead><tr><th>cell</th><th>variant</th><th>exposures</th><th>reward rate</th>"
         f"<th>95% interval</th></tr></thead><tbody>{table}</tbody></table></section>"
     )
 
@@ -116,10 +173,10 @@ def render_html(reports: list[dict[str, Any]]) -> str:
         state = "frozen" if prior["frozen"] else "publishing automatically"
         body.append(
             f"<h1>Site <code>{html.escape(rep['site'])}</code></h1>"
-            f"<p>Prior version {prior['version'] or '–'} ({state}).</p>"
+            f"<p>{rep['uploads']} uploads. Prior version {prior['version'] or '–'} ({state}).</p>"
         )
         if not rep["slots"]:
-            body.append("<p>No uploads yet.</p>")
+            body.append("<p>No slots declared yet.</p>")
         body.extend(_slot_html(slot, r) for slot, r in rep["slots"].items())
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
@@ -129,7 +186,7 @@ def render_html(reports: list[dict[str, Any]]) -> str:
         "border-bottom:1px solid #eee;text-align:right}td:first-child,th:first-child"
         "{text-align:left}</style></head><body>"
         + "".join(body)
-        + "<p><small>Reward rates, lift and off-policy values come from aggregates with "
-        "local differential privacy noise; intervals are normal approximations that include "
-        "that noise.</small></p></body></html>"
+        + "<p><small>Rates and lift come from the stored aggregates, each source capped, "
+        "without the noise added to published priors; intervals are normal approximations."
+        "</small></p></body></html>"
     )

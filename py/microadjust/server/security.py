@@ -1,14 +1,39 @@
-"""Who may do what: upload keys, the admin token, per-client rate limits, body size limits."""
+"""Who may do what: upload keys, the admin token, per-client rate limits, body size limits,
+and the source bucket of a client (protocol section 4)."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import time
 
 from starlette.requests import Request
 
-__all__ = ["RateLimiter", "is_admin", "key_matches", "read_limited", "BodyTooLarge"]
+__all__ = [
+    "RateLimiter",
+    "is_admin",
+    "key_matches",
+    "read_limited",
+    "BodyTooLarge",
+    "client_address",
+    "source_bucket",
+    "SOURCE_BUCKETS",
+]
+
+SOURCE_BUCKETS = 4096
+
+
+def client_address(request: Request) -> str:
+    """The client's address as the ASGI server (or a trusted-proxy middleware) set it."""
+    return request.client.host if request.client else "unknown"
+
+
+def source_bucket(day_secret: bytes, address: str) -> int:
+    """``HMAC(day secret, address) mod 4096``: one source for robust aggregation, which cannot
+    be traced back to the address once the day's secret is deleted."""
+    digest = hmac.new(day_secret, address.encode("utf-8", "replace"), hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big") % SOURCE_BUCKETS
 
 
 class BodyTooLarge(Exception):

@@ -1,5 +1,11 @@
 """Durable state of the sync server: SQLite in a data directory, or PostgreSQL.
 
+What is kept (protocol section 4): each accepted upload as received (no identifier) with its
+receive time, batch id and source bucket; per site, UTC day, slot and source bucket the sum of
+those uploads (what aggregation reads; rebuilt from the uploads after a purge); the declared
+sites changed through the admin API; published prior versions (the last ``keep`` of them); the
+day's secret of the source buckets (deleted once the day is over); the zCDP spent today.
+
 SQLite (the default) runs in WAL mode with ``synchronous=FULL``: an upload is acknowledged only
 after its transaction is on disk, so a crash never loses an acknowledged batch. PostgreSQL
 (``--database-url postgresql://...``) lets several server instances share one store; every
@@ -17,28 +23,84 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import aggregate
+from .aggregate import BucketRow, SlotSums
 from .migrations import LATEST, MIGRATIONS
+from .models import SiteDeclaration, Upload
+from .publication import Budget
 
-__all__ = ["Storage", "Aggregate"]
+__all__ = ["Storage", "SiteState", "StoredUpload", "Published", "DAY_S"]
 
-Aggregate = tuple[dict[str, Any], int, float]  # data, uploads, updated_at
+DAY_S = 86_400
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=False)
+def day_of(t: float) -> int:
+    """The UTC day number of a unix time."""
+    return int(t // DAY_S)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON that refuses NaN and infinities (they are not JSON)."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SiteState:
+    """A site's publication state."""
+
+    current_version: int | None = None
+    frozen: bool = False
+    aggregated_at: float = 0.0
+    published_at: float = 0.0
+    budget: Budget = Budget(0, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """One published prior version, as stored."""
+
+    version: int
+    body: str
+    etag: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredUpload:
+    """One stored upload, for the admin's list."""
+
+    batch_id: str
+    received_at: float
+    bucket: int
+    slots: list[str]
+
+
+STATE_COLUMNS = "current_version, frozen, aggregated_at, published_at, budget_day, rho_spent"
+
+
+def _state(row: Sequence[Any] | None) -> SiteState:
+    if row is None:
+        return SiteState()
+    version, frozen, aggregated_at, published_at, budget_day, spent = row
+    return SiteState(
+        None if version is None else int(version),
+        bool(frozen),
+        float(aggregated_at),
+        float(published_at),
+        Budget(int(budget_day), float(spent)),
+    )
 
 
 class Storage:
-    """Uploads, per-slot aggregates, published prior versions and per-site state."""
+    """Uploads, per-bucket sums, declared sites, published prior versions and site state."""
 
     def __init__(self, *, data_dir: Path | None = None, database_url: str | None = None):
         if database_url:
@@ -152,130 +214,203 @@ class Storage:
     def up_to_date(self) -> bool:
         return self.schema_version() == LATEST
 
+    # -- declared sites ---------------------------------------------------------------------
+
+    def declarations(self) -> dict[str, SiteDeclaration]:
+        """Sites declared (or re-declared) through the admin API."""
+        with self._transaction(write=False) as run:
+            rows = run("SELECT site, body FROM site_declarations ORDER BY site").fetchall()
+        return {site: SiteDeclaration.model_validate_json(body) for site, body in rows}
+
+    def declare(self, site: str, declaration: SiteDeclaration, *, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        with self._transaction(site) as run:
+            run(
+                "INSERT INTO site_declarations (site, body, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (site) DO UPDATE SET body = excluded.body, "
+                "updated_at = excluded.updated_at",
+                (site, declaration.model_dump_json(), now),
+            )
+            run("UPDATE sites SET aggregated_at = ? WHERE site = ?", (now, site))
+
+    # -- source buckets ------------------------------------------------------------------------
+
+    def day_secret(self, day: int) -> bytes:
+        """The secret keying today's source buckets; the secrets of earlier days are deleted."""
+        with self._transaction() as run:
+            run("DELETE FROM day_secrets WHERE day < ?", (day,))
+            run(
+                "INSERT INTO day_secrets (day, secret) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (day, secrets.token_hex(32)),
+            )
+            row = run("SELECT secret FROM day_secrets WHERE day = ?", (day,)).fetchone()
+        return bytes.fromhex(row[0])
+
     # -- uploads --------------------------------------------------------------------------
 
     def record_upload(
-        self,
-        site: str,
-        batch_id: str,
-        upload: Mapping[str, Any],
-        *,
-        half_life_s: float,
-        now: float | None = None,
+        self, site: str, upload: Upload, *, bucket: int, now: float | None = None
     ) -> bool:
-        """Store and merge one validated upload; False if this batch id was already stored.
-
-        Raises :class:`aggregate.SchemaConflict` (and stores nothing) when a slot's feature
-        space differs from what the slot has.
-        """
+        """Store one validated upload (its accepted slots only) and add it to its bucket's
+        sums of the day; False, and nothing changes, if this batch id was already stored."""
         now = time.time() if now is None else now
-        privacy = upload["privacy"]
         with self._transaction(site) as run:
             inserted = run(
-                "INSERT INTO uploads (site, batch_id, received_at, events) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT DO NOTHING",
-                (site, batch_id, now, upload["events"]),
+                "INSERT INTO uploads (site, batch_id, received_at, bucket, body) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (site, upload.batch_id, now, bucket, upload.model_dump_json()),
             ).rowcount
             if inserted != 1:
                 return False
-            for slot, contribution in upload["slots"].items():
-                row = run(
-                    "SELECT data, uploads, updated_at FROM aggregates WHERE site = ? AND slot = ?",
-                    (site, slot),
-                ).fetchone()
-                data = json.loads(row[0]) if row else None
-                elapsed = max(now - row[2], 0.0) if row else 0.0
-                decay = 0.5 ** (elapsed / half_life_s) if half_life_s != float("inf") else 1.0
-                merged = aggregate.merge(
-                    data,
-                    upload["schema"],
-                    contribution,
-                    privacy["sigma"],
-                    privacy["ips_clip"],
-                    decay,
-                )
-                run(
-                    "INSERT INTO aggregates (site, slot, data, uploads, updated_at) "
-                    "VALUES (?, ?, ?, 1, ?) ON CONFLICT (site, slot) DO UPDATE SET "
-                    "data = excluded.data, uploads = aggregates.uploads + 1, "
-                    "updated_at = excluded.updated_at",
-                    (site, slot, _dumps(merged), now),
-                )
+            self._add_to_buckets(run, site, upload, day_of(now), bucket)
             run("UPDATE sites SET aggregated_at = ? WHERE site = ?", (now, site))
         return True
+
+    def _add_to_buckets(
+        self, run: Callable[..., Any], site: str, upload: Upload, day: int, bucket: int
+    ) -> None:
+        for slot, entry in upload.slots.items():
+            row = run(
+                "SELECT sums FROM bucket_sums WHERE site = ? AND day = ? AND slot = ? "
+                "AND bucket = ?",
+                (site, day, slot, bucket),
+            ).fetchone()
+            sums = SlotSums.from_json(row[0]) if row else SlotSums()
+            sums.add(SlotSums.from_upload(entry))
+            run(
+                "INSERT INTO bucket_sums (site, day, slot, bucket, sums) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (site, day, slot, bucket) DO UPDATE SET sums = excluded.sums",
+                (site, day, slot, bucket, sums.to_json()),
+            )
 
     def upload_count(self, site: str) -> int:
         with self._transaction(write=False) as run:
             row = run("SELECT COUNT(*) FROM uploads WHERE site = ?", (site,)).fetchone()
         return int(row[0])
 
-    def aggregates(self, site: str) -> dict[str, Aggregate]:
-        """Every slot's aggregate of ``site``."""
+    def list_uploads(
+        self, site: str, *, since: float = 0.0, until: float = 1e11, limit: int = 100
+    ) -> list[StoredUpload]:
+        """Uploads received in ``[since, until)``, oldest first."""
         with self._transaction(write=False) as run:
             rows = run(
-                "SELECT slot, data, uploads, updated_at FROM aggregates WHERE site = ? "
-                "ORDER BY slot",
-                (site,),
+                "SELECT batch_id, received_at, bucket, body FROM uploads WHERE site = ? "
+                "AND received_at >= ? AND received_at < ? ORDER BY received_at, batch_id LIMIT ?",
+                (site, since, until, limit),
             ).fetchall()
-        return {slot: (json.loads(data), int(n), float(t)) for slot, data, n, t in rows}
+        return [
+            StoredUpload(b, float(t), int(k), sorted(json.loads(body)["slots"]))
+            for b, t, k, body in rows
+        ]
+
+    def purge(
+        self,
+        site: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        batch_ids: Sequence[str] | None = None,
+        now: float | None = None,
+    ) -> int:
+        """Delete the uploads received in ``[since, until)`` (and/or with one of ``batch_ids``),
+        rebuild the site's sums from the rest; return how many were deleted."""
+        now = time.time() if now is None else now
+        with self._transaction(site) as run:
+            deleted = 0
+            if since is not None or until is not None:
+                deleted += run(
+                    "DELETE FROM uploads WHERE site = ? AND received_at >= ? AND received_at < ?",
+                    (site, 0.0 if since is None else since, 1e11 if until is None else until),
+                ).rowcount
+            for batch_id in batch_ids or ():
+                deleted += run(
+                    "DELETE FROM uploads WHERE site = ? AND batch_id = ?", (site, batch_id)
+                ).rowcount
+            self._rebuild(run, site, now)
+        return deleted
+
+    def rebuild(self, site: str, *, now: float | None = None) -> int:
+        """Recompute the site's bucket sums from its stored uploads; return their number."""
+        now = time.time() if now is None else now
+        with self._transaction(site) as run:
+            return self._rebuild(run, site, now)
+
+    def _rebuild(self, run: Callable[..., Any], site: str, now: float) -> int:
+        run("DELETE FROM bucket_sums WHERE site = ?", (site,))
+        rows = run(
+            "SELECT received_at, bucket, body FROM uploads WHERE site = ? ORDER BY received_at",
+            (site,),
+        ).fetchall()
+        merged: dict[tuple[int, str, int], SlotSums] = {}
+        for received_at, bucket, body in rows:
+            for slot, entry in Upload.model_validate_json(body).slots.items():
+                key = (day_of(float(received_at)), slot, int(bucket))
+                merged.setdefault(key, SlotSums()).add(SlotSums.from_upload(entry))
+        for (day, slot, bucket), sums in merged.items():
+            run(
+                "INSERT INTO bucket_sums (site, day, slot, bucket, sums) VALUES (?, ?, ?, ?, ?)",
+                (site, day, slot, bucket, sums.to_json()),
+            )
+        run("UPDATE sites SET aggregated_at = ? WHERE site = ?", (now, site))
+        return len(rows)
+
+    def bucket_rows(self, site: str, *, since_day: int = 0) -> list[BucketRow]:
+        with self._transaction(write=False) as run:
+            return self._bucket_rows(run, site, since_day)
+
+    def _bucket_rows(self, run: Callable[..., Any], site: str, since_day: int) -> list[BucketRow]:
+        rows = run(
+            "SELECT day, slot, bucket, sums FROM bucket_sums WHERE site = ? AND day >= ?",
+            (site, since_day),
+        ).fetchall()
+        return [BucketRow(int(d), s, int(b), SlotSums.from_json(j)) for d, s, b, j in rows]
 
     # -- published priors -------------------------------------------------------------------
 
-    def site_state(self, site: str) -> dict[str, Any]:
+    def site_state(self, site: str) -> SiteState:
         with self._transaction(write=False) as run:
-            row = run(
-                "SELECT current_version, frozen, aggregated_at, published_at FROM sites "
-                "WHERE site = ?",
-                (site,),
-            ).fetchone()
-        if row is None:
-            return {"current_version": None, "frozen": False, "aggregated_at": 0.0,
-                    "published_at": 0.0}  # fmt: skip
-        version, frozen, aggregated_at, published_at = row
-        return {
-            "current_version": version,
-            "frozen": bool(frozen),
-            "aggregated_at": float(aggregated_at),
-            "published_at": float(published_at),
-        }
+            return _state(
+                run(f"SELECT {STATE_COLUMNS} FROM sites WHERE site = ?", (site,)).fetchone()
+            )
 
     def publish(
         self,
         site: str,
-        build: Callable[[int, dict[str, Aggregate]], dict[str, Any]],
+        build: Callable[[int, list[BucketRow]], dict[str, Any]],
         *,
         note: str,
+        rho: float,
+        rho_per_day: float,
+        keep: int,
+        since_day: int = 0,
         min_interval_s: float | None = None,
         now: float | None = None,
     ) -> int | None:
-        """Publish a new prior version built from the aggregates; return its number.
+        """Publish a new prior version built from the bucket sums; return its number.
 
-        With ``min_interval_s`` (automatic publishing) nothing happens, and None is returned,
-        when the site is frozen, nothing changed since the last publication, or the last one
-        is younger than ``min_interval_s``.
+        Returns None, and nothing changes, when today's privacy budget is spent, or (with
+        ``min_interval_s``, automatic publishing) when the site is frozen, nothing changed
+        since the last publication, or the last one is younger than ``min_interval_s``. If
+        ``build`` or the serialization fails, nothing changes and the error propagates. Only
+        the ``keep`` newest versions (and the one served) are kept.
         """
         now = time.time() if now is None else now
         with self._transaction(site) as run:
-            current, frozen, aggregated_at, published_at = run(
-                "SELECT current_version, frozen, aggregated_at, published_at FROM sites "
-                "WHERE site = ?",
-                (site,),
-            ).fetchone()
+            state = _state(
+                run(f"SELECT {STATE_COLUMNS} FROM sites WHERE site = ?", (site,)).fetchone()
+            )
             if min_interval_s is not None and (
-                frozen
-                or aggregated_at <= published_at
-                or (current is not None and now - published_at < min_interval_s)
+                state.frozen
+                or state.aggregated_at <= state.published_at
+                or (state.current_version is not None and now - state.published_at < min_interval_s)
             ):
                 return None
-            rows = run(
-                "SELECT slot, data, uploads, updated_at FROM aggregates WHERE site = ? "
-                "ORDER BY slot",
-                (site,),
-            ).fetchall()
-            aggs = {slot: (json.loads(data), int(n), float(t)) for slot, data, n, t in rows}
+            budget = state.budget.spend(today=day_of(now), rho=rho, rho_per_day=rho_per_day)
+            if budget is None:
+                return None
             last = run("SELECT MAX(version) FROM priors WHERE site = ?", (site,)).fetchone()[0]
             version = int(last or 0) + 1
-            body = _dumps(build(version, aggs))
+            body = dumps(build(version, self._bucket_rows(run, site, since_day)))
             etag = '"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
             run(
                 "INSERT INTO priors (site, version, body, etag, published_at, note) "
@@ -283,59 +418,55 @@ class Storage:
                 (site, version, body, etag, now, note),
             )
             run(
-                "UPDATE sites SET current_version = ?, published_at = ? WHERE site = ?",
-                (version, max(now, aggregated_at), site),
+                "UPDATE sites SET current_version = ?, published_at = ?, budget_day = ?, "
+                "rho_spent = ? WHERE site = ?",
+                (version, max(now, state.aggregated_at), budget.day, budget.spent, site),
+            )
+            run(
+                "DELETE FROM priors WHERE site = ? AND version <= ? AND version <> ?",
+                (site, version - keep, version),
             )
         return version
 
-    def serving(self, site: str) -> tuple[dict[str, Any], tuple[int, str, str] | None]:
-        """The site's state and its current ``(version, body, etag)``, in one read."""
+    def serving(self, site: str) -> tuple[SiteState, Published | None]:
+        """The site's state and the prior it serves now, in one read."""
         with self._transaction(write=False) as run:
             row = run(
-                "SELECT s.current_version, s.frozen, s.aggregated_at, s.published_at, p.body, "
-                "p.etag FROM sites s LEFT JOIN priors p ON p.site = s.site "
-                "AND p.version = s.current_version WHERE s.site = ?",
-                (site,),
-            ).fetchone()
-        if row is None:
-            return {"current_version": None, "frozen": False, "aggregated_at": 0.0,
-                    "published_at": 0.0}, None  # fmt: skip
-        version, frozen, aggregated_at, published_at, body, etag = row
-        state = {
-            "current_version": version,
-            "frozen": bool(frozen),
-            "aggregated_at": float(aggregated_at),
-            "published_at": float(published_at),
-        }
-        return state, (None if body is None else (int(version), body, etag))
-
-    def current_prior(self, site: str) -> tuple[int, str, str] | None:
-        """``(version, body, etag)`` of the prior served now, or None."""
-        with self._transaction(write=False) as run:
-            row = run(
-                "SELECT p.version, p.body, p.etag FROM sites s JOIN priors p "
+                "SELECT s.current_version, s.frozen, s.aggregated_at, s.published_at, "
+                "s.budget_day, s.rho_spent, p.body, p.etag FROM sites s LEFT JOIN priors p "
                 "ON p.site = s.site AND p.version = s.current_version WHERE s.site = ?",
                 (site,),
             ).fetchone()
-        return None if row is None else (int(row[0]), row[1], row[2])
+        if row is None:
+            return SiteState(), None
+        state = _state(row[:6])
+        body, etag = row[6], row[7]
+        return state, (None if body is None else Published(state.current_version, body, etag))
 
     def set_frozen(self, site: str, frozen: bool) -> None:
         with self._transaction(site) as run:
             run("UPDATE sites SET frozen = ? WHERE site = ?", (int(frozen), site))
 
-    def rollback(self, site: str, version: int) -> bool:
-        """Serve ``version`` again and freeze the site; False if there is no such version."""
+    def rollback(self, site: str, version: int, *, now: float | None = None) -> int | None:
+        """Serve ``version`` again, freeze the site, and delete the uploads received after that
+        version was published (what is being rolled back), so that unfreezing does not bring
+        them back; return how many were deleted, or None if there is no such version."""
+        now = time.time() if now is None else now
         with self._transaction(site) as run:
             found = run(
-                "SELECT 1 FROM priors WHERE site = ? AND version = ?", (site, version)
+                "SELECT published_at FROM priors WHERE site = ? AND version = ?", (site, version)
             ).fetchone()
             if not found:
-                return False
+                return None
+            purged = run(
+                "DELETE FROM uploads WHERE site = ? AND received_at > ?", (site, float(found[0]))
+            ).rowcount
+            self._rebuild(run, site, now)
             run(
-                "UPDATE sites SET current_version = ?, frozen = 1 WHERE site = ?",
-                (version, site),
+                "UPDATE sites SET current_version = ?, frozen = 1, published_at = ? WHERE site = ?",
+                (version, now, site),
             )
-        return True
+        return purged
 
     def versions(self, site: str) -> list[dict[str, Any]]:
         with self._transaction(write=False) as run:
