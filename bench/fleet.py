@@ -27,9 +27,9 @@ share of the central engine's lift. Site shapes: ``segments`` (cells prefer diff
 ``shift`` (those preferences change halfway), ``slots`` (three slots: two contextual, one not),
 ``flat`` (one slot where context does not matter).
 
-The server is ``ProtocolStandIn``, a stand-in that follows docs/sync-protocol.md sections 4-5
-(until the real v2 app lands): decayed sums, per-day per-source-bucket caps, the ``*`` cell as
-the sum, Gaussian noise on every published count.
+The server is the real sync app (``create_app``, SQLite in a temporary directory) through
+Starlette's TestClient, on the simulation's clock; each visitor has an address of its own
+(source buckets), and publications are spread evenly over the day's privacy budget.
 
 Run: ``.venv/bin/python bench/fleet.py [--quick] [--sizes 1000,10000,100000] [--max-seconds S]``
 """
@@ -38,26 +38,30 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import heapq
 import math
 import os
-import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fastapi.testclient import TestClient
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "py"))
 
 from microadjust import Engine  # noqa: E402
 from microadjust.browser.session import fresh_engine  # noqa: E402
-from microadjust.browser.site_priors import SITE_CELL, cell_of  # noqa: E402
+from microadjust.browser.site_priors import PriorsDocument, cell_of  # noqa: E402
 from microadjust.browser.sync_client import SyncClient  # noqa: E402
+from microadjust.server.api import create_app  # noqa: E402
+from microadjust.server.config import SyncSettings  # noqa: E402
+from microadjust.server.models import SiteDeclaration  # noqa: E402
 
 DAY = 86_400.0
 WINDOW_S = 1800.0
@@ -71,6 +75,7 @@ CELLS = {
     "referrer": ["direct", "search", "social", "internal"],
     "returning": ["false", "true"],
 }
+SERVER_HALF_LIFE_DAYS = SyncSettings.__dataclass_fields__["half_life_days"].default
 SITE = "bench"
 KEY = "bench-upload-key"
 
@@ -208,117 +213,89 @@ def _pick(rng: np.random.Generator, weighted: tuple[tuple[str, float], ...]) -> 
     return int(rng.choice(len(weighted), p=[w for _, w in weighted]))
 
 
-# --- the server: a stand-in following docs/sync-protocol.md sections 4-5 --------------------
+# --- the server: the real sync app, on a simulated clock ---------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class ServerSettings:
-    max_shown: int = 4
-    period_s: float = DAY
-    half_life_s: float = DAY
-    bucket_cap: float = 4.0
-    publish_interval_s: float = 4320.0  # 20 publications a day: rho_per_day / rho_per_publication
-    rho_per_publication: float = 0.05
-    noise: bool = True
+    """What the bench changes in the server's settings (the rest are its defaults)."""
+
+    half_life_days: float
+    publish_interval_s: float = DAY / 20  # rho_per_day / rho_per_publication a day, evenly
+    noise: bool = True  # False: no central noise at all (infinite rho)
+    priors_refresh_s: float = 300.0  # how often the simulated browsers' priors are re-fetched
 
 
-class ProtocolStandIn:
-    """Stand-in for the v2 sync server (sections 4-5), until the real app has the endpoints.
+def with_client_address(app: Any) -> Any:
+    """The app, with the ASGI client address taken from ``x-bench-client``: each simulated
+    visitor has an address of its own, so source buckets and robust aggregation see a fleet."""
 
-    Uploads are bucketed by ``HMAC(daily secret, source) mod 4096``; per day, slot and bucket a
-    bucket's shown above ``bucket_cap`` times the median bucket's is scaled down; days are
-    decayed with the half-life; ``*`` is the sum over cells; publication adds Gaussian noise of
-    ``sensitivity / sqrt(2 rho)`` to every declared count, ``sensitivity = 2 max_shown
-    sqrt(slots)`` (a visitor's counts appear in its cell and in ``*``), then clamps.
-    """
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"x-bench-client":
+                    scope = {**scope, "client": (value.decode(), 0)}
+        await app(scope, receive, send)
+
+    return wrapped
+
+
+class SyncServer:
+    """The real sync app (``create_app``) through Starlette's TestClient, with SQLite in a
+    temporary directory and a clock the simulation sets."""
 
     def __init__(self, slots: dict[str, tuple[str, ...]], settings: ServerSettings, seed: int):
-        self.slots, self.settings = slots, settings
-        self.rng = np.random.default_rng(seed)
-        # day -> slot -> bucket -> (cell, variant) -> [shown, reward]
-        self.days: dict[int, dict[str, dict[int, dict[tuple[str, str], list[float]]]]] = {}
-        self.closed: dict[int, dict[str, dict[tuple[str, str], list[float]]]] = {}
-        self.version = 0
-        self.document: dict[str, Any] | None = None
+        self.settings, self.now = settings, 0.0
+        self.tmp = tempfile.TemporaryDirectory(
+            prefix="fleet-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None
+        )
+        rho = {} if settings.noise else {"rho_per_publication": math.inf, "rho_per_day": math.inf}
+        declaration = SiteDeclaration(
+            key=KEY, slots={k: list(v) for k, v in slots.items()}, cells=CELLS
+        )
+        app = create_app(
+            SyncSettings(
+                sites={SITE: declaration},
+                data_dir=Path(self.tmp.name),
+                rate_per_s=math.inf,  # the limiter runs on wall-clock time, not the simulated one
+                half_life_days=settings.half_life_days,
+                publish_interval_s=settings.publish_interval_s,
+                refresh_s=0.0,
+                **rho,
+            ),
+            clock=lambda: self.now,
+            rng=np.random.default_rng(seed),
+        )
+        self.http = TestClient(with_client_address(app))
+        self.http.__enter__()  # runs the app's lifespan: migrations
+        self.refused = 0
 
-    def upload(self, body: dict[str, Any], source: int, now: float) -> None:
-        day = int(now // DAY)
-        bucket = int(hashlib.sha256(f"{day}:{source}".encode()).hexdigest()[:8], 16) % 4096
-        for slot, entry in body["slots"].items():
-            if slot not in self.slots:
-                continue
-            per = self.days.setdefault(day, {}).setdefault(slot, {}).setdefault(bucket, {})
-            for variant, c in entry["variants"].items():
-                sums = per.setdefault((entry["cell"], variant), [0.0, 0.0])
-                sums[0] += c["shown"]
-                sums[1] += c["reward"]
+    def upload(self, body: dict[str, Any], source: int, now: float) -> bool:
+        """POST one body from visitor ``source``; True if the server took it."""
+        self.now = now
+        answer = self.http.post(
+            f"/v1/sites/{SITE}/uploads",
+            json=body,
+            headers={"X-Microadjust-Key": KEY, "x-bench-client": _address(source)},
+        )
+        if answer.status_code != 200:
+            self.refused += 1
+        return answer.status_code == 200
 
-    def _capped(self, day: int) -> dict[str, dict[tuple[str, str], list[float]]]:
-        """One day's sums with each source bucket capped (robust aggregation)."""
-        if day in self.closed:
-            return self.closed[day]
-        out: dict[str, dict[tuple[str, str], list[float]]] = {}
-        for slot, buckets in self.days.get(day, {}).items():
-            totals = {b: sum(max(s[0], 0.0) for s in per.values()) for b, per in buckets.items()}
-            median = statistics.median(totals.values()) if totals else 0.0
-            cap = self.settings.bucket_cap * max(median, 1.0)
-            sums = out.setdefault(slot, {})
-            for b, per in buckets.items():
-                scale = min(1.0, cap / totals[b]) if totals[b] > 0 else 1.0
-                for key, (shown, reward) in per.items():
-                    acc = sums.setdefault(key, [0.0, 0.0])
-                    acc[0] += scale * shown
-                    acc[1] += scale * reward
-        return out
+    def priors(self, now: float) -> dict[str, Any]:
+        """GET the priors (publishing first when a publication is due)."""
+        self.now = now
+        answer = self.http.get(f"/v1/sites/{SITE}/priors", headers={"x-bench-client": "10.0.0.1"})
+        answer.raise_for_status()
+        return answer.json()
 
-    def publish(self, now: float) -> dict[str, Any]:
-        s = self.settings
-        today = int(now // DAY)
-        for day in [d for d in self.days if d < today and d not in self.closed]:
-            self.closed[day] = self._capped(day)
-            del self.days[day]
-        totals: dict[str, dict[tuple[str, str], list[float]]] = {}
-        for day in [*self.closed, *self.days]:
-            age = max(now - (day + 1) * DAY, 0.0)
-            decay = 0.5 ** (age / s.half_life_s)
-            for slot, sums in self._capped(day).items():
-                acc_slot = totals.setdefault(slot, {})
-                for (cell, variant), (shown, reward) in sums.items():
-                    for key in ((cell, variant), (SITE_CELL, variant)):
-                        acc = acc_slot.setdefault(key, [0.0, 0.0])
-                        acc[0] += decay * shown
-                        acc[1] += decay * reward
-        sigma = 0.0
-        if s.noise:
-            sensitivity = 2 * s.max_shown * math.sqrt(len(self.slots))
-            sigma = sensitivity / math.sqrt(2 * s.rho_per_publication)
-        cells = [SITE_CELL, *all_cells()]
-        slots_doc = {}
-        for slot, variants in self.slots.items():
-            sums = totals.get(slot, {})
-            by_cell: dict[str, dict[str, dict[str, float]]] = {}
-            for cell in cells:
-                for variant in variants:
-                    shown, reward = sums.get((cell, variant), (0.0, 0.0))
-                    if sigma:
-                        shown += float(self.rng.normal(0, sigma))
-                        reward += float(self.rng.normal(0, sigma))
-                    shown = max(shown, 0.0)
-                    reward = min(max(reward, 0.0), shown)
-                    if shown > 0:
-                        by_cell.setdefault(cell, {})[variant] = {"shown": shown, "reward": reward}
-            slots_doc[slot] = {"variants": list(variants), "cells": by_cell}
-        self.version += 1
-        self.document = {
-            "v": 2,
-            "site": SITE,
-            "version": self.version,
-            "cells": CELLS,
-            "upload": {"max_shown": s.max_shown, "period_s": s.period_s},
-            "privacy": {"noise_sd": sigma},
-            "slots": slots_doc,
-        }
-        return self.document
+    def close(self) -> None:
+        self.http.__exit__(None, None, None)
+        self.tmp.cleanup()
+
+
+def _address(visitor: int) -> str:
+    return f"10.{visitor >> 16 & 255}.{visitor >> 8 & 255}.{visitor & 255}"
 
 
 # --- policies ------------------------------------------------------------------------------
@@ -346,6 +323,9 @@ class Policy:
         pass
 
     def tick(self, now: float) -> None:
+        pass
+
+    def finish(self) -> None:
         pass
 
 
@@ -411,13 +391,13 @@ class Device:
 class Deployed(Policy):
     """An engine per browser, learning across visitors through SyncClient and the server."""
 
-    def __init__(self, site: SiteShape, sync: dict[str, Any], server: ProtocolStandIn, seed: int):
+    def __init__(self, sync: dict[str, Any], server: SyncServer, seed: int):
         self.sync_config = {"site": SITE, "key": KEY, "upload": True, **sync}
         self.server = server
         self.rng = np.random.default_rng(seed)
         self.seed = seed
-        self.next_publish = server.settings.publish_interval_s
-        self.priors = None
+        self.next_fetch = 0.0
+        self.priors: PriorsDocument | None = None
 
     def visitor(self, v):
         engine = fresh_engine({**PAGE_CONFIG, "seed": self.seed * 1_000_003 + v.index})
@@ -452,7 +432,13 @@ class Deployed(Policy):
     def seen(self, device, slot, d, page):
         device.open[d.event_id] = page.t
         device.sync.record_shown(
-            d.event_id, slot.name, d.action, holdout=d.holdout, context=page.context, now=page.t
+            d.event_id,
+            slot.name,
+            d.action,
+            variants=slot.variants,
+            holdout=d.holdout,
+            context=page.context,
+            now=page.t,
         )
 
     def clicked(self, device, d, t):
@@ -464,13 +450,19 @@ class Deployed(Policy):
     def page_end(self, device, v, page):
         """The page is hidden: the worker sends what it has (sendBeacon / keepalive fetch)."""
         while (body := device.sync.next_upload(self.rng)) is not None:
-            self.server.upload(body, source=v.index, now=page.t + 60.0)
-            device.sync.acknowledged(body["batch_id"])
+            if self.server.upload(body, source=v.index, now=page.t + 60.0):
+                device.sync.acknowledged(body["batch_id"])
+            else:
+                device.sync.rejected(body["batch_id"])
 
     def tick(self, now):
-        while now >= self.next_publish:
-            self.priors = self.server.publish(self.next_publish)
-            self.next_publish += self.server.settings.publish_interval_s
+        """Browsers fetch the priors at every page load (cached for a while)."""
+        if now >= self.next_fetch:
+            self.priors = PriorsDocument.parse(self.server.priors(now))
+            self.next_fetch = now + self.server.settings.priors_refresh_s
+
+    def finish(self):
+        self.server.close()
 
 
 # --- the simulation ------------------------------------------------------------------------
@@ -522,6 +514,7 @@ def simulate(
         policy.page_end(state, v, page)
         if k + 1 < len(v.pages):
             heapq.heappush(queue, (v.pages[k + 1].t, v.index, k + 1, v, state))
+    policy.finish()
     out.seconds = time.perf_counter() - started
     return out
 
@@ -529,12 +522,12 @@ def simulate(
 def policies(site: SiteShape, n: int, args: argparse.Namespace) -> dict[str, Callable[[], Policy]]:
     slots = {s.name: s.variants for s in site.slots}
     shift_at = n / args.per_day * DAY / 2 if site.name == "shift" else None
-    settings = ServerSettings(half_life_s=args.half_life_days * DAY)
+    settings = ServerSettings(half_life_days=args.half_life_days)
 
     def deployed(sync: dict[str, Any], noise: bool = True) -> Callable[[], Policy]:
         def make() -> Policy:
-            server = ProtocolStandIn(slots, replace(settings, noise=noise), args.seed)
-            return Deployed(site, {**args.sync, **sync}, server, args.seed)
+            server = SyncServer(slots, replace(settings, noise=noise), args.seed)
+            return Deployed({**args.sync, **sync}, server, args.seed)
 
         return make
 
@@ -560,7 +553,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--policies", default="", help="comma-separated subset")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="per policy and size")
     parser.add_argument("--per-day", type=float, default=5000.0, help="visitors per day")
-    parser.add_argument("--half-life-days", type=float, default=1.0, help="server decay")
+    parser.add_argument(
+        "--half-life-days", type=float, default=SERVER_HALF_LIFE_DAYS, help="server decay"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--sync",

@@ -28,7 +28,7 @@ VARIANTS = ["default", "quiz", "deal"]
 
 
 def document(**overrides) -> dict:
-    """A priors document: on the site, ``deal`` wins; on mobile, ``quiz`` wins clearly."""
+    """A priors document: on the site ``deal`` wins, on mobile ``quiz``, on desktop ``deal``."""
     doc = {
         "v": 2,
         "site": "shop",
@@ -36,20 +36,25 @@ def document(**overrides) -> dict:
         "published_at": "2026-11-26T01:00:00Z",
         "cells": CELLS,
         "upload": {"max_shown": 4, "period_s": 86_400, "default_mode": "aggregate"},
-        "privacy": {"mechanism": "central-gaussian-zcdp", "noise_sd": 0.0},
+        "privacy": {"mechanism": "central-gaussian-zcdp", "sigma": 0.0},
         "slots": {
             "cta": {
                 "variants": VARIANTS,
                 "cells": {
                     "*": {
-                        "default": {"shown": 3000.0, "reward": 90.0},
-                        "quiz": {"shown": 3000.0, "reward": 120.0},
-                        "deal": {"shown": 3000.0, "reward": 240.0},
+                        "default": {"shown": 2000.0, "reward": 80.0},
+                        "quiz": {"shown": 2000.0, "reward": 130.0},
+                        "deal": {"shown": 2000.0, "reward": 160.0},
                     },
                     MOBILE_CELL: {
-                        "default": {"shown": 1000.0, "reward": 30.0},
+                        "default": {"shown": 1000.0, "reward": 40.0},
                         "quiz": {"shown": 1000.0, "reward": 110.0},
                         "deal": {"shown": 1000.0, "reward": 20.0},
+                    },
+                    DESKTOP_CELL: {
+                        "default": {"shown": 1000.0, "reward": 40.0},
+                        "quiz": {"shown": 1000.0, "reward": 20.0},
+                        "deal": {"shown": 1000.0, "reward": 140.0},
                     },
                 },
             },
@@ -107,7 +112,9 @@ def test_a_bad_sync_config_names_the_field(field, value):
 def test_nothing_is_counted_or_sent_without_consent_with_gpc_or_when_disabled(overrides, reason):
     sync = client(**overrides)
     assert sync.upload_blocked() == reason
-    assert not sync.record_shown("e1", "cta", "quiz", holdout=False, context=MOBILE, now=0.0)
+    assert not sync.record_shown(
+        "e1", "cta", "quiz", variants=VARIANTS, holdout=False, context=MOBILE, now=0.0
+    )
     assert sync.next_upload() is None
 
 
@@ -116,7 +123,9 @@ def test_nothing_is_counted_or_sent_without_consent_with_gpc_or_when_disabled(ov
 
 def test_a_visitor_with_a_single_seen_decision_uploads_it():
     sync = client()
-    assert sync.record_shown("e1", "cta", "quiz", holdout=False, context=MOBILE, now=0.0)
+    assert sync.record_shown(
+        "e1", "cta", "quiz", variants=VARIANTS, holdout=False, context=MOBILE, now=0.0
+    )
     body = sync.next_upload()
     assert set(body) == {"v", "batch_id", "privacy", "slots"} and body["v"] == 2
     assert re.fullmatch(r"[0-9a-f]{32}", body["batch_id"])
@@ -134,8 +143,12 @@ def test_a_visitor_with_a_single_seen_decision_uploads_it():
 
 def test_exposures_are_counted_now_and_rewards_added_later_never_an_open_zero():
     sync = client()
-    sync.record_shown("e1", "cta", "quiz", holdout=False, context=MOBILE, now=0.0)
-    sync.record_shown("e2", "cta", "deal", holdout=False, context=MOBILE, now=1.0)
+    sync.record_shown(
+        "e1", "cta", "quiz", variants=VARIANTS, holdout=False, context=MOBILE, now=0.0
+    )
+    sync.record_shown(
+        "e2", "cta", "deal", variants=VARIANTS, holdout=False, context=MOBILE, now=1.0
+    )
     (first,) = upload_all(sync)
     assert first["slots"]["cta"]["variants"] == {
         "quiz": {"shown": 1, "reward": 0},
@@ -153,7 +166,9 @@ def test_exposures_are_counted_now_and_rewards_added_later_never_an_open_zero():
 def test_the_reward_of_a_decision_whose_exposure_was_not_counted_is_never_uploaded():
     sync = client()
     for i in range(5):  # the fifth exposure is over the bound of 4
-        sync.record_shown(f"e{i}", "cta", "quiz", holdout=False, context=MOBILE, now=float(i))
+        sync.record_shown(
+            f"e{i}", "cta", "quiz", variants=VARIANTS, holdout=False, context=MOBILE, now=float(i)
+        )
     assert not sync.record_reward("e4", 1.0, now=10.0)
     assert not sync.record_reward("never-seen", 1.0, now=10.0)
     (body,) = upload_all(sync)
@@ -162,9 +177,15 @@ def test_the_reward_of_a_decision_whose_exposure_was_not_counted_is_never_upload
 
 def test_holdout_decisions_are_counted_apart_and_undeclared_ones_not_at_all():
     sync = client()
-    sync.record_shown("h", "cta", "default", holdout=True, context=MOBILE, now=0.0)
-    assert not sync.record_shown("x", "cta", "banner", holdout=False, context=MOBILE, now=0.0)
-    assert not sync.record_shown("y", "footer", "a", holdout=False, context=MOBILE, now=0.0)
+    sync.record_shown(
+        "h", "cta", "default", variants=VARIANTS, holdout=True, context=MOBILE, now=0.0
+    )
+    assert not sync.record_shown(
+        "x", "cta", "banner", variants=VARIANTS, holdout=False, context=MOBILE, now=0.0
+    )
+    assert not sync.record_shown(
+        "y", "footer", "a", variants=VARIANTS, holdout=False, context=MOBILE, now=0.0
+    )
     sync.record_reward("h", 1.0, now=5.0)
     (body,) = upload_all(sync)
     assert body["slots"]["cta"]["variants"] == {}
@@ -173,10 +194,14 @@ def test_holdout_decisions_are_counted_apart_and_undeclared_ones_not_at_all():
 
 def test_a_reward_goes_to_the_cell_of_its_exposure_in_a_body_of_its_own():
     sync = client()
-    sync.record_shown("e1", "cta", "quiz", holdout=False, context=MOBILE, now=0.0)
+    sync.record_shown(
+        "e1", "cta", "quiz", variants=VARIANTS, holdout=False, context=MOBILE, now=0.0
+    )
     upload_all(sync)
     later = {**MOBILE, "returning": True}
-    sync.record_shown("e2", "cta", "deal", holdout=False, context=later, now=100.0)
+    sync.record_shown(
+        "e2", "cta", "deal", variants=VARIANTS, holdout=False, context=later, now=100.0
+    )
     sync.record_reward("e1", 1.0, now=110.0)
     bodies = upload_all(sync)
     assert sorted(b["slots"]["cta"]["cell"] for b in bodies) == sorted(
@@ -188,7 +213,9 @@ def test_a_reward_goes_to_the_cell_of_its_exposure_in_a_body_of_its_own():
 
 def test_a_batch_is_resent_unchanged_until_acknowledged_and_a_refused_one_is_dropped():
     sync = client()
-    sync.record_shown("e1", "cta", "quiz", holdout=False, context=MOBILE, now=0.0)
+    sync.record_shown(
+        "e1", "cta", "quiz", variants=VARIANTS, holdout=False, context=MOBILE, now=0.0
+    )
     first = sync.next_upload()
     assert sync.next_upload() is first
     assert not sync.acknowledged("someone-else")
@@ -201,7 +228,9 @@ def test_a_batch_is_resent_unchanged_until_acknowledged_and_a_refused_one_is_dro
 
 def test_withdrawing_consent_drops_everything_unsent():
     sync = client()
-    sync.record_shown("e1", "cta", "quiz", holdout=False, context=MOBILE, now=0.0)
+    sync.record_shown(
+        "e1", "cta", "quiz", variants=VARIANTS, holdout=False, context=MOBILE, now=0.0
+    )
     sync.set_consent(False)
     sync.set_consent(True)
     assert sync.next_upload() is None
@@ -211,10 +240,14 @@ def test_withdrawing_consent_drops_everything_unsent():
 def test_forgetting_drops_the_counts_but_keeps_the_periods_bound():
     sync = client()
     for i in range(4):
-        sync.record_shown(f"e{i}", "cta", "quiz", holdout=False, context=MOBILE, now=float(i))
+        sync.record_shown(
+            f"e{i}", "cta", "quiz", variants=VARIANTS, holdout=False, context=MOBILE, now=float(i)
+        )
     sync.forget()
     assert sync.next_upload() is None
-    assert not sync.record_shown("e9", "cta", "quiz", holdout=False, context=MOBILE, now=9.0)
+    assert not sync.record_shown(
+        "e9", "cta", "quiz", variants=VARIANTS, holdout=False, context=MOBILE, now=9.0
+    )
 
 
 actions = st.lists(
@@ -240,7 +273,15 @@ def test_one_visitors_uploads_in_a_period_move_published_counts_at_most_by_the_b
     sync, bodies = client(), []
     for t, (kind, slot, variant, holdout, context, reward, event) in enumerate(steps):
         if kind == "shown":
-            sync.record_shown(f"e{event}", slot, variant, holdout=holdout, context=context, now=t)
+            sync.record_shown(
+                f"e{event}",
+                slot,
+                variant,
+                variants=[variant],
+                holdout=holdout,
+                context=context,
+                now=t,
+            )
         elif kind == "reward":
             sync.record_reward(f"e{event}", reward, now=float(t))
         elif kind == "upload":
@@ -270,7 +311,9 @@ def test_one_visitors_uploads_in_a_period_move_published_counts_at_most_by_the_b
 
 def test_local_mode_noises_every_declared_number_within_the_documented_range():
     sync = client("local", config={"epsilon": 2.0})
-    sync.record_shown("e1", "cta", "quiz", holdout=False, context=MOBILE, now=0.0)
+    sync.record_shown(
+        "e1", "cta", "quiz", variants=VARIANTS, holdout=False, context=MOBILE, now=0.0
+    )
     body = sync.next_upload(np.random.default_rng(3))
     assert body["privacy"] == {"mode": "local", "epsilon": 2.0}
     entry = body["slots"]["cta"]
@@ -294,8 +337,8 @@ def test_priors_are_installed_only_for_the_slots_asked_for():
 
 
 def test_the_visitors_cell_prior_steers_its_first_decisions():
-    """On the site ``deal`` wins; a mobile visitor starts from ``quiz``, a desktop one (no cell
-    published) from ``deal``."""
+    """On the site ``deal`` wins; a mobile visitor starts from ``quiz``, a desktop one from
+    ``deal``."""
     chosen = {"mobile": [], "desktop": []}
     for seed in range(30):
         for name, context in (("mobile", MOBILE), ("desktop", DESKTOP)):
@@ -309,7 +352,7 @@ def test_the_visitors_cell_prior_steers_its_first_decisions():
 def test_a_cell_prior_from_an_earlier_page_does_not_linger():
     sync, engine = client(), Engine(seed=1)
     sync.install_priors(engine, "cta", MOBILE)
-    sync.install_priors(engine, "cta", DESKTOP)  # no published cell for desktop
+    sync.install_priors(engine, "cta", {"device": "tablet"})  # its cell has nothing published
     assert list(engine.state()["slots"]["cta"]["priors"]) == ["site"]
 
 

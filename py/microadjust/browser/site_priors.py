@@ -121,7 +121,7 @@ class PriorsDocument:
         privacy = raw.get("privacy", {})
         if not isinstance(privacy, Mapping):
             raise InvalidPrior(f"priors.privacy must be an object, got {type(privacy).__name__}")
-        noise_sd = _number(privacy.get("noise_sd", 0.0), "priors.privacy.noise_sd")
+        noise_sd = _number(privacy.get("sigma", 0.0), "priors.privacy.sigma")
         if period_s <= 0:
             raise InvalidPrior(f"priors.upload.period_s must be > 0, got {period_s!r}")
         slots = raw.get("slots")
@@ -176,6 +176,79 @@ class PriorsDocument:
         """The visitor's cell under this site's declared cells."""
         return cell_of(self.cells, context)
 
+    def site_stats(
+        self, slot: str, engine: Any, shrinkage: float, *, cap: float
+    ) -> tuple[dict[str, Any], float] | None:
+        """The site prior of ``slot``: the ``*`` cell on the bias, and each published cell on
+        its own features, as a linear model.
+
+        A cell ``c`` adds ``n_c x_c x_c'`` and ``n_c rate_c x_c`` to a variant's statistics,
+        ``x_c`` being the engine's feature vector of the cell's context values and ``n_c`` the
+        exposures its noise leaves it (:func:`effective_exposures`); ``*`` adds the same on the
+        bias alone. That is the ridge regression a central engine would fit on those features,
+        so the visitor's engine starts from a *contextual* prior that borrows strength across
+        cells (a thin cell leans on its device's, its referrer's, ...). The prior counts as
+        ``min(n_*, cap)`` observations; dimensions no cell touches get precision ``shrinkage *
+        n``. Memoized per document and engine configuration.
+        """
+        key = ("site", slot, shrinkage, cap, _featurization(engine))
+        if key not in self._stats_cache:
+            self._stats_cache[key] = self._site_stats(slot, engine, shrinkage, cap)
+        return self._stats_cache[key]
+
+    def _site_stats(
+        self, slot: str, engine: Any, shrinkage: float, cap: float
+    ) -> tuple[dict[str, Any], float] | None:
+        published = self.counts.get(slot, {})
+        star = published.get(SITE_CELL, {})
+        if cap <= 0 or not star:
+            return None
+        base_rate = _rate(star)
+        schema = engine.schema()
+        dim = int(schema["features"]["dim"])
+        bias = int(schema["features"].get("bias_index", 0))
+        grams: dict[str, list[Any]] = {}
+        for cell, per_variant in published.items():
+            x = self._features(cell, engine) if cell != SITE_CELL else np.eye(dim)[bias]
+            for variant, c in per_variant.items():
+                n = effective_exposures(c, self.noise_sd, base_rate)
+                if n <= 0:
+                    continue
+                gram = grams.setdefault(variant, [np.zeros((dim, dim)), np.zeros(dim), 0.0, 0.0])
+                gram[0] += n * np.outer(x, x)
+                gram[1] += n * (c.reward / c.shown) * x
+                if cell == SITE_CELL:
+                    gram[2], gram[3] = n, n * c.reward / c.shown
+        grams = {v: g for v, g in grams.items() if g[2] >= 1.0}
+        if not grams:
+            return None
+        strength = float(engine.params["prior_strength"])
+        weight = max(1.0, min(max(g[2] for g in grams.values()), cap) / max(strength, 1e-9))
+        actions = {}
+        for variant, (xtx, xty, n, r) in grams.items():
+            scale = min(n, cap) / n / weight  # counts as min(n, cap) observations
+            untouched = np.diag(xtx) <= 0
+            xtx = xtx + np.diag(np.where(untouched, shrinkage * n, 0.0))
+            actions[variant] = _action_stats(scale * xtx, scale * xty, scale * n, scale * r)
+        return {"schema": schema, "slot": slot, "actions": actions}, weight
+
+    def _features(self, cell: str, engine: Any) -> np.ndarray:
+        """The engine's feature vector of a cell's context values, through its public API: a
+        scratch engine with the same featurization learns one reward of 1 for that context,
+        and its statistics' ``xty`` is the vector."""
+        key = ("x", cell, _featurization(engine))
+        if key not in self._stats_cache:
+            context: dict[str, Any] = {}
+            if cell != SITE_CELL:
+                context = dict(part.split("=", 1) for part in cell.split(","))
+            params = {**engine.params, "discount": 1.0, "holdout": 0.0}
+            scratch = type(engine)("linucb", seed=0, **params)
+            decision = scratch.rank(context, ["x"], slot="cell", now=0.0)
+            scratch.reward(decision.event_id, 1.0, now=0.0)
+            xty = scratch.stats("cell")["actions"]["x"]["xty"]
+            self._stats_cache[key] = np.asarray(xty, dtype=float)
+        return self._stats_cache[key]
+
     def stats(
         self,
         slot: str,
@@ -211,9 +284,7 @@ class PriorsDocument:
         per_variant = self.counts.get(slot, {}).get(cell)
         if not per_variant or cap <= 0:
             return None
-        site = self.counts[slot].get(SITE_CELL, per_variant)
-        shown = sum(c.shown for c in site.values())
-        base_rate = sum(c.reward for c in site.values()) / shown if shown > 0 else 0.05
+        base_rate = _rate(self.counts[slot].get(SITE_CELL, per_variant))
         wanted = {
             v: (min(effective_exposures(c, self.noise_sd, base_rate), cap), c.reward / c.shown)
             for v, c in per_variant.items()
@@ -228,21 +299,37 @@ class PriorsDocument:
         actions = {}
         for variant, (n_eff, rate) in wanted.items():
             n = n_eff / weight
-            r = n * rate
             xtx = np.eye(dim) * (shrinkage * n)
             xtx[bias, bias] = n
             xty = np.zeros(dim)
-            xty[bias] = r
-            actions[variant] = {
-                "n": n,
-                "reward_sum": r,
-                "reward_sq_sum": r,
-                "successes": r,
-                "failures": n - r,
-                "xtx": xtx,
-                "xty": xty,
-            }
+            xty[bias] = n * rate
+            actions[variant] = _action_stats(xtx, xty, n, n * rate)
         return {"schema": dict(schema), "slot": slot, "actions": actions}, weight
+
+
+def _rate(per_variant: Mapping[str, Counts]) -> float:
+    """The click rate over all variants of a cell (0.05 when it has no exposures)."""
+    shown = sum(c.shown for c in per_variant.values())
+    return sum(c.reward for c in per_variant.values()) / shown if shown > 0 else 0.05
+
+
+def _featurization(engine: Any) -> tuple[Any, ...]:
+    """What a prior built for ``engine`` depends on: its feature space and prior strength."""
+    features = engine.schema()["features"]
+    return (*sorted(features.items()), engine.params["prior_strength"])
+
+
+def _action_stats(xtx: np.ndarray, xty: np.ndarray, n: float, r: float) -> dict[str, Any]:
+    """One variant's entry in the engine's statistics format."""
+    return {
+        "n": n,
+        "reward_sum": r,
+        "reward_sq_sum": r,
+        "successes": r,
+        "failures": max(n - r, 0.0),
+        "xtx": xtx,
+        "xty": xty,
+    }
 
 
 def _number(value: Any, where: str) -> float:

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,6 +149,8 @@ class SyncClient:
         # slot -> cell -> variant (HOLDOUT for the holdout) -> [shown, reward] not yet uploaded
         self.unsent: dict[str, dict[str, dict[str, list[float]]]] = {}
         self.pending: dict[str, Any] | None = None  # the batch waiting for acknowledgement
+        self.installed: dict[str, tuple[int, str]] = {}  # slot -> priors (version, cell) in use
+        self.offered: dict[str, list[str]] = {}  # slot -> the variants its pages offered
         self.attempts = 0
         self.uploaded = 0  # batches acknowledged on this device
 
@@ -174,7 +176,8 @@ class SyncClient:
         if restored is not None:
             self.budget, self.open, self.unsent = restored.budget, restored.open, restored.unsent
             self.pending, self.attempts = restored.pending, restored.attempts
-            self.uploaded = restored.uploaded
+            self.uploaded, self.installed = restored.uploaded, restored.installed
+            self.offered = restored.offered
         if self.upload_blocked() is not None:
             self._drop_unsent()  # e.g. consent withdrawn: nothing built earlier is ever sent
 
@@ -188,7 +191,7 @@ class SyncClient:
         """The visitor erased this device's data. The period's budget stays: forgetting never
         lets one visitor contribute more than the bound."""
         self._drop_unsent()
-        self.uploaded = 0
+        self.uploaded, self.installed = 0, {}
 
     def state(self) -> dict[str, Any]:
         """What to persist on the device (inside the worker's checkpoint); JSON-ready."""
@@ -199,6 +202,8 @@ class SyncClient:
             "pending": self.pending,
             "attempts": self.attempts,
             "uploaded": self.uploaded,
+            "installed": {slot: list(key) for slot, key in self.installed.items()},
+            "offered": self.offered,
         }
 
     @classmethod
@@ -223,6 +228,13 @@ class SyncClient:
             pending = state["pending"]
             client.pending = dict(pending) if isinstance(pending, Mapping) else None
             client.attempts, client.uploaded = int(state["attempts"]), int(state["uploaded"])
+            client.offered = {
+                str(slot): [str(v) for v in names] for slot, names in state["offered"].items()
+            }
+            client.installed = {
+                str(slot): (int(version), str(cell))
+                for slot, (version, cell) in state["installed"].items()
+            }
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise InvalidState(f"sync state is malformed: {error!r}") from error
         return client
@@ -273,21 +285,30 @@ class SyncClient:
 
         Each prior counts as ``min(n_eff, cap)`` observations (see
         :mod:`microadjust.browser.site_priors`). A level the document has nothing for is
-        removed, so a cell prior from an earlier page never lingers.
+        removed, so a cell prior from an earlier page never lingers. The engine's state keeps
+        its priors, so a slot whose priors of this version and cell are installed already is
+        left alone (the sync state records them; :meth:`forget` clears the record).
         """
         doc, config = self.priors, self.config
         if doc is None or config is None or slot not in doc.counts:
             return False
         cell = doc.cell_of(context)
-        args = (engine.schema(), float(engine.params["prior_strength"]), config.shrinkage)
-        site = doc.stats(slot, "*", *args, cap=config.site_prior_n)
-        segment = None if cell == "*" else doc.stats(slot, cell, *args, cap=config.segment_prior_n)
+        if self.installed.get(slot) == (doc.version, cell):
+            return True
+        site = doc.site_stats(slot, engine, config.shrinkage, cap=config.site_prior_n)
+        segment = None
+        if cell != "*":
+            schema, strength = engine.schema(), float(engine.params["prior_strength"])
+            segment = doc.stats(
+                slot, cell, schema, strength, config.shrinkage, cap=config.segment_prior_n
+            )
         if site is None and segment is None:
             return False
         fallback = (site or segment)[0]
         for level, prior in (("site", site), ("segment", segment)):
             stats, weight = prior if prior is not None else (fallback, 0.0)
             engine.set_prior(slot, stats, weight, level=level)
+        self.installed[slot] = (doc.version, cell)
         return True
 
     # -- exposures now, rewards later ------------------------------------------------------
@@ -298,17 +319,25 @@ class SyncClient:
         slot: str,
         variant: str,
         *,
+        variants: Sequence[str],
         holdout: bool,
         context: Mapping[str, Any],
         now: float,
     ) -> bool:
-        """Count a seen decision's exposure (within the period's bound); True if counted."""
+        """Count a seen decision's exposure (within the period's bound); True if counted.
+
+        ``variants`` are those the page offers in ``slot``: local noise covers each of them
+        (or the declared ones, once the priors list the slot), so an upload's keys never tell
+        which one was shown. Without a priors document (version 0, before any publication,
+        will do) nothing is counted: the device learns the site's cells and bounds from it.
+        """
         doc = self.priors
-        if self.upload_blocked() is not None or doc is None or slot not in doc.variants:
-            return False  # the device knows the declared slots and cells only from the priors
-        key = HOLDOUT if holdout else variant
-        if key != HOLDOUT and variant not in doc.variants[slot]:
+        if self.upload_blocked() is not None or doc is None:
             return False
+        declared = doc.variants.get(slot)
+        if doc.version > 0 and (declared is None or (not holdout and variant not in declared)):
+            return False  # a published version lists every declared slot: the server refuses
+        key = HOLDOUT if holdout else variant
         if not self.budget.take_shown(
             slot, now=now, max_shown=doc.max_shown, period_s=doc.period_s
         ):
@@ -317,6 +346,7 @@ class SyncClient:
         cell = doc.cell_of(context)
         self.open[event_id] = Seen(slot, key, cell, now)
         self._counts(slot, cell, key)[0] += 1.0
+        self.offered[slot] = list(dict.fromkeys([*self.offered.get(slot, []), *variants]))
         return True
 
     def record_reward(self, event_id: str, reward: float, *, now: float) -> bool:
@@ -394,7 +424,7 @@ class SyncClient:
         config, doc = self.config, self.priors
         holdout = counts.pop(HOLDOUT, [0.0, 0.0])
         if config.mode == "local":
-            names = doc.variants[slot]
+            names = doc.variants.get(slot) or self.offered.get(slot, [])
             flat = [x for v in names for x in counts.get(v, [0.0, 0.0])] + holdout
             noisy = local_noise(flat, config.epsilon, doc.max_shown, rng)
             variants = {
