@@ -124,7 +124,7 @@ def test_nothing_is_counted_or_sent_without_consent_with_gpc_or_when_disabled(ov
 def test_a_visitor_with_a_single_seen_decision_uploads_it():
     sync = client()
     assert sync.record_shown(
-        "e1", "cta", "quiz", variants=VARIANTS, holdout=False, context=MOBILE, now=0.0
+        "decision-7", "cta", "quiz", variants=VARIANTS, holdout=False, context=MOBILE, now=0.0
     )
     body = sync.next_upload()
     assert set(body) == {"v", "batch_id", "privacy", "slots"} and body["v"] == 2
@@ -138,7 +138,7 @@ def test_a_visitor_with_a_single_seen_decision_uploads_it():
         }
     }
     text = json.dumps(body)
-    assert "e1" not in text and "search" not in text and "hour" not in text  # no id, no context
+    assert "decision-7" not in text and "search" not in text and "hour" not in text
 
 
 def test_exposures_are_counted_now_and_rewards_added_later_never_an_open_zero():
@@ -394,3 +394,28 @@ def test_a_malformed_priors_document_is_refused_clearly_and_changes_nothing(brok
     assert sync.priors is before_doc
     sync.install_priors(engine, "cta", MOBILE)  # the kept document installs the same priors
     assert json.dumps(engine.state()) == before_engine
+
+
+def test_before_the_first_publication_exposures_are_counted_and_local_noise_covers_the_page():
+    """Version 0 lists no slot yet: the device still counts (the server knows what is
+    declared), and local noise covers every variant the page offered."""
+    empty = {**document(), "version": 0, "slots": {}}
+    sync = client("local", priors=empty)
+    sync.record_shown("e1", "cta", "quiz", variants=VARIANTS, holdout=False, context=MOBILE, now=0)
+    body = sync.next_upload(np.random.default_rng(1))
+    assert sorted(body["slots"]["cta"]["variants"]) == sorted(VARIANTS)
+    published = client(priors=document())  # once published, an undeclared slot is not counted
+    assert not published.record_shown(
+        "e2", "footer", "a", variants=["a"], holdout=False, context=MOBILE, now=0
+    )
+
+
+def test_priors_of_the_same_version_and_cell_are_installed_once():
+    sync, engine = client(), Engine(seed=1)
+    sync.install_priors(engine, "cta", MOBILE)
+    engine.set_prior("cta", sync.priors.site_stats("cta", engine, 1.0, cap=1.0)[0], 0.0)
+    sync.install_priors(engine, "cta", MOBILE)  # same version and cell: left alone
+    assert "site" not in engine.state()["slots"]["cta"]["priors"]
+    sync.load_priors({**document(), "version": 6})
+    sync.install_priors(engine, "cta", MOBILE)  # a new version: installed again
+    assert "site" in engine.state()["slots"]["cta"]["priors"]
