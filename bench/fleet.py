@@ -249,7 +249,8 @@ class SyncServer:
         self.tmp = tempfile.TemporaryDirectory(
             prefix="fleet-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None
         )
-        rho = {} if settings.noise else {"rho_per_publication": math.inf, "rho_per_day": math.inf}
+        # no noise: a budget so large that sigma is ~1e-6 (the server cannot publish rho = inf)
+        rho = {} if settings.noise else {"rho_per_publication": 1e12, "rho_per_day": 1e12}
         declaration = SiteDeclaration(
             key=KEY, slots={k: list(v) for k, v in slots.items()}, cells=CELLS
         )
