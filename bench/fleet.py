@@ -12,7 +12,7 @@ attribution window closes, i.e. only if the visitor makes a page view after that
 does), else it stays open forever. The deployed path uses the real :class:`SyncClient`: it
 installs the latest published priors before each slot's first decision on a page, records
 exposures when seen and rewards when clicked, and uploads when the page is hidden; the server
-merges and publishes priors every ``publish_interval_s``; new visitors start from the latest.
+publishes priors ``--publications-per-day`` times a day; new visitors start from the latest.
 
 Policies, all on the same visitors, the same seen flags and the same click draws:
 
@@ -221,8 +221,8 @@ class ServerSettings:
     """What the bench changes in the server's settings (the rest are its defaults)."""
 
     half_life_days: float
-    publish_interval_s: float = DAY / 20  # rho_per_day / rho_per_publication a day, evenly
-    noise: bool = True  # False: no central noise at all (infinite rho)
+    publications_per_day: int = 20  # the day's privacy budget split evenly over them
+    noise: bool = True  # False: no central noise at all
     priors_refresh_s: float = 300.0  # how often the simulated browsers' priors are re-fetched
 
 
@@ -249,8 +249,9 @@ class SyncServer:
         self.tmp = tempfile.TemporaryDirectory(
             prefix="fleet-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None
         )
-        # no noise: a budget so large that sigma is ~1e-6 (the server cannot publish rho = inf)
-        rho = {} if settings.noise else {"rho_per_publication": 1e12, "rho_per_day": 1e12}
+        rho_per_day = SyncSettings.__dataclass_fields__["rho_per_day"].default
+        if not settings.noise:  # a budget so large that sigma is ~1e-6 (rho = inf breaks JSON)
+            rho_per_day = 1e12
         declaration = SiteDeclaration(
             key=KEY, slots={k: list(v) for k, v in slots.items()}, cells=CELLS
         )
@@ -260,9 +261,10 @@ class SyncServer:
                 data_dir=Path(self.tmp.name),
                 rate_per_s=math.inf,  # the limiter runs on wall-clock time, not the simulated one
                 half_life_days=settings.half_life_days,
-                publish_interval_s=settings.publish_interval_s,
+                publish_interval_s=DAY / settings.publications_per_day,
+                rho_per_day=rho_per_day,
+                rho_per_publication=rho_per_day / settings.publications_per_day,
                 refresh_s=0.0,
-                **rho,
             ),
             clock=lambda: self.now,
             rng=np.random.default_rng(seed),
@@ -523,7 +525,7 @@ def simulate(
 def policies(site: SiteShape, n: int, args: argparse.Namespace) -> dict[str, Callable[[], Policy]]:
     slots = {s.name: s.variants for s in site.slots}
     shift_at = n / args.per_day * DAY / 2 if site.name == "shift" else None
-    settings = ServerSettings(half_life_days=args.half_life_days)
+    settings = ServerSettings(args.half_life_days, args.publications_per_day)
 
     def deployed(sync: dict[str, Any], noise: bool = True) -> Callable[[], Policy]:
         def make() -> Policy:
@@ -557,6 +559,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--half-life-days", type=float, default=SERVER_HALF_LIFE_DAYS, help="server decay"
     )
+    parser.add_argument(
+        "--publications-per-day",
+        type=int,
+        default=20,
+        help="the server's rho_per_day is split evenly over this many publications",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--sync",
@@ -571,7 +579,9 @@ def main(argv: list[str] | None = None) -> None:
     args.sync = {k: float(v) for k, v in (item.split("=", 1) for item in args.sync)}
     shapes = site_shapes()
     print(
-        f"# fleet benchmark, {datetime.date.today()}, {args.per_day:.0f} visitors/day", flush=True
+        f"# fleet benchmark, {datetime.date.today()}: {args.per_day:.0f} visitors/day, server "
+        f"half-life {args.half_life_days:g} days, {args.publications_per_day} publications/day",
+        flush=True,
     )
     if args.sync:
         print(f"# config.sync overrides: {args.sync}")

@@ -1,17 +1,22 @@
 """The sync server's priors document (protocol v2, section 6), read and turned into engine priors.
 
 The server publishes, per declared slot and context cell, each variant's ``shown`` exposures and
-``reward`` units, with central differential-privacy noise added. The browser computes its own cell
-from its context (:func:`cell_of`, never sent anywhere) and installs, for a slot on the page, the
-``*`` cell as the engine's ``"site"`` prior and its own cell as the ``"segment"`` prior.
+``reward`` units, with central differential-privacy noise of standard deviation ``sigma``. The
+browser computes its own cell from its context (:func:`cell_of`; it is never sent with an
+identifier) and installs, for a slot on the page:
 
-A count is worth what its noise leaves of it: a published rate ``reward / shown`` with noise of
-standard deviation ``noise_sd`` on both counts has the variance of ``n_eff`` clean exposures
-(:func:`effective_exposures`), so a thin cell weighs little against the site and a noiseless one
-counts in full. Each prior then counts as at most ``cap`` observations (``SyncConfig``'s
-``site_prior_n`` and ``segment_prior_n``, tuned with ``bench/fleet.py``); coefficients other than
-the bias get precision ``shrinkage * n``, i.e. they start at 0 until the visitor's own data moves
-them.
+* as the engine's ``"site"`` prior, the ``*`` cell on the bias plus every published cell on its
+  own features: a linear model over the cells, what a central engine would fit on those
+  features, so even a visitor whose own cell is thin starts from a contextual prior
+  (:meth:`PriorsDocument.site_stats`);
+* as its ``"segment"`` prior, its own cell on the bias (:meth:`PriorsDocument.stats`).
+
+A count is worth what its noise leaves of it: a published rate ``reward / shown`` with noise
+``sigma`` on both counts has the variance of ``n_eff`` clean exposures
+(:func:`effective_exposures`), so a thin cell weighs little and a noiseless one counts in full.
+Each prior then counts as at most ``cap`` observations (``SyncConfig``'s ``site_prior_n`` and
+``segment_prior_n``, tuned with ``bench/fleet.py``); coefficients no cell informs get precision
+``shrinkage * n``, i.e. they start at 0 until the visitor's own data moves them.
 
 >>> cells = {"device": ["desktop", "mobile"], "returning": ["false", "true"]}
 >>> cell_of(cells, {"device": "mobile", "returning": True, "hour": 3})
