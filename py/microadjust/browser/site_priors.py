@@ -192,9 +192,10 @@ class PriorsDocument:
         exposures its noise leaves it (:func:`effective_exposures`); ``*`` adds the same on the
         bias alone. That is the ridge regression a central engine would fit on those features,
         so the visitor's engine starts from a *contextual* prior that borrows strength across
-        cells (a thin cell leans on its device's, its referrer's, ...). The prior counts as
-        ``min(n_*, cap)`` observations; dimensions no cell touches get precision ``shrinkage *
-        n``. Memoized per document and engine configuration.
+        cells (a thin cell leans on its device's, its referrer's, ...). A variant counts as
+        ``n_* min(1, cap / max n_*)`` observations (thin variants stay thin, so the engine
+        explores them); dimensions no cell touches get precision ``shrinkage * n``. Memoized per
+        document and engine configuration.
         """
         key = ("site", slot, shrinkage, cap, _featurization(engine))
         if key not in self._stats_cache:
@@ -228,10 +229,12 @@ class PriorsDocument:
         if not grams:
             return None
         strength = float(engine.params["prior_strength"])
-        weight = max(1.0, min(max(g[2] for g in grams.values()), cap) / max(strength, 1e-9))
+        most = max(g[2] for g in grams.values())
+        shrink = min(1.0, cap / most)  # one factor for every variant: thin ones stay thin
+        weight = max(1.0, most * shrink / max(strength, 1e-9))
         actions = {}
         for variant, (xtx, xty, n, r) in grams.items():
-            scale = min(n, cap) / n / weight  # counts as min(n, cap) observations
+            scale = shrink / weight
             untouched = np.diag(xtx) <= 0
             xtx = xtx + np.diag(np.where(untouched, shrinkage * n, 0.0))
             actions[variant] = _action_stats(scale * xtx, scale * xty, scale * n, scale * r)
@@ -266,7 +269,9 @@ class PriorsDocument:
     ) -> tuple[dict[str, Any], float] | None:
         """``cell`` of ``slot`` as engine statistics and the ``set_prior`` weight (None: none).
 
-        Each variant is to count as ``min(n_eff, cap)`` observations of its published rate.
+        Each variant is to count as ``n_eff min(1, cap / max n_eff)`` observations of its
+        published rate: the best-supported variant as at most ``cap``, the others in
+        proportion, so a thin variant keeps its uncertainty (and the engine explores it).
         The engine counts a prior of ``n`` observations and weight ``w`` as ``w * min(n,
         strength)`` (``strength``: its ``prior_strength``), so the statistics are divided by
         ``w = max(1, largest n / strength)``. Memoized: every visitor of a cell installs the
@@ -291,10 +296,12 @@ class PriorsDocument:
             return None
         base_rate = _rate(self.counts[slot].get(SITE_CELL, per_variant))
         wanted = {
-            v: (min(effective_exposures(c, self.noise_sd, base_rate), cap), c.reward / c.shown)
+            v: (effective_exposures(c, self.noise_sd, base_rate), c.reward / c.shown)
             for v, c in per_variant.items()
             if c.shown > 0
         }
+        shrink = min(1.0, cap / max((n for n, _ in wanted.values()), default=1.0))
+        wanted = {v: (n * shrink, rate) for v, (n, rate) in wanted.items()}
         wanted = {v: (n, rate) for v, (n, rate) in wanted.items() if n >= 1.0}
         if not wanted:
             return None
