@@ -328,8 +328,9 @@ class Policy:
     def tick(self, now: float) -> None:
         pass
 
-    def finish(self) -> None:
-        pass
+    def finish(self) -> str:
+        """Done: release what the policy holds; a note for the table."""
+        return ""
 
 
 class Default(Policy):
@@ -465,7 +466,9 @@ class Deployed(Policy):
             self.next_fetch = now + self.server.settings.priors_refresh_s
 
     def finish(self):
+        refused = self.server.refused
         self.server.close()
+        return f"{refused} uploads refused" if refused else ""
 
 
 # --- the simulation ------------------------------------------------------------------------
@@ -477,6 +480,7 @@ class Outcome:
     seen: int = 0
     visitors: int = 0
     seconds: float = 0.0
+    note: str = ""
 
     @property
     def ctr(self) -> float:
@@ -517,7 +521,7 @@ def simulate(
         policy.page_end(state, v, page)
         if k + 1 < len(v.pages):
             heapq.heappush(queue, (v.pages[k + 1].t, v.index, k + 1, v, state))
-    policy.finish()
+    out.note = policy.finish()
     out.seconds = time.perf_counter() - started
     return out
 
@@ -594,8 +598,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def report(site: SiteShape, n: int, args: argparse.Namespace) -> None:
     print(f"\n## {site.name}, {n:,} visitors\n")
-    print("| policy | CTR | lift over default | share of central's lift | visitors run | s |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| policy | CTR | lift over default | share of central's lift | visitors run | s | note |"
+    )
+    print("|---|---|---|---|---|---|---|")
     results: dict[str, Outcome] = {}
     for label, make in policies(site, n, args).items():
         results[label] = outcome = simulate(
@@ -610,7 +616,7 @@ def report(site: SiteShape, n: int, args: argparse.Namespace) -> None:
             share = f"{(outcome.ctr - base.ctr) / (central.ctr - base.ctr):.2f}"
         print(
             f"| {label} | {outcome.ctr:.2%} | {lift} | {share} | {outcome.visitors:,} "
-            f"| {outcome.seconds:.0f} |",
+            f"| {outcome.seconds:.0f} | {outcome.note} |",
             flush=True,
         )
 
