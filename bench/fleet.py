@@ -476,15 +476,18 @@ class Deployed(Policy):
 
 @dataclass
 class Outcome:
-    clicks: int = 0
-    seen: int = 0
+    """Clicks and seen decisions per visitor (by arrival), so runs cut short compare fairly."""
+
+    clicks: np.ndarray
+    seen: np.ndarray
     visitors: int = 0
     seconds: float = 0.0
     note: str = ""
 
-    @property
-    def ctr(self) -> float:
-        return self.clicks / self.seen if self.seen else float("nan")
+    def ctr(self, visitors: int) -> float:
+        """Clicks per seen decision of the first ``visitors`` visitors."""
+        seen = self.seen[:visitors].sum()
+        return float(self.clicks[:visitors].sum() / seen) if seen else float("nan")
 
 
 def simulate(
@@ -492,7 +495,7 @@ def simulate(
 ) -> Outcome:
     """Run ``n`` visitors through ``policy`` in time order (page views interleave)."""
     shift_at = n / args.per_day * DAY / 2 if site.name == "shift" else None
-    out, started = Outcome(), time.perf_counter()
+    out, started = Outcome(np.zeros(n, dtype=int), np.zeros(n, dtype=int)), time.perf_counter()
     queue: list[tuple[float, int, int, Visitor, Any]] = []
     arrivals = visitors(n, len(site.slots), args.per_day, args.seed)
     pending = next(arrivals, None)
@@ -513,10 +516,10 @@ def simulate(
             variant, token = policy.choose(state, slot, page, j)
             if not page.seen[j]:
                 continue
-            out.seen += 1
+            out.seen[v.index] += 1
             policy.seen(state, slot, token, page)
             if page.click_draw[j] < slot.rate(cell_of(CELLS, page.context), variant, after):
-                out.clicks += 1
+                out.clicks[v.index] += 1
                 policy.clicked(state, token, page.t + 5.0)
         policy.page_end(state, v, page)
         if k + 1 < len(v.pages):
@@ -597,28 +600,30 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def report(site: SiteShape, n: int, args: argparse.Namespace) -> None:
-    print(f"\n## {site.name}, {n:,} visitors\n")
-    print(
-        "| policy | CTR | lift over default | share of central's lift | visitors run | s | note |"
-    )
-    print("|---|---|---|---|---|---|---|")
+    """Run every policy, then print the table over the visitors every policy reached."""
     results: dict[str, Outcome] = {}
     for label, make in policies(site, n, args).items():
-        results[label] = outcome = simulate(
-            make(), site, n, args, time.perf_counter() + args.max_seconds
-        )
-        base = results.get("default")
-        central = results.get("central")
+        deadline = time.perf_counter() + args.max_seconds
+        results[label] = simulate(make(), site, n, args, deadline)
+        print(f"# {label}: {results[label].visitors:,} visitors", file=sys.stderr, flush=True)
+    reached = min(o.visitors for o in results.values())
+    cut = "" if reached == n else f" (the first {reached:,} reached by every policy in time)"
+    print(f"\n## {site.name}, {n:,} visitors{cut}\n")
+    print("| policy | CTR | lift over default | share of central's lift | s | note |")
+    print("|---|---|---|---|---|---|")
+    base = results["default"].ctr(reached) if "default" in results else None
+    central = results["central"].ctr(reached) if "central" in results else None
+    for label, outcome in results.items():
+        ctr = outcome.ctr(reached)
         lift = share = "–"
         if base is not None and label != "default":
-            lift = f"{outcome.ctr / base.ctr - 1:+.1%}"
-        if base is not None and central is not None and central.ctr != base.ctr:
-            share = f"{(outcome.ctr - base.ctr) / (central.ctr - base.ctr):.2f}"
+            lift = f"{ctr / base - 1:+.1%}"
+        if base is not None and central is not None and central != base:
+            share = f"{(ctr - base) / (central - base):.2f}"
         print(
-            f"| {label} | {outcome.ctr:.2%} | {lift} | {share} | {outcome.visitors:,} "
-            f"| {outcome.seconds:.0f} | {outcome.note} |",
-            flush=True,
+            f"| {label} | {ctr:.2%} | {lift} | {share} | {outcome.seconds:.0f} | {outcome.note} |"
         )
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
