@@ -10,16 +10,19 @@ Hooks the session calls:
 * :meth:`SyncClient.load_priors` with the fetched priors document (validated, then kept; a
   malformed one raises :class:`InvalidPrior` and the previous document stays).
 * :meth:`SyncClient.install_priors` ``(engine, slot, context)`` before a slot's first decision
-  on a page: the site's ``*`` cell becomes the engine's ``"site"`` prior, the visitor's own cell
-  (computed here, never sent with an identifier) its ``"segment"`` prior. Only slots on the page
-  get priors.
-* :meth:`SyncClient.record_shown` ``(event_id, slot, variant, holdout=, context=, now=)`` when
-  the attribution rule says a decision was seen: its exposure is counted now.
+  on a page: the site's published cells become the engine's ``"site"`` prior (contextual, see
+  :mod:`~microadjust.browser.site_priors`), the visitor's own cell (computed here, never sent
+  with an identifier) its ``"segment"`` prior. Only slots on the page get priors; a slot whose
+  priors of this version and cell are in the engine already is left alone.
+* :meth:`SyncClient.record_shown` ``(event_id, slot, variant, variants=, holdout=, context=,
+  now=)`` when the attribution rule says a decision was seen: its exposure is counted now
+  (``variants``: those the page offers in the slot).
 * :meth:`SyncClient.record_reward` ``(event_id, reward, now=)`` when a reward is attributed to a
   decision (a 0 when its window closes may be reported too; it only closes the decision). Only
   rewards of decisions whose exposure was counted are uploaded, so ``reward / shown`` summed over
   the fleet is unbiased: an open decision is never uploaded as a 0.
-* :meth:`SyncClient.next_upload` on the upload timer and when the page is hidden: the body to
+* :meth:`SyncClient.next_upload` ``(rng=None)`` on the upload timer and when the page is
+  hidden (a visitor with a single seen decision uploads it): the body to
   POST (the pending one again, or a new one), or None; then :meth:`SyncClient.acknowledged` or
   :meth:`SyncClient.rejected` with the server's answer. A new batch is part of :meth:`state`
   and must be saved before it is sent, so a retry resends it byte for byte.
