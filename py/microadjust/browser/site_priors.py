@@ -182,7 +182,7 @@ class PriorsDocument:
         return cell_of(self.cells, context)
 
     def site_stats(
-        self, slot: str, engine: Any, shrinkage: float, *, cap: float
+        self, slot: str, engine: Any, shrinkage: float, *, cap: float, floor: float = 0.0
     ) -> tuple[dict[str, Any], float] | None:
         """The site prior of ``slot``: the ``*`` cell on the bias, and each published cell on
         its own features, as a linear model.
@@ -194,16 +194,18 @@ class PriorsDocument:
         so the visitor's engine starts from a *contextual* prior that borrows strength across
         cells (a thin cell leans on its device's, its referrer's, ...). A variant counts as
         ``n_* min(1, cap / max n_*)`` observations (thin variants stay thin, so the engine
-        explores them); dimensions no cell touches get precision ``shrinkage * n``. Memoized per
-        document and engine configuration.
+        explores them), plus ``floor`` observations of the site's overall rate: a variant the
+        noise leaves nearly unknown is then believed average rather than promising, so every
+        visitor does not rush to explore it between two publications. Dimensions no cell
+        touches get precision ``shrinkage * n``. Memoized per document and engine configuration.
         """
-        key = ("site", slot, shrinkage, cap, _featurization(engine))
+        key = ("site", slot, shrinkage, cap, floor, _featurization(engine))
         if key not in self._stats_cache:
-            self._stats_cache[key] = self._site_stats(slot, engine, shrinkage, cap)
+            self._stats_cache[key] = self._site_stats(slot, engine, shrinkage, cap, floor)
         return self._stats_cache[key]
 
     def _site_stats(
-        self, slot: str, engine: Any, shrinkage: float, cap: float
+        self, slot: str, engine: Any, shrinkage: float, cap: float, floor: float
     ) -> tuple[dict[str, Any], float] | None:
         published = self.counts.get(slot, {})
         star = published.get(SITE_CELL, {})
@@ -225,19 +227,24 @@ class PriorsDocument:
                 gram[1] += n * (c.reward / c.shown) * x
                 if cell == SITE_CELL:
                     gram[2], gram[3] = n, n * c.reward / c.shown
-        grams = {v: g for v, g in grams.items() if g[2] >= 1.0}
+        grams = {v: g for v, g in grams.items() if g[2] >= 1.0 or floor > 0}
+        for variant in self.variants.get(slot, []) if floor > 0 else []:
+            grams.setdefault(variant, [np.zeros((dim, dim)), np.zeros(dim), 0.0, 0.0])
         if not grams:
             return None
         strength = float(engine.params["prior_strength"])
         most = max(g[2] for g in grams.values())
-        shrink = min(1.0, cap / most)  # one factor for every variant: thin ones stay thin
-        weight = max(1.0, most * shrink / max(strength, 1e-9))
+        shrink = min(1.0, cap / most) if most > 0 else 1.0  # one factor: thin ones stay thin
+        weight = max(1.0, (most * shrink + floor) / max(strength, 1e-9))
         actions = {}
         for variant, (xtx, xty, n, r) in grams.items():
-            scale = shrink / weight
+            n, r = shrink * n + floor, shrink * r + floor * base_rate
+            xtx, xty = shrink * xtx, shrink * xty
+            xtx[bias, bias] += floor
+            xty[bias] += floor * base_rate
             untouched = np.diag(xtx) <= 0
             xtx = xtx + np.diag(np.where(untouched, shrinkage * n, 0.0))
-            actions[variant] = _action_stats(scale * xtx, scale * xty, scale * n, scale * r)
+            actions[variant] = _action_stats(xtx / weight, xty / weight, n / weight, r / weight)
         return {"schema": schema, "slot": slot, "actions": actions}, weight
 
     def _features(self, cell: str, engine: Any) -> np.ndarray:

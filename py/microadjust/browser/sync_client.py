@@ -70,7 +70,9 @@ class SyncConfig:
     """``config.sync`` of the page: where the server is, what the site allows, prior trust.
 
     ``site_prior_n`` and ``segment_prior_n`` cap how many observations the site's and the
-    visitor's cell's prior count as against the visitor's own decisions; ``shrinkage`` is the
+    visitor's cell's prior count as against the visitor's own decisions; ``site_floor_n``
+    observations of the site's overall rate keep a variant the noise leaves unknown from
+    looking promising to every visitor at once; ``shrinkage`` is the
     precision of the other coefficients per prior observation. Their defaults were tuned with
     ``bench/fleet.py`` (see the README).
     """
@@ -85,6 +87,7 @@ class SyncConfig:
     # tuned with bench/fleet.py (segments shape, 10,000 visitors, aggregate mode; README)
     site_prior_n: float = 1000.0
     segment_prior_n: float = 400.0
+    site_floor_n: float = 0.0
     shrinkage: float = 1.0
 
     @classmethod
@@ -115,6 +118,7 @@ class SyncConfig:
             "interval_s": (lambda v: v >= 1, ">= 1"),
             "site_prior_n": (lambda v: v >= 0, ">= 0"),
             "segment_prior_n": (lambda v: v >= 0, ">= 0"),
+            "site_floor_n": (lambda v: v >= 0, ">= 0"),
             "shrinkage": (lambda v: v >= 0, ">= 0"),
         }
         for name, (ok, expected) in checks.items():
@@ -299,7 +303,9 @@ class SyncClient:
         cell = doc.cell_of(context)
         if self.installed.get(slot) == (doc.version, cell):
             return True
-        site = doc.site_stats(slot, engine, config.shrinkage, cap=config.site_prior_n)
+        site = doc.site_stats(
+            slot, engine, config.shrinkage, cap=config.site_prior_n, floor=config.site_floor_n
+        )
         segment = None
         if cell != "*":
             schema, strength = engine.schema(), float(engine.params["prior_strength"])
