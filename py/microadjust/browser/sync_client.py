@@ -87,7 +87,7 @@ class SyncConfig:
     # tuned with bench/fleet.py (segments shape, 10,000 visitors, aggregate mode; README)
     site_prior_n: float = 1000.0
     segment_prior_n: float = 400.0
-    site_floor_n: float = 0.0
+    site_floor_n: float = 50.0
     shrinkage: float = 1.0
 
     @classmethod
