@@ -4,7 +4,7 @@ Starts ``python -m microadjust.server`` on 127.0.0.1 (SQLite in a temporary dire
 PostgreSQL with ``--database-url``), seeds one upload so that priors exist, then runs
 ``--clients`` asyncio httpx clients that share ``--requests`` requests: a browser-like mix of
 priors fetches (half of them revalidating with ``If-None-Match``, as a warm HTTP cache does)
-and noisy uploads (``--upload-share``, each a fresh batch id). Prints requests/s, p50/p99
+and v2 uploads (``--upload-share``, each a fresh batch id). Prints requests/s, p50/p99
 latency and errors per kind; ``--markdown`` prints a dated table. Bounded by ``--max-seconds``.
 
 Run: ``.venv/bin/python bench/load_sync.py [--clients 100] [--requests 5000] [--markdown]``
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import json
 import os
 import platform
 import random
@@ -31,40 +32,21 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "py"))
 
-from microadjust import Engine  # noqa: E402
-from microadjust.browser.privacy import IPS_CLIP, gaussian_sigma  # noqa: E402
-
 KEY = "load-test-upload-key"
-SCHEMA = Engine().schema()
+VARIANTS = ("default", "discount", "quiz")
+SITES = {"shop": {"key": KEY, "slots": {"cta": list(VARIANTS)},
+                  "cells": {"device": ["desktop", "mobile"]}}}  # fmt: skip
 
 
 def upload_body(batch_id: str, rng: random.Random) -> dict:
-    """A realistic upload: three variants of one slot, noisy sums (sigma of epsilon = 1)."""
-    sigma = gaussian_sigma(1.0)
-    noisy = lambda v: round(v + rng.gauss(0, sigma), 2)  # noqa: E731
-    return {
-        "v": 1,
-        "batch_id": batch_id,
-        "events": 24,
-        "schema": SCHEMA,
-        "privacy": {
-            "mechanism": "gaussian",
-            "epsilon": 1.0,
-            "delta": 1e-5,
-            "sigma": sigma,
-            "ips_clip": IPS_CLIP,
-        },  # fmt: skip
-        "slots": {
-            "cta": {
-                "actions": {
-                    a: {"n": noisy(8), "reward_sum": noisy(2)}
-                    for a in ("default", "discount", "quiz")
-                },  # fmt: skip
-                "holdout": {"n": noisy(1), "reward": noisy(0)},
-                "ope": {"w": noisy(3), "wr": noisy(1)},
-            }
-        },
-    }
+    """A realistic v2 upload: one visitor's exposures of one slot (at most 4) and its clicks."""
+    variants: dict[str, dict[str, int]] = {}
+    for _ in range(rng.randint(1, 4)):
+        counts = variants.setdefault(rng.choice(VARIANTS), {"shown": 0, "reward": 0})
+        counts["shown"] += 1
+        counts["reward"] += int(rng.random() < 0.1)
+    cell = f"device={rng.choice(('desktop', 'mobile'))}"
+    return {"v": 2, "batch_id": batch_id, "slots": {"cta": {"cell": cell, "variants": variants}}}
 
 
 def free_port() -> int:
@@ -74,9 +56,11 @@ def free_port() -> int:
 
 
 def start_server(port: int, data_dir: str, database_url: str | None) -> subprocess.Popen:
+    sites = Path(data_dir) / "sites.json"
+    sites.write_text(json.dumps(SITES))
     command = [
         sys.executable, "-m", "microadjust.server", "--host", "127.0.0.1", "--port", str(port),
-        "--data-dir", data_dir, "--site", f"shop={KEY}", "--rate", "1e9", "--burst", "1000000000",
+        "--data-dir", data_dir, "--sites", str(sites), "--rate", "1e9", "--burst", "1000000000",
         "--publish-interval", "1",
     ]  # fmt: skip
     if database_url:
@@ -113,11 +97,11 @@ async def run(base: str, clients: int, requests: int, share: float, max_s: float
                 started = time.perf_counter()
                 try:
                     if kind == "upload":
-                        body = upload_body(f"load-{index}-{remaining}-{rng.getrandbits(32)}", rng)
+                        body = upload_body(f"{rng.getrandbits(128):032x}", rng)
                         r = await http.post(
                             "/v1/sites/shop/uploads", json=body, headers={"X-Microadjust-Key": KEY}
                         )
-                        ok = r.status_code == 201
+                        ok = r.status_code == 200 and not r.json()["refused"]
                     else:
                         headers = {"Accept-Encoding": "gzip"}
                         if etag and rng.random() < 0.5:
@@ -157,7 +141,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="microadjust-load-") as data_dir:
         server = start_server(port, data_dir, args.database_url)
         try:
-            httpx.post(f"{base}/v1/sites/shop/uploads", json=upload_body("load-seed-0001",
+            httpx.post(f"{base}/v1/sites/shop/uploads", json=upload_body("0" * 32,
                        random.Random(0)), headers={"X-Microadjust-Key": KEY})  # fmt: skip
             result = asyncio.run(
                 run(base, args.clients, args.requests, args.upload_share, args.max_seconds)

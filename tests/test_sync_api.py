@@ -228,6 +228,16 @@ def test_local_mode_accepts_noise_within_its_tolerance(api):
     assert response.status_code == 422 and response.json()["field"].endswith("quiz.shown")
 
 
+def test_a_loud_local_upload_weighs_at_most_one_visitor(api):
+    """Local-mode noise may reach 6 sigma per number: such an upload is scaled to one visitor."""
+    loud = make_upload(privacy={"mode": "local", "epsilon": 0.1}, variant="deal", shown=1600.0,
+                       reward=1600.0)  # fmt: skip
+    assert post(api, loud).json()["accepted"] == {"cta": "ok"}
+    deal = priors(api).json()["slots"]["cta"]["cells"]["*"]["deal"]
+    assert deal["shown"] == pytest.approx(4, abs=0.05)  # the most one visitor can show
+    assert deal["reward"] == pytest.approx(deal["shown"], abs=0.05)
+
+
 def test_undeclared_slots_variants_and_cells_are_refused_and_the_rest_kept(api):
     body = make_upload()
     body["slots"]["fake"] = {"cell": "device=mobile", "variants": {"x": {"shown": 1}}}

@@ -135,3 +135,21 @@ def test_a_failed_build_changes_nothing(backend, tmp_path):
         store.publish("shop", broken, note="nan", rho=0.1, rho_per_day=1.0, keep=5)
     assert store.versions("shop") == [] and store.site_state("shop").budget.spent == 0.0
     store.close()
+
+
+def test_a_publication_raced_by_another_instance_yields(backend, tmp_path):
+    """The document is built outside the write lock; the write notices a version in between."""
+    a, b = open_store(backend, tmp_path), open_store(backend, tmp_path)
+    a.record_upload("shop", upload("d" * 32), bucket=3)
+    budget = {"rho": 0.1, "rho_per_day": 1.0, "keep": 5}
+
+    def build(version, rows):
+        other = b.publish("shop", lambda v, r: {"by": "b"}, note="b", **budget)
+        assert other == version
+        return {"by": "a"}
+
+    assert a.publish("shop", build, note="a", **budget) is None
+    assert served_version(a) == 1 and '"by":"b"' in a.serving("shop")[1].body
+    assert a.site_state("shop").budget.spent == pytest.approx(0.1)  # spent once
+    a.close()
+    b.close()

@@ -30,9 +30,9 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .models import Counts, SlotUpload
+from .models import Counts, SlotUpload  # noqa: F401 (Counts: the doctest)
 
-__all__ = ["SlotSums", "BucketRow", "visitor_norm", "robust_totals", "restrict"]
+__all__ = ["SlotSums", "BucketRow", "visitor_norm", "upload_sums", "robust_totals", "restrict"]
 
 
 def visitor_norm(max_shown: int) -> float:
@@ -95,9 +95,26 @@ class SlotSums:
         data = json.loads(text)
         return cls(data["variants"], data["holdout"])
 
-    def counts(self, cell: str, variant: str) -> Counts:
-        shown, reward = self.variants.get(cell, {}).get(variant, (0.0, 0.0))
-        return Counts(shown=shown, reward=reward)
+
+def upload_sums(entry: SlotUpload, max_shown: int) -> SlotSums:
+    """One upload's sums, scaled down to one visitor's norm at most.
+
+    An aggregate-mode upload never exceeds it (its counts are bounded); a local-mode upload
+    carries noise that may reach ``6 sigma`` per number, so without this one upload could weigh
+    as much as hundreds of visitors. Scaled, it weighs at most one, noise included, which is
+    also the inverse-noise weighting it deserves next to exact uploads.
+
+    >>> loud = SlotUpload(cell="*", variants={"a": Counts(shown=-900.0, reward=1500.0)})
+    >>> round(upload_sums(loud, 4).norm(), 6) == visitor_norm(4)
+    True
+    """
+    sums = SlotSums.from_upload(entry)
+    norm, radius = sums.norm(), visitor_norm(max_shown)
+    if norm <= radius:
+        return sums
+    scaled = SlotSums()
+    scaled.add(sums, radius / norm)
+    return scaled
 
 
 @dataclass(frozen=True, slots=True)

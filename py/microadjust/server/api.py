@@ -167,8 +167,14 @@ class SyncAPI:
     async def _site(self, name: str) -> SiteDeclaration:
         """The declaration of site ``name`` (the sites file, overridden by the admin API)."""
         if self.clock() - self._sites_loaded_at >= self.settings.refresh_s:
-            declared = await self._db(self.storage.declarations)
-            self.sites = {**self.settings.sites, **declared}
+            try:
+                declared = await self._db(self.storage.declarations)
+            except Exception:  # the store is down: the declarations known here still hold
+                if self._sites_loaded_at == -math.inf:
+                    raise
+                log.exception("reading the declared sites failed; using the ones known here")
+            else:
+                self.sites = {**self.settings.sites, **declared}
             self._sites_loaded_at = self.clock()
         site = self.sites.get(name)
         if site is None:
@@ -234,8 +240,7 @@ class SyncAPI:
             min_interval_s=settings.publish_interval_s if automatic else None,
             now=now,
         )
-        if name in self._priors:
-            self._priors[name].dirty = True
+        self._invalidate(name)
         return version
 
     async def _served(self, name: str, site: SiteDeclaration) -> EncodedPrior:
@@ -258,6 +263,11 @@ class SyncAPI:
                 prior = cached.prior
             self._priors[name] = CachedPrior(prior, self.clock())
             return prior
+
+    def _invalidate(self, name: str) -> None:
+        """Re-read the store at the next request (the cached prior stays the fallback)."""
+        if name in self._priors:
+            self._priors[name].checked_at = -math.inf
 
     def _stale(self, cached: CachedPrior, now: float) -> bool:
         if now - cached.checked_at >= self.settings.refresh_s:
@@ -367,7 +377,7 @@ class SyncAPI:
         declaration = await parse_body(request, SiteDeclaration, ADMIN_BODY_BYTES)
         await self._db(self.storage.declare, site, declaration, now=self.clock())
         self.sites[site] = declaration
-        self._priors.pop(site, None)
+        self._invalidate(site)
         return StrictJSONResponse({"site": site, **declaration.model_dump()})
 
     async def publish(self, site: str, request: Request) -> Response:
@@ -399,6 +409,7 @@ class SyncAPI:
         self._admin(request)
         await self._site(site)
         await self._db(self.storage.set_frozen, site, frozen)
+        self._invalidate(site)
         return StrictJSONResponse({"site": site, "frozen": frozen})
 
     async def rollback(self, site: str, request: Request) -> Response:
@@ -408,7 +419,7 @@ class SyncAPI:
         purged = await self._db(self.storage.rollback, site, body.version, now=self.clock())
         if purged is None:
             raise ApiError(422, f"site {site!r} has no published version {body.version}", "version")
-        self._priors.pop(site, None)
+        self._invalidate(site)
         return StrictJSONResponse(
             {"site": site, "version": body.version, "frozen": True, "purged_uploads": purged}
         )
@@ -453,12 +464,14 @@ class SyncAPI:
             batch_ids=body.batch_ids,
             now=self.clock(),
         )
+        self._invalidate(site)
         return StrictJSONResponse({"site": site, "purged_uploads": purged})
 
     async def rebuild(self, site: str, request: Request) -> Response:
         self._admin(request)
         await self._site(site)
         uploads = await self._db(self.storage.rebuild, site, now=self.clock())
+        self._invalidate(site)
         return StrictJSONResponse({"site": site, "uploads": uploads})
 
     async def _report(self, name: str) -> dict[str, Any]:
@@ -521,8 +534,13 @@ def create_app(
     """The sync API (and, if given, the static bundle at ``/``) as one ASGI app.
 
     ``clock`` and ``rng`` are for simulations and tests (simulated days, reproducible noise).
+    A simulation whose requests all come from one address (Starlette's TestClient) lands in one
+    source bucket, which counts for ``bucket_cap`` visitors a day: give each simulated visitor
+    its own address (``with_simulated_clients`` in bench/poison.py) or set ``bucket_cap=inf``.
     """
-    storage = storage or Storage(data_dir=settings.data_dir, database_url=settings.database_url)
+    storage = storage or Storage(
+        data_dir=settings.data_dir, database_url=settings.database_url, max_shown=settings.max_shown
+    )
     api = SyncAPI(settings, storage, clock, rng)
 
     @asynccontextmanager
@@ -542,6 +560,7 @@ def create_app(
         responses=ERRORS,
     )
     app.state.storage = storage
+    app.state.api = api
     app.add_exception_handler(ApiError, lambda request, exc: exc.response())
     app.add_exception_handler(
         RequestValidationError, lambda request, exc: validation_error(list(exc.errors())).response()

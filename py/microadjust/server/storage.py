@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .aggregate import BucketRow, SlotSums
+from .aggregate import BucketRow, SlotSums, upload_sums
 from .migrations import LATEST, MIGRATIONS
 from .models import SiteDeclaration, Upload
 from .publication import Budget
@@ -83,7 +83,10 @@ class StoredUpload:
     slots: list[str]
 
 
-STATE_COLUMNS = "current_version, frozen, aggregated_at, published_at, budget_day, rho_spent"
+STATE_QUERY = (
+    "SELECT current_version, frozen, aggregated_at, published_at, budget_day, rho_spent "
+    "FROM sites WHERE site = ?"
+)
 
 
 def _state(row: Sequence[Any] | None) -> SiteState:
@@ -102,7 +105,14 @@ def _state(row: Sequence[Any] | None) -> SiteState:
 class Storage:
     """Uploads, per-bucket sums, declared sites, published prior versions and site state."""
 
-    def __init__(self, *, data_dir: Path | None = None, database_url: str | None = None):
+    def __init__(
+        self,
+        *,
+        data_dir: Path | None = None,
+        database_url: str | None = None,
+        max_shown: int = 4,
+    ):
+        self.max_shown = max_shown  # one upload is summed as at most one visitor's norm
         if database_url:
             if not database_url.startswith(("postgresql://", "postgres://")):
                 raise ValueError("--database-url must be a postgresql:// URL")
@@ -276,7 +286,7 @@ class Storage:
                 (site, day, slot, bucket),
             ).fetchone()
             sums = SlotSums.from_json(row[0]) if row else SlotSums()
-            sums.add(SlotSums.from_upload(entry))
+            sums.add(upload_sums(entry, self.max_shown))
             run(
                 "INSERT INTO bucket_sums (site, day, slot, bucket, sums) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (site, day, slot, bucket) DO UPDATE SET sums = excluded.sums",
@@ -345,7 +355,7 @@ class Storage:
         for received_at, bucket, body in rows:
             for slot, entry in Upload.model_validate_json(body).slots.items():
                 key = (day_of(float(received_at)), slot, int(bucket))
-                merged.setdefault(key, SlotSums()).add(SlotSums.from_upload(entry))
+                merged.setdefault(key, SlotSums()).add(upload_sums(entry, self.max_shown))
         for (day, slot, bucket), sums in merged.items():
             run(
                 "INSERT INTO bucket_sums (site, day, slot, bucket, sums) VALUES (?, ?, ?, ?, ?)",
@@ -369,9 +379,7 @@ class Storage:
 
     def site_state(self, site: str) -> SiteState:
         with self._transaction(write=False) as run:
-            return _state(
-                run(f"SELECT {STATE_COLUMNS} FROM sites WHERE site = ?", (site,)).fetchone()
-            )
+            return _state(run(STATE_QUERY, (site,)).fetchone())
 
     def publish(
         self,
@@ -390,28 +398,31 @@ class Storage:
 
         Returns None, and nothing changes, when today's privacy budget is spent, or (with
         ``min_interval_s``, automatic publishing) when the site is frozen, nothing changed
-        since the last publication, or the last one is younger than ``min_interval_s``. If
-        ``build`` or the serialization fails, nothing changes and the error propagates. Only
-        the ``keep`` newest versions (and the one served) are kept.
+        since the last publication, or the last one is younger than ``min_interval_s``; also
+        when another instance published meanwhile. If ``build`` or the serialization fails,
+        nothing changes and the error propagates. Only the ``keep`` newest versions (and the
+        one served) are kept.
+
+        The rows are read and the document built outside the write lock (building reads every
+        bucket-day of the decay horizon), so uploads are never held up by a publication; the
+        write then checks that nothing was published in between.
         """
         now = time.time() if now is None else now
-        with self._transaction(site) as run:
-            state = _state(
-                run(f"SELECT {STATE_COLUMNS} FROM sites WHERE site = ?", (site,)).fetchone()
-            )
-            if min_interval_s is not None and (
-                state.frozen
-                or state.aggregated_at <= state.published_at
-                or (state.current_version is not None and now - state.published_at < min_interval_s)
-            ):
-                return None
-            budget = state.budget.spend(today=day_of(now), rho=rho, rho_per_day=rho_per_day)
-            if budget is None:
+        with self._transaction(write=False) as run:
+            state = _state(run(STATE_QUERY, (site,)).fetchone())
+            if self._budget_after(state, now, min_interval_s, rho, rho_per_day) is None:
                 return None
             last = run("SELECT MAX(version) FROM priors WHERE site = ?", (site,)).fetchone()[0]
-            version = int(last or 0) + 1
-            body = dumps(build(version, self._bucket_rows(run, site, since_day)))
-            etag = '"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
+            rows = self._bucket_rows(run, site, since_day)
+        version = int(last or 0) + 1
+        body = dumps(build(version, rows))
+        etag = '"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
+        with self._transaction(site) as run:
+            state = _state(run(STATE_QUERY, (site,)).fetchone())
+            budget = self._budget_after(state, now, min_interval_s, rho, rho_per_day)
+            latest = run("SELECT MAX(version) FROM priors WHERE site = ?", (site,)).fetchone()[0]
+            if budget is None or latest != last:
+                return None
             run(
                 "INSERT INTO priors (site, version, body, etag, published_at, note) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -420,13 +431,26 @@ class Storage:
             run(
                 "UPDATE sites SET current_version = ?, published_at = ?, budget_day = ?, "
                 "rho_spent = ? WHERE site = ?",
-                (version, max(now, state.aggregated_at), budget.day, budget.spent, site),
+                (version, now, budget.day, budget.spent, site),
             )
             run(
                 "DELETE FROM priors WHERE site = ? AND version <= ? AND version <> ?",
                 (site, version - keep, version),
             )
         return version
+
+    @staticmethod
+    def _budget_after(
+        state: SiteState, now: float, min_interval_s: float | None, rho: float, rho_per_day: float
+    ) -> Budget | None:
+        """The budget after publishing now, or None when publishing now is not allowed."""
+        if min_interval_s is not None and (
+            state.frozen
+            or state.aggregated_at <= state.published_at
+            or (state.current_version is not None and now - state.published_at < min_interval_s)
+        ):
+            return None
+        return state.budget.spend(today=day_of(now), rho=rho, rho_per_day=rho_per_day)
 
     def serving(self, site: str) -> tuple[SiteState, Published | None]:
         """The site's state and the prior it serves now, in one read."""

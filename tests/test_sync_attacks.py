@@ -1,0 +1,225 @@
+"""One regression test per attack of the sync-hardening issue that the server answers (the
+forged-within-bounds attack is tests/test_sync_poisoning.py; rate limits, slow bodies, static
+paths and headers are the serving layer's tests)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from test_sync_api import ADMIN, KEY, admin, batch, make_upload, post, priors, raw_post, settings
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+import microadjust.server.api as api_module
+from microadjust.server.api import create_app
+
+
+@pytest.fixture
+def api(tmp_path):
+    unlimited = settings(tmp_path, rate_per_s=1e9, rate_burst=10**9)
+    with TestClient(create_app(unlimited, rng=np.random.default_rng(0))) as client:
+        yield client
+
+
+def strict_json(text: str) -> dict:
+    """Parse as a browser would: NaN and Infinity are not JSON."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} in a priors body")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def best(client, slot: str = "cta", cell: str = "*") -> str:
+    counts = priors(client).json()["slots"][slot]["cells"][cell]
+    rates = {v: c["reward"] / c["shown"] for v, c in counts.items() if c["shown"] >= 1}
+    return max(rates, key=rates.get)
+
+
+def test_poisoning_with_1e9_counts_is_refused(api):
+    response = post(api, make_upload(variant="deal", shown=1e9, reward=1e9))
+    assert response.status_code == 422
+    assert response.json()["field"] == "slots.cta.variants.deal.shown"
+    assert admin(api, "GET", "/v1/admin/sites/shop").json()["uploads"] == 0
+
+
+def test_300_honest_uploads_after_a_forgery_keep_the_honest_best(api):
+    assert post(api, make_upload(variant="deal", shown=0, reward=4)).status_code == 200
+    for i in range(300):  # quiz is clicked 1 time in 3, default never
+        post(api, make_upload(variant="quiz", shown=1, reward=int(i % 3 == 0)))
+        post(api, make_upload(variant="deal", shown=1, reward=0))
+        post(api, make_upload(variant="default", shown=1, reward=0))
+    assert best(api) == "quiz"
+
+
+def test_purge_and_rollback_remove_a_forgery_for_good(api):
+    for _ in range(30):
+        post(api, make_upload(variant="quiz", shown=2, reward=1))
+    assert best(api) == "quiz"
+    forged = [batch() for _ in range(40)]
+    for batch_id in forged:
+        post(api, make_upload(batch_id, variant="deal", shown=4, reward=4))
+    assert best(api) == "deal"
+    purged = admin(api, "POST", "/v1/admin/sites/shop/uploads/purge", json={"batch_ids": forged})
+    assert purged.json()["purged_uploads"] == 40
+    assert best(api) == "quiz"
+    version = priors(api).json()["version"]
+    for _ in range(40):
+        post(api, make_upload(variant="deal", shown=4, reward=4))
+    assert best(api) == "deal"
+    admin(api, "POST", "/v1/admin/sites/shop/rollback", json={"version": version})
+    admin(api, "POST", "/v1/admin/sites/shop/unfreeze")
+    post(api, make_upload(variant="quiz", shown=1, reward=1))
+    assert best(api) == "quiz"  # the rolled-back uploads did not come back
+
+
+def test_a_2176_pair_bloat_upload_is_refused(api):
+    slots = {
+        f"slot{i}": {
+            "cell": "*",
+            "variants": {f"v{j}": {"shown": 0, "reward": 0} for j in range(64)},
+        }
+        for i in range(34)
+    }  # 34 x 64 = 2,176 slot-variant pairs
+    body = json.dumps(make_upload(slots=slots)).encode()
+    response = raw_post(api, body)
+    assert response.status_code == 413
+    small = {name: entry for name, entry in list(slots.items())[:2]}  # fits in 16 KiB
+    answer = post(api, make_upload(slots=small)).json()
+    assert answer["accepted"] == {} and set(answer["refused"]) == {"slot0", "slot1"}
+    assert len(priors(api).content) < 4096
+
+
+def test_dim_4096_is_refused(api):
+    response = post(api, make_upload(schema={"features": {"dim": 4096}}))
+    assert response.status_code == 422 and response.json()["field"] == "schema"
+    assert priors(api).status_code == 200
+
+
+def test_40_fake_slots_are_refused_and_never_published(api):
+    body = make_upload()
+    for i in range(40):
+        body["slots"][f"fake{i}"] = {"cell": "*", "variants": {"x": {"shown": 1, "reward": 1}}}
+    answer = post(api, body).json()
+    assert answer["accepted"] == {"cta": "ok"} and len(answer["refused"]) == 40
+    assert set(priors(api).json()["slots"]) == {"cta", "headline"}
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_in_a_field_is_refused_and_priors_stay_valid_json(api, constant):
+    body = json.dumps(make_upload()).replace('"shown": 1', f'"shown": {constant}')
+    response = raw_post(api, body.encode())
+    assert response.status_code == 422
+    assert response.json()["field"] == "slots.cta.variants.quiz.shown"
+    post(api, make_upload())
+    assert strict_json(priors(api).text)["version"] == 1
+
+
+def test_first_upload_no_longer_fixes_the_schema(api):
+    """The declaration decides the slot's space, so two honest batches never conflict (was 409)."""
+    first = post(api, make_upload(variant="quiz"))
+    second = post(api, make_upload(variant="deal", cell="device=desktop"))
+    assert first.status_code == second.status_code == 200
+    assert second.json()["accepted"] == {"cta": "ok"}
+
+
+def test_a_failed_publish_keeps_serving_the_last_good_prior(api, monkeypatch):
+    post(api, make_upload())
+    good = priors(api)
+    assert good.json()["version"] == 1
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(api_module, "priors_document", broken)
+    post(api, make_upload())
+    served = priors(api)
+    assert served.status_code == 200 and served.json()["version"] == 1
+    assert served.headers["etag"] == good.headers["etag"]
+    failed = admin(api, "POST", "/v1/admin/sites/shop/publish")
+    assert failed.status_code == 503 and "still served" in failed.json()["error"]
+    assert admin(api, "GET", "/v1/admin/sites/shop").json()["current_version"] == 1
+
+
+def test_a_failing_store_keeps_serving_the_last_good_prior(api, monkeypatch):
+    post(api, make_upload())
+    good = priors(api)
+    storage = api.app.state.storage
+
+    def down(*args, **kwargs):
+        raise OSError("database is unavailable")
+
+    for method in ("serving", "declarations", "publish"):
+        monkeypatch.setattr(storage, method, down)
+    server = api.app.state.api
+    server._invalidate("shop")
+    server._sites_loaded_at = 0.0  # the declarations are due for a re-read, which fails too
+    served = priors(api)
+    assert served.status_code == 200 and served.content == good.content
+
+
+def test_old_prior_versions_are_pruned(tmp_path):
+    with TestClient(create_app(settings(tmp_path, keep_versions=3))) as client:
+        for _ in range(6):
+            post(client, make_upload())
+            priors(client)
+        versions = admin(client, "GET", "/v1/admin/sites/shop").json()["versions"]
+    assert [v["version"] for v in versions] == [4, 5, 6]
+
+
+def test_the_daily_privacy_budget_stops_publication_but_keeps_serving(tmp_path):
+    with TestClient(create_app(settings(tmp_path, rho_per_publication=0.5, rho_per_day=1.0))) as c:
+        for _ in range(3):
+            post(c, make_upload())
+            priors(c)
+        assert priors(c).json()["version"] == 2
+        spent = admin(c, "POST", "/v1/admin/sites/shop/publish")
+        assert spent.status_code == 429 and spent.json()["field"] == "rho_per_day"
+        state = admin(c, "GET", "/v1/admin/sites/shop").json()
+    assert state["privacy"]["rho_spent"] == pytest.approx(1.0)
+
+
+DEEP = b"[" * 30_000 + b"]" * 30_000
+HUGE_INTEGER = (
+    b'{"v": 2, "batch_id": "'
+    + b"a" * 32
+    + b'", "slots": {"cta": {"cell": "*", '
+    + (b'"variants": {"quiz": {"shown": 1' + b"0" * 400 + b', "reward": 0}}}}}')
+)
+LONE_SURROGATE = b'{"v": 2, "batch_id": "\\ud800", "slots": {}}'
+LONE_SURROGATE_KEY = b'{"v": 2, "batch_id": "' + b"a" * 32 + b'", "slots": {"\\udc00": {}}}'
+BAD_UTF8 = b'{"v": 2, "batch_id": "\xff\xfe"}'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [DEEP[:16_000] + DEEP[-300:], HUGE_INTEGER, LONE_SURROGATE, LONE_SURROGATE_KEY, BAD_UTF8],
+    ids=["30000-deep-json", "400-digit-integer", "lone-surrogate", "lone-surrogate-key", "utf8"],
+)
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/sites/shop/uploads",
+        "/v1/admin/sites/shop",
+        "/v1/admin/sites/shop/rollback",
+        "/v1/admin/sites/shop/uploads/purge",
+    ],
+)
+def test_parser_attacks_get_400_or_422_not_500(api, body, path):
+    method = "PUT" if path == "/v1/admin/sites/shop" else "POST"
+    headers = {"Content-Type": "application/json", "X-Microadjust-Key": KEY,
+               "Authorization": f"Bearer {ADMIN}"}  # fmt: skip
+    response = api.request(method, path, content=body, headers=headers)
+    assert response.status_code in (400, 422), response.text
+    assert set(strict_json(response.text)) == {"error", "field"}
+
+
+def test_a_30000_deep_json_admin_body_is_refused(api):
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {ADMIN}"}
+    response = api.put("/v1/admin/sites/shop", content=DEEP, headers=headers)
+    assert response.status_code == 400 and response.json()["field"] == "body"

@@ -1,0 +1,129 @@
+"""Robust aggregation and central DP publication as pure functions: one visitor's upload moves
+what is published by at most the documented sensitivity (capping included), the noise has the
+documented scale, and published counts are clamped."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from microadjust.server.aggregate import BucketRow, SlotSums, robust_totals, visitor_norm
+from microadjust.server.models import Counts, SiteDeclaration, SlotUpload
+from microadjust.server.publication import Rules, noise_sigma, priors_document
+
+MAX_SHOWN = 4
+SITE = SiteDeclaration(
+    key="key-12345678",
+    slots={"cta": ["default", "quiz", "deal"], "headline": ["default", "story"]},
+    cells={"device": ["desktop", "mobile"]},
+)
+CELLS = SITE.cell_ids()[1:]
+
+
+def visitor(rng: np.random.Generator, slot: str) -> SlotSums:
+    """One visitor's largest kind of contribution: every exposure and reward unit in the slot."""
+    variants = SITE.slots[slot]
+    shown = rng.multinomial(MAX_SHOWN, np.ones(len(variants) + 1) / (len(variants) + 1))
+    reward = rng.multinomial(MAX_SHOWN, np.ones(len(variants) + 1) / (len(variants) + 1))
+    entry = SlotUpload(
+        cell=CELLS[rng.integers(len(CELLS))],
+        variants={
+            v: Counts(shown=float(s), reward=float(r))
+            for v, s, r in zip(variants, shown, reward, strict=False)
+        },  # fmt: skip
+        holdout=Counts(shown=float(shown[-1]), reward=float(reward[-1])),
+    )
+    return SlotSums.from_upload(entry)
+
+
+def published_vector(rows: list[BucketRow], cap: float) -> np.ndarray:
+    """Every number a publication would add noise to, before the noise."""
+    totals = robust_totals(rows, bucket_cap=cap, max_shown=MAX_SHOWN, half_life_days=30.0,
+                           today=10)  # fmt: skip
+    values = []
+    for slot, variants in SITE.slots.items():
+        sums = totals.get(slot, SlotSums()).with_star()
+        for cell in SITE.cell_ids():
+            for variant in variants:
+                values.extend(sums.variants.get(cell, {}).get(variant, (0.0, 0.0)))
+    return np.array(values)
+
+
+@pytest.mark.parametrize("cap", [1.0, 8.0, math.inf])
+def test_one_visitor_moves_a_publication_by_at_most_the_sensitivity(cap):
+    rng = np.random.default_rng(7)
+    bound = visitor_norm(MAX_SHOWN) * math.sqrt(len(SITE.slots))
+    worst = 0.0
+    for _ in range(200):
+        rows = []
+        for bucket in range(int(rng.integers(1, 6))):
+            for slot in SITE.slots:
+                sums = SlotSums()
+                for _ in range(int(rng.integers(1, 30))):  # some buckets far above the cap
+                    sums.add(visitor(rng, slot))
+                rows.append(BucketRow(int(rng.integers(5, 11)), slot, bucket, sums))
+        target = int(rng.integers(0, 7))  # an existing bucket, or a new one
+        day = int(rng.integers(5, 11))
+        neighbour = list(rows)
+        for slot in SITE.slots:
+            mine = visitor(rng, slot)
+            index = next((i for i, r in enumerate(neighbour)
+                          if (r.bucket, r.slot, r.day) == (target, slot, day)), None)  # fmt: skip
+            if index is None:
+                neighbour.append(BucketRow(day, slot, target, mine))
+            else:
+                merged = SlotSums()
+                merged.add(neighbour[index].sums)
+                merged.add(mine)
+                neighbour[index] = BucketRow(day, slot, target, merged)
+        moved = np.linalg.norm(published_vector(neighbour, cap) - published_vector(rows, cap))
+        worst = max(worst, moved)
+        assert moved <= bound + 1e-9
+    assert worst > 0.5 * bound / math.sqrt(2)  # the bound is not vacuous
+
+
+def test_the_noise_has_the_documented_scale_and_costs_rho():
+    rules = Rules(MAX_SHOWN, 86_400, rho_per_publication=0.05, rho_per_day=1.0)
+    sigma = noise_sigma(max_shown=MAX_SHOWN, slots=2, rho=0.05)
+    sensitivity = visitor_norm(MAX_SHOWN) * math.sqrt(2)
+    assert sensitivity**2 / (2 * sigma**2) == pytest.approx(0.05)
+    rng = np.random.default_rng(3)
+    lots = {"cta": SlotSums({"*": {v: [1e6, 5e5] for v in SITE.slots["cta"]}}, {})}
+    draws = [
+        priors_document("shop", SITE, lots, rules, version=1, published_at=0.0, rng=rng)["slots"][
+            "cta"
+        ]["cells"]["*"]["quiz"]["shown"]
+        for _ in range(2000)
+    ]
+    assert np.std(draws) == pytest.approx(sigma, rel=0.06)
+    assert np.mean(draws) == pytest.approx(1e6, abs=4 * sigma / math.sqrt(2000))
+
+
+def test_published_counts_are_clamped_and_empty_cells_left_out():
+    rules = Rules(MAX_SHOWN, 86_400, rho_per_publication=0.05, rho_per_day=1.0)
+    document = priors_document(
+        "shop", SITE, {}, rules, version=3, published_at=0.0, rng=np.random.default_rng(0)
+    )
+    assert document["version"] == 3 and document["published_at"] == "1970-01-01T00:00:00Z"
+    for slot in document["slots"].values():
+        assert set(slot["cells"]) <= {"*"} | set(CELLS)
+        for variants in slot["cells"].values():
+            for counts in variants.values():
+                assert 0 <= counts["reward"] <= counts["shown"]
+    assert set(document["slots"]["cta"]["cells"]["*"]) == {"default", "quiz", "deal"}
+
+
+def test_decay_and_capping_combine_per_bucket_day():
+    heavy = SlotSums()
+    for _ in range(100):
+        heavy.add(SlotSums({"device=mobile": {"quiz": [4.0, 0.0]}}, {}))
+    light = SlotSums({"device=mobile": {"quiz": [4.0, 0.0]}}, {})
+    rows = [BucketRow(0, "cta", 1, heavy), BucketRow(10, "cta", 2, light)]
+    totals = robust_totals(rows, bucket_cap=2.0, max_shown=MAX_SHOWN, half_life_days=10.0,
+                           today=10)  # fmt: skip
+    # heavy: capped to norm 16 (its cell and * copies: 400 sqrt 2) -> 8 sqrt 2, halved by decay
+    assert totals["cta"].variants["device=mobile"]["quiz"][0] == pytest.approx(
+        4.0 + 0.5 * 16 / math.sqrt(2)
+    )
