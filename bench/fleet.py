@@ -54,6 +54,9 @@ from fastapi.testclient import TestClient
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "py"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from poison import SIM_CLIENT, with_simulated_clients  # noqa: E402  (an address per visitor)
 
 from microadjust import Engine  # noqa: E402
 from microadjust.browser.session import fresh_engine  # noqa: E402
@@ -226,20 +229,6 @@ class ServerSettings:
     priors_refresh_s: float = 300.0  # how often the simulated browsers' priors are re-fetched
 
 
-def with_client_address(app: Any) -> Any:
-    """The app, with the ASGI client address taken from ``x-bench-client``: each simulated
-    visitor has an address of its own, so source buckets and robust aggregation see a fleet."""
-
-    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name == b"x-bench-client":
-                    scope = {**scope, "client": (value.decode(), 0)}
-        await app(scope, receive, send)
-
-    return wrapped
-
-
 class SyncServer:
     """The real sync app (``create_app``) through Starlette's TestClient, with SQLite in a
     temporary directory and a clock the simulation sets."""
@@ -269,7 +258,7 @@ class SyncServer:
             clock=lambda: self.now,
             rng=np.random.default_rng(seed),
         )
-        self.http = TestClient(with_client_address(app))
+        self.http = TestClient(with_simulated_clients(app))
         self.http.__enter__()  # runs the app's lifespan: migrations
         self.refused = 0
 
@@ -279,7 +268,7 @@ class SyncServer:
         answer = self.http.post(
             f"/v1/sites/{SITE}/uploads",
             json=body,
-            headers={"X-Microadjust-Key": KEY, "x-bench-client": _address(source)},
+            headers={"X-Microadjust-Key": KEY, SIM_CLIENT.decode(): _address(source)},
         )
         if answer.status_code != 200:
             self.refused += 1
@@ -288,7 +277,9 @@ class SyncServer:
     def priors(self, now: float) -> dict[str, Any]:
         """GET the priors (publishing first when a publication is due)."""
         self.now = now
-        answer = self.http.get(f"/v1/sites/{SITE}/priors", headers={"x-bench-client": "10.0.0.1"})
+        answer = self.http.get(
+            f"/v1/sites/{SITE}/priors", headers={SIM_CLIENT.decode(): "10.0.0.1"}
+        )
         answer.raise_for_status()
         return answer.json()
 
