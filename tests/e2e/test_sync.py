@@ -24,6 +24,7 @@ CELLS = {"device": ["desktop", "mobile"]}
 SITES = {
     "shop": {"key": KEY, "slots": {"cta": VARIANTS}, "cells": CELLS},
     "solo": {"key": KEY, "slots": {"cta": VARIANTS}, "cells": CELLS},
+    "single": {"key": KEY, "slots": {"cta": VARIANTS}, "cells": CELLS},
 }
 MOBILE = {"width": 390, "height": 800}  # the loader's context says device=mobile (< 768 px)
 DESKTOP = {"width": 1280, "height": 800}
@@ -49,8 +50,19 @@ PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>sync
 </div><p style="height: 1000px">More coffee.</p></main></body></html>"""
 # the slot is below the fold: decisions apply at once; it is seen once scrolled into view
 
+BARE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>sync e2e</title>
+<link rel="icon" href="data:,">
+<script type="application/json" data-microadjust>%s</script>
+<script src="/microadjust/microadjust.js" defer></script></head>
+<body><p>Coffee.</p></body></html>"""  # no slot markup: the page decides from JavaScript
+
 IMPRESSION = """(slot) => window.__posted.some((m) => m.type === 'events'
   && m.events.some((e) => e.kind === 'impression' && e.slot === slot))"""
+DECIDE_AND_HIDE = """(variants) => microadjust.decide('cta', variants).then((decision) => {
+  (%s)();
+  return decision;
+})"""
+NO_TIMER = "() => { self.startUploads = () => {}; return session === null; }"
 SENT = """(x) => x.device.sync.pending === null
   && Object.keys(x.device.sync.unsent).length === 0 && x.device.sync.uploaded >= 1"""
 HIDE = """() => {  // what the browser does when the visitor switches tab or leaves
@@ -58,6 +70,7 @@ HIDE = """() => {  // what the browser does when the visitor switches tab or lea
   Object.defineProperty(document, 'hidden', {value: true, configurable: true});
   document.dispatchEvent(new Event('visibilitychange'));
 }"""
+DECIDE_AND_HIDE %= HIDE
 
 
 @pytest.fixture(scope="module")
@@ -135,9 +148,10 @@ class Visitor:
 
 @contextmanager
 def visitor(
-    browser, base: str, viewport: dict, config: dict, gpc: bool = False
+    browser, base: str, viewport: dict, config: dict, gpc: bool = False, html: str = PAGE
 ) -> Iterator[Visitor]:
-    """A fresh profile (``viewport`` sets the device) on the test page with ``config``."""
+    """A fresh profile (``viewport`` sets the device) on the test page with ``config``; on
+    ``PAGE``, once the engine booted and decided its slot."""
     context = browser.new_context(viewport=viewport)
     try:
         page = context.new_page()
@@ -149,8 +163,8 @@ def visitor(
             lambda r: seen.answers.append(r.response().status) if is_upload(r) else None,
         )
         url = base + "/sync-e2e.html"
-        html = PAGE % json.dumps({"boot_timeout_s": BOOT_TIMEOUT_S, **config})
-        context.route(url, lambda route: route.fulfill(body=html, content_type="text/html"))
+        body = html % json.dumps({"boot_timeout_s": BOOT_TIMEOUT_S, **config})
+        context.route(url, lambda route: route.fulfill(body=body, content_type="text/html"))
         if gpc:
             page.add_init_script(
                 "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', "
@@ -158,7 +172,8 @@ def visitor(
             )
         record(page)
         page.goto(url)
-        seen.first_decision()  # the engine booted: every test starts here
+        if html is PAGE:
+            seen.first_decision()
         yield seen
     finally:
         context.close()
@@ -208,15 +223,26 @@ def check_body(raw: str) -> dict:
 
 
 def test_a_visitor_with_a_single_decision_uploads_it_when_the_page_is_hidden(sync_server, browser):
-    """Issue 13: one decision, seen, not clicked, then the visitor leaves."""
-    with visitor(browser, sync_server, DESKTOP, {"seed": 3, "sync": sync("solo")}) as visit:
-        variant = visit.first_decision()["variant"]
-        visit.see()
-        sent = visit.hide_and_upload()
+    """Issue 13: one decision, seen, not clicked, then the visitor leaves. A decision without
+    slot markup counts as seen at once (the page shows it itself), and the page hides in the
+    same task. The worker's upload timer is switched off before it boots, so only the page
+    hide can send anything."""
+    config = {"seed": 3, "sync": sync("single")}
+    with visitor(browser, sync_server, DESKTOP, config, html=BARE) as visit:
+        workers = visit.page.workers
+        worker = workers[0] if workers else visit.page.wait_for_event("worker", timeout=WAIT_MS)
+        assert worker.evaluate(NO_TIMER), "the worker booted before its timer could be stopped"
+        with visit.context.expect_event("requestfinished", is_upload, timeout=WAIT_MS):
+            decision = visit.page.evaluate(DECIDE_AND_HIDE, VARIANTS)
         [body] = visit.bodies
-    assert sent == {"cell": "device=desktop", "variants": {variant: {"shown": 1, "reward": 0}}}
-    assert json.loads(body)["slots"]["cta"]["holdout"] == {"shown": 0, "reward": 0}
-    assert admin(sync_server, "GET", "solo")["uploads"] == 1
+    assert check_body(body)["slots"] == {
+        "cta": {
+            "cell": "device=desktop",
+            "variants": {decision["variant"]: {"shown": 1, "reward": 0}},
+            "holdout": {"shown": 0, "reward": 0},
+        }
+    }
+    assert admin(sync_server, "GET", "single")["uploads"] == 1
 
 
 def test_no_raw_event_and_no_identifier_in_what_chromium_sends(sync_server, browser):
