@@ -44,9 +44,20 @@ export interface MicroadjustSyncConfig {
   url?: string;
   /** The public upload key: it only scopes uploads to the site. */
   key?: string;
-  /** Whether this site contributes aggregates (consent and Global Privacy Control permitting). */
+  /** Whether this site contributes bounded counts (consent and Global Privacy Control permitting). */
   upload?: boolean;
-  [option: string]: unknown;
+  /** `"aggregate"` (default): exact small counts, noised once by the server when it publishes;
+   * `"local"`: Gaussian noise on the device (see docs/sync-protocol.md). */
+  mode?: 'aggregate' | 'local';
+  /** Local mode's privacy parameter (0.1 to 10). */
+  epsilon?: number;
+  /** Seconds between upload attempts (the page being hidden also sends one at once). */
+  interval_s?: number;
+  /** How many observations the site's and the visitor's cell's priors may count as (tuned defaults). */
+  site_prior_n?: number;
+  segment_prior_n?: number;
+  site_floor_n?: number;
+  shrinkage?: number;
 }
 
 /** The page configuration, a JSON object in `<script type="application/json" data-microadjust>`. */

@@ -55,11 +55,13 @@ class Attribution:
         self.open[event_id] = Shown(slot, t, item=item, position=position)
 
     def see(self, event_id: str) -> bool:
-        """Mark a decision seen; False if it is not open (already resolved, or unknown)."""
+        """Mark a decision seen; True only the first time (False if it was seen already, or
+        is not open: resolved, or unknown), so each exposure is counted once."""
         shown = self.open.get(event_id)
-        if shown is not None:
-            shown.seen = True
-        return shown is not None
+        if shown is None or shown.seen:
+            return False
+        shown.seen = True
+        return True
 
     def direct(self, slot: str, item: str | None = None) -> list[tuple[str, float]]:
         """(event id, share of the value) for a goal clicked inside ``slot`` (at ``item``)."""

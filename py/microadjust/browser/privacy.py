@@ -1,154 +1,166 @@
-"""Local differential privacy for sync uploads: clip every decision, add Gaussian noise.
+"""Per-visitor contribution bounds and the on-device noise of sync uploads (protocol v2).
 
-This runs on the visitor's device (it ships in the browser wheel; numpy only). The sync server
-only ever receives the noisy sums this module produces, never a decision, a context or an event.
+This runs on the visitor's device (numpy only). Raw events, contexts and identifiers never leave
+it: an upload holds, per slot, one context cell's exposure and reward counts (see
+``docs/sync-protocol.md``).
 
-What is released, per slot: for each action offered, ``n`` (decisions with a known outcome)
-and ``reward_sum``; the holdout's ``n`` and ``reward``; and the off-policy sums ``w`` and
-``wr`` (importance weights of the current policy). From these the server builds a
-context-free site prior (see ``microadjust.server.aggregate``). Gram matrices are *not*
-released: under local noise a 64 x 64 matrix needs thousands of visitors per slot before its
-signal beats the noise (the noise's spectral norm grows like ``2 sigma sqrt(uploads * dim)``),
-while these few sums are useful after a few dozen.
+**The unit is the visitor.** Per slot and per contribution period (``period_s``, a day by default)
+one device contributes, over *all* its uploads of the period, at most ``max_shown`` exposures
+(variants and holdout together) and at most ``max_shown`` reward units (each decision's reward
+clipped to [0, 1]). :class:`ContributionBudget` enforces this across uploads and keeps its
+running totals in the device's state. Two consequences, for any split of a period's counts over
+uploads, variants and cells (all counts are non-negative, so a sum of squares is at most the
+square of the sum):
 
-Mechanism (the Gaussian mechanism, Dwork & Roth 2014, Theorem A.1):
+* adding or removing one visitor moves the vector of everything it uploaded for a slot in a
+  period by at most ``sqrt(2) * max_shown`` in L2 norm (exposures and rewards ``max_shown``
+  each). The server's central noise (mode ``"aggregate"``) is calibrated from this;
+* replacing one visitor's data by any other moves it by at most :func:`sensitivity`
+  ``= 2 * max_shown``, the bound local noise must cover.
 
-1. **Clip each decision's contribution**: reward ``r <- clip(r, 0, 1)``, importance weight
-   ``w <- min(w, IPS_CLIP) / IPS_CLIP`` (``w`` = current policy probability / logged
-   propensity). One decision adds ``(1, r)`` to its action's ``(n, reward_sum)``, ``(1, r)``
-   to the holdout's ``(n, reward)`` if it was a holdout decision, and ``(w, w r)`` to the
-   slot's ``(w, wr)``. So adding or removing one decision moves the vector of all released
-   numbers by at most ``SENSITIVITY = sqrt(6)`` in L2 norm.
-2. **Add noise to every released number**, also to the zeros of actions offered without a
-   decision in this upload: independent ``N(0, sigma^2)`` with
-   ``sigma = SENSITIVITY * sqrt(2 ln(1.25 / delta)) / epsilon``. Defaults: ``epsilon = 1``,
-   ``delta = 1e-5``, so ``sigma ≈ 11.9``. Rounding afterwards is post-processing (free).
+**Mode "aggregate"** (exact counts): the site's own server sees one visitor's minimized counts
+(a cell, a handful of integers, no identifier) and adds Gaussian noise once to what it
+publishes: readers of the priors get central differential privacy (zCDP, ``rho`` per
+publication, see the protocol). It does not protect against the server itself or a breach of
+its database: they see each upload's exact small counts (but no identifier, no event, no context
+beyond the cell).
 
-Accounting. Each upload is (epsilon, delta)-differentially private with respect to any single
-decision in it (event-level local DP). A decision goes into at most one upload (the sync
-client keeps a watermark, and a retry resends the *same* noisy batch, never a fresh draw), so
-by parallel composition every decision is covered by (epsilon, delta) once, for the lifetime
-of the device. For all of a visitor's ``k`` decisions together (user-level) group privacy
-gives ``(k epsilon, k e^{(k-1) epsilon} delta)``; the minimum number of events per upload
-(20 by default) means one upload is never about a single click, and the noise (sigma ≈ 12
-per number) dominates any one visitor's sums, which only become useful added over many
-visitors on the server. What is not hidden: which slots and variants the visitor's pages
-offered (the site's own structure), that an upload happened, and its declared event count.
+**Mode "local"**: the device adds ``N(0, sigma^2)`` to every number of every declared variant
+of the slot and to the holdout (zeros included), ``sigma = sensitivity / sqrt(2 rho)`` with
+``rho = (sqrt(ln(1/delta) + epsilon) - sqrt(ln(1/delta)))**2``. The Gaussian mechanism with
+this ``sigma`` is ``rho``-zCDP, hence ``(epsilon, delta)``-DP (Bun & Steinke 2016, Prop. 1.3).
+As noise is independent per upload and the bound holds over the concatenation of a period's
+uploads, **everything one device uploads for a slot in one period is (epsilon, delta)-locally
+differentially private** (``delta = 1e-5``), against anyone: the server, a breach, a reader.
+``k`` slots compose to ``k rho``-zCDP; periods compose likewise. Not hidden in either mode:
+that an upload happened, when, which slot and cell it is for.
 
->>> acc = Accumulator()
->>> for r in (1.0, 0.0, 1.0):
-...     acc.add("s", "a", r, weight=1.0)
->>> acc.exact()["s"]["actions"]["a"]
-{'n': 3.0, 'reward_sum': 2.0}
->>> round(gaussian_sigma(1.0, 1e-5), 1)
-11.9
+Retries resend the same body (never a fresh draw), so they cost no privacy.
+
+>>> round(local_sigma(1.0, max_shown=4), 1)
+39.2
+>>> budget = ContributionBudget()
+>>> [budget.take_shown("cta", now=0.0, max_shown=2, period_s=10.0) for _ in range(3)]
+[True, True, False]
+>>> budget.take_shown("cta", now=10.0, max_shown=2, period_s=10.0)  # a new period
+True
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ..core.errors import InvalidState
+
 __all__ = [
-    "DEFAULT_EPSILON",
     "DEFAULT_DELTA",
-    "IPS_CLIP",
-    "SENSITIVITY",
-    "Accumulator",
-    "gaussian_sigma",
+    "DEFAULT_EPSILON",
+    "DEFAULT_MAX_SHOWN",
+    "DEFAULT_PERIOD_S",
+    "EPSILON_RANGE",
+    "ContributionBudget",
+    "local_noise",
+    "local_range",
+    "local_sigma",
+    "sensitivity",
+    "zcdp_rho",
 ]
 
 DEFAULT_EPSILON = 1.0
-DEFAULT_DELTA = 1e-5
-IPS_CLIP = 10.0  # importance weights are clipped to this, then divided by it
-SENSITIVITY = math.sqrt(6.0)  # L2 bound on one decision's contribution (see module docs)
-MECHANISM = "gaussian"
+DEFAULT_DELTA = 1e-5  # fixed by the protocol: the server checks local uploads against it
+EPSILON_RANGE = (0.1, 10.0)
+DEFAULT_MAX_SHOWN = 4
+DEFAULT_PERIOD_S = 86_400.0
+RANGE_SIGMAS = 6.0  # a local upload's numbers lie within [-6 sigma, max_shown + 6 sigma]
 
 
-def gaussian_sigma(
-    epsilon: float, delta: float = DEFAULT_DELTA, sensitivity: float = SENSITIVITY
-) -> float:
-    """Noise standard deviation of the classic Gaussian mechanism (needs 0 < epsilon <= 1)."""
-    if not (0 < epsilon <= 1):
-        raise ValueError(f"epsilon must be in (0, 1] for the Gaussian mechanism, got {epsilon!r}")
-    if not (0 < delta < 1):
+def sensitivity(max_shown: int) -> float:
+    """L2 distance between any two contributions of one visitor to one slot in one period."""
+    return 2.0 * max_shown
+
+
+def zcdp_rho(epsilon: float, delta: float = DEFAULT_DELTA) -> float:
+    """The zCDP ``rho`` whose (epsilon, delta)-DP conversion is exactly ``epsilon``."""
+    lo, hi = EPSILON_RANGE
+    if not lo <= epsilon <= hi:
+        raise ValueError(f"epsilon must be in [{lo}, {hi}], got {epsilon!r}")
+    if not 0 < delta < 1:
         raise ValueError(f"delta must be in (0, 1), got {delta!r}")
-    return sensitivity * math.sqrt(2.0 * math.log(1.25 / delta)) / epsilon
+    log_term = math.log(1.0 / delta)
+    return (math.sqrt(log_term + epsilon) - math.sqrt(log_term)) ** 2
 
 
-class Accumulator:
-    """Clipped per-decision sums for the slots of one upload, and their noisy release."""
+def local_sigma(epsilon: float, max_shown: int, delta: float = DEFAULT_DELTA) -> float:
+    """Standard deviation of the device's noise on each number (mode ``"local"``)."""
+    return sensitivity(max_shown) / math.sqrt(2.0 * zcdp_rho(epsilon, delta))
 
-    def __init__(self) -> None:
-        self.events = 0
-        # slot -> {"actions": {action: [n, reward_sum]}, "holdout": [n, r], "ope": [w, wr]}
-        self._slots: dict[str, dict[str, Any]] = {}
 
-    def declare(self, slot: str, action: str) -> list[float]:
-        """Make sure ``action`` of ``slot`` is released (with noise) even without decisions."""
-        entry = self._slots.setdefault(
-            slot, {"actions": {}, "holdout": [0.0, 0.0], "ope": [0.0, 0.0]}
-        )
-        return entry["actions"].setdefault(action, [0.0, 0.0])
+def local_range(epsilon: float, max_shown: int) -> tuple[float, float]:
+    """Where every number of a local upload lies (noise beyond 6 sigma is clipped)."""
+    t = RANGE_SIGMAS * local_sigma(epsilon, max_shown)
+    return -t, max_shown + t
 
-    def add(
-        self, slot: str, action: str, reward: float, *, weight: float, holdout: bool = False
-    ) -> None:
-        """Add one decision, clipped (see the module docs)."""
-        r = min(max(float(reward), 0.0), 1.0)
-        w = min(max(float(weight), 0.0), IPS_CLIP) / IPS_CLIP
-        sums = self.declare(slot, action)
-        sums[0] += 1.0
-        sums[1] += r
-        entry = self._slots[slot]
-        if holdout:
-            entry["holdout"][0] += 1.0
-            entry["holdout"][1] += r
-        entry["ope"][0] += w
-        entry["ope"][1] += w * r
-        self.events += 1
 
-    def exact(self) -> dict[str, Any]:
-        """The clipped sums without noise (for tests; never uploaded)."""
-        return self._release(lambda values: [float(v) for v in values])
+def local_noise(
+    values: list[float], epsilon: float, max_shown: int, rng: np.random.Generator
+) -> list[float]:
+    """``values`` with the local mode's Gaussian noise, rounded to 2 digits, in range."""
+    lo, hi = local_range(epsilon, max_shown)
+    noisy = np.asarray(values, dtype=float) + rng.normal(
+        0.0, local_sigma(epsilon, max_shown), len(values)
+    )
+    return [float(v) for v in np.round(np.clip(noisy, lo, hi), 2)]
 
-    def release(
-        self,
-        rng: np.random.Generator,
-        epsilon: float = DEFAULT_EPSILON,
-        delta: float = DEFAULT_DELTA,
-        digits: int = 2,
-    ) -> dict[str, Any]:
-        """Every slot's sums with Gaussian noise: the ``slots`` and ``privacy`` of an upload."""
-        sigma = gaussian_sigma(epsilon, delta)
 
-        def noisy(values: list[float]) -> list[float]:
-            drawn = np.asarray(values) + rng.normal(0.0, sigma, len(values))
-            return [float(v) for v in np.round(drawn, digits)]
+@dataclass
+class ContributionBudget:
+    """What this device has contributed in the current period, per slot."""
 
-        privacy = {
-            "mechanism": MECHANISM,
-            "epsilon": float(epsilon),
-            "delta": float(delta),
-            "sigma": sigma,
-            "ips_clip": IPS_CLIP,
-        }
-        return {"slots": self._release(noisy), "privacy": privacy}
+    period_start: float | None = None
+    shown: dict[str, int] = field(default_factory=dict)
+    reward: dict[str, float] = field(default_factory=dict)
 
-    def _release(self, transform: Any) -> dict[str, Any]:
-        out = {}
-        for slot, entry in self._slots.items():
-            actions = {}
-            for action, sums in entry["actions"].items():
-                n, reward_sum = transform(sums)
-                actions[action] = {"n": n, "reward_sum": reward_sum}
-            h_n, h_r = transform(entry["holdout"])
-            w, wr = transform(entry["ope"])
-            out[slot] = {
-                "actions": actions,
-                "holdout": {"n": h_n, "reward": h_r},
-                "ope": {"w": w, "wr": wr},
-            }
-        return out
+    def take_shown(self, slot: str, *, now: float, max_shown: int, period_s: float) -> bool:
+        """Count one exposure of ``slot`` if the period's bound allows it."""
+        self._roll(now, period_s)
+        if self.shown.get(slot, 0) >= max_shown:
+            return False
+        self.shown[slot] = self.shown.get(slot, 0) + 1
+        return True
+
+    def take_reward(
+        self, slot: str, reward: float, *, now: float, max_shown: int, period_s: float
+    ) -> float:
+        """The part of ``reward`` (clipped to [0, 1]) the period's bound still allows."""
+        self._roll(now, period_s)
+        granted = min(min(max(reward, 0.0), 1.0), max_shown - self.reward.get(slot, 0.0))
+        granted = max(granted, 0.0)
+        self.reward[slot] = self.reward.get(slot, 0.0) + granted
+        return granted
+
+    def _roll(self, now: float, period_s: float) -> None:
+        if self.period_start is None or now >= self.period_start + period_s:
+            self.period_start, self.shown, self.reward = now, {}, {}
+
+    def to_state(self) -> dict[str, Any]:
+        return {"period_start": self.period_start, "shown": self.shown, "reward": self.reward}
+
+    @classmethod
+    def from_state(cls, state: Any) -> ContributionBudget:
+        """Restore; :class:`InvalidState` when the saved budget is malformed."""
+        if not isinstance(state, Mapping):
+            raise InvalidState(f"contribution budget must be an object, got {state!r}")
+        try:
+            start = state["period_start"]
+            return cls(
+                None if start is None else float(start),
+                {str(k): int(v) for k, v in state["shown"].items()},
+                {str(k): float(v) for k, v in state["reward"].items()},
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise InvalidState(f"contribution budget is malformed: {error!r}") from error

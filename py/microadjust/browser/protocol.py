@@ -25,7 +25,8 @@ events          ``events``: list of ``{kind, t, ...}``, ``t`` in ms since naviga
                 ``t`` (optional): the page's time now. Kinds: ``scroll`` (``depth`` 0..1),
                 ``click``, ``hidden``, ``visible``, ``slot_in`` / ``slot_out`` (``slot`` is
                 / is no longer at least half visible), ``applied`` (``slot``: its decision is
-                on screen), ``impression`` (``slot``: seen, half visible for a second).
+                on screen), ``impression`` (``slot``: seen, half visible for a second;
+                the sync server counts the decision's exposure then, and its reward later).
                 The loader sends a batch at once when the page is hidden; a ``hidden``
                 event makes the worker try a sync upload right away (an ``upload`` reply)
 decide          ``slots``: list of ``{slot, variants}`` (variant names, ``"default"`` the
@@ -52,7 +53,7 @@ exported        ``id``, ``data`` (all this device keeps, as JSON)
 error           ``message``; ``slot`` when about one slot; ``fatal: true`` when the engine
                 cannot run (the page keeps its defaults)
 synced          ``priors_version`` (the sync server's prior now installed, or null),
-                ``uploaded`` (noisy batches this device's server acknowledged, in all)
+                ``uploaded`` (batches of counts the sync server acknowledged, in all)
 =============== ==========================================================================
 
 Host → worker (web/worker.js's own messages; the page may not send them):

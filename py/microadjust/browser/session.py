@@ -21,11 +21,13 @@ import json
 import secrets
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .. import __version__
 from ..core.engine import Engine
 from ..core.errors import InvalidState, MicroadjustError, UnknownEvent
+from ..core.records import Decision
 from .attribution import Attribution
 from .protocol import (
     Message,
@@ -66,6 +68,18 @@ SIGNALS = frozenset(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """A slot's decision on this page view: its events for the attribution and, for the sync
+    server, the one decision it counts (a ranking's top position: the item placed first),
+    what the page offered in the slot and the context it was decided in."""
+
+    events: list[tuple[str, str | None]]  # (event id, ranked item or None), top first
+    counted: Decision | None  # None: a ranking of a single item decides nothing
+    offered: list[str]
+    context: Mapping[str, Any]
+
+
 class WorkerSession:
     """One page view's engine, behaviour signals, triggers and attribution, driven by messages."""
 
@@ -75,12 +89,12 @@ class WorkerSession:
         self.context: dict[str, Any] = {}  # the page's context: device, hour, referrer...
         self.signals = Signals()
         self.attribution = Attribution()
-        self.decided: dict[str, list[tuple[str, str | None]]] = {}  # slot -> (event id, item)
+        self.decided: dict[str, Placed] = {}  # slot -> its latest decision on this page view
         self.waiting: dict[str, tuple[Trigger, SlotRequest]] = {}  # slots behind a trigger
         self.visits = 0
         self.rewards = 0  # rewards received on this device, over all visits
         self.persist = False  # the visitor allows keeping state on this device
-        self.sync = Sync.off()  # the optional sync server: priors down, noisy sums up
+        self.sync = Sync.off()  # the optional sync server: priors down, bounded counts up
         self.segments: Segments | None = None  # behavioural micro-segments, when configured
         self.saved = ""  # the fingerprint of the last checkpoint
         self.routes = routes(self)
@@ -95,7 +109,8 @@ class WorkerSession:
         changes only by this page view's decisions (each has a new event id in ``decided``)
         and by rewards, which close open decisions in the attribution."""
         decided = {
-            slot: [event_id for event_id, _ in events] for slot, events in self.decided.items()
+            slot: [event_id for event_id, _ in placed.events]
+            for slot, placed in self.decided.items()
         }
         kept = [self.persist, self.visits, self.rewards, decided]
         return json.dumps([*kept, self.attribution.to_state(), self.sync.to_state()])
@@ -174,6 +189,7 @@ class WorkerSession:
         self.engine, self.rewards, self.attribution = engine, rewards, attribution
         self.config, self.context, self.visits = config, context, visits + 1
         self.segments, self.sync, self.persist = segments, sync, persist
+        priors = sync.load_priors(message.get("priors"))  # before windows close: their 0s count
         ready = reply(
             "ready",
             engine=__version__,
@@ -188,7 +204,6 @@ class WorkerSession:
             packages=list(Segments.packages) if segments else [],
             upload_interval_ms=sync.upload_interval_ms(),
         )
-        priors = sync.install_priors(engine, message.get("priors"))
         return [*notes, ready, *sync_off, *priors, plan]
 
     def on_page(self, message: Message) -> Replies:
@@ -204,11 +219,10 @@ class WorkerSession:
         for event in events:
             slot = event.get("slot", "")
             if event["kind"] == "applied" and slot in self.decided:
-                for position, (event_id, item) in enumerate(self.decided[slot]):
+                for position, (event_id, item) in enumerate(self.decided[slot].events):
                     self.attribution.show(event_id, slot, time.time(), item, position)
             elif event["kind"] == "impression" and slot in self.decided:
-                for event_id, _ in self.decided[slot]:
-                    self.attribution.see(event_id)
+                self._seen(slot, self.decided[slot])
         ready = [
             spec
             for slot, (trigger, spec) in list(self.waiting.items())
@@ -219,7 +233,7 @@ class WorkerSession:
         self._close_windows()
         # the page is hidden, maybe for good: offer the sync server a batch now, not later
         hidden = any(event["kind"] == "hidden" for event in events)
-        return [*self._decisions(ready, None), *(self.sync.upload(self.engine) if hidden else [])]
+        return [*self._decisions(ready, None), *(self.sync.upload() if hidden else [])]
 
     def on_decide(self, message: Message) -> Replies:
         slots = check_slots(message)
@@ -256,8 +270,9 @@ class WorkerSession:
             shares = [(event_id, 1.0) for event_id in self.attribution.conversions()]
         else:
             shares = self.attribution.direct(slot, item)
-        rewarded = []
+        rewarded, now = [], time.time()
         for event_id, share in shares:
+            self.sync.rewarded(event_id, value * share, now=now)  # if its exposure was counted
             try:
                 self.engine.reward(event_id, value * share)
                 rewarded.append(event_id)
@@ -294,7 +309,7 @@ class WorkerSession:
         return [reply("save", state=self.snapshot())]
 
     def on_sync_upload(self, message: Message) -> Replies:
-        return self.sync.upload(self.engine)
+        return self.sync.upload()
 
     def on_sync_result(self, message: Message) -> Replies:
         batch_id = require_field(message, "batch_id", str)
@@ -331,19 +346,21 @@ class WorkerSession:
         if self.segments is not None:
             context["segment"] = self.segments.segment(context)
         for spec in specs:
+            if spec.slot not in self.decided:  # its first decision on this page view
+                errors += self.sync.install_priors(self.engine, spec.slot, context)
             try:
-                decision, events = self._decide_one(spec, context)
+                decision, placed = self._decide_one(spec, context)
             except MicroadjustError as error:
                 errors.append(reply("error", slot=spec.slot, message=f"keeps its default: {error}"))
                 continue
-            self.decided[spec.slot] = events
+            self.decided[spec.slot] = placed
             decisions.append(decision)
         return [reply("decisions", id=request_id, decisions=decisions), *errors]
 
     def _decide_one(
         self, spec: SlotRequest, context: dict[str, Any]
-    ) -> tuple[dict[str, Any], list[tuple[str, str | None]]]:
-        """The decision for the page, and its events (event id, ranked item) for attribution."""
+    ) -> tuple[dict[str, Any], Placed]:
+        """The decision for the page, and what the attribution and the sync server need of it."""
         if spec.items is None:
             d = self.engine.rank(context, spec.variants, slot=spec.slot)
             decision = {
@@ -353,7 +370,7 @@ class WorkerSession:
                 "event_id": d.event_id,
                 "reason": d.reason,
             }
-            return decision, [(d.event_id, None)]
+            return decision, Placed([(d.event_id, None)], d, spec.variants, context)
         ranking = self.engine.rank_cascade(context, spec.items, slot=spec.slot)
         top = ranking.decisions[0] if ranking.decisions else None
         decision = {
@@ -364,12 +381,30 @@ class WorkerSession:
             "event_id": top.event_id if top else None,
             "reason": top.reason if top else "a single item",
         }
-        return decision, [(d.event_id, d.action) for d in ranking.decisions]
+        events = [(d.event_id, d.action) for d in ranking.decisions]
+        return decision, Placed(events, top, spec.items, context)
+
+    def _seen(self, slot: str, placed: Placed) -> None:
+        """The slot's decision was seen (the attribution rule): each of its open events may now
+        earn a site-wide goal, and the sync server counts the exposure of the first time."""
+        newly = [event_id for event_id, _ in placed.events if self.attribution.see(event_id)]
+        d = placed.counted
+        if d is not None and d.event_id in newly:
+            self.sync.shown(
+                d.event_id,
+                slot,
+                d.action,
+                variants=placed.offered,
+                holdout=d.holdout,
+                context=placed.context,
+                now=time.time(),
+            )
 
     def _close_windows(self) -> None:
         """Seen decisions whose attribution window closed without a reward learn 0."""
         window = self.engine.params["attribution_window_s"]
         for event_id, closed_at in self.attribution.closed(time.time(), window):
+            self.sync.rewarded(event_id, 0.0, now=closed_at)
             with contextlib.suppress(UnknownEvent):
                 self.engine.reward(event_id, 0.0, now=closed_at)
 

@@ -1,33 +1,34 @@
 """The session's wiring of the optional sync server: it turns :class:`SyncClient` into replies.
 
-:class:`SyncClient` decides what may be sent and keeps the batch; this class speaks the
-protocol around it: the priors fetched at boot, the ``upload`` host reply (the batch and where
-it goes), and what the server's HTTP status means for the batch.
+:class:`SyncClient` (protocol v2, ``docs/sync-protocol.md``) decides what may be counted and
+sent and keeps the batch; this class speaks the worker protocol around it: the priors fetched at
+boot, the priors of a slot installed before its first decision on a page, the exposures and
+rewards the attribution rule reports, the ``upload`` host reply (the batch and where it goes),
+and what the server's HTTP status means for the batch. Times are the wall clock, in seconds.
 
 >>> sync = Sync.from_state(None, config={"site": "shop", "upload": True}, gpc=True, consent=True)
 >>> sync.upload_interval_ms()
 60000
->>> sync.upload(engine=None)  # Global Privacy Control is on: nothing is ever built
+>>> sync.upload()  # Global Privacy Control is on: nothing is ever built
 []
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..core.engine import Engine
-from ..core.errors import MicroadjustError
+from ..core.errors import InvalidState, MicroadjustError
 from .protocol import Replies, reply
 from .sync_client import SyncClient
 
 
 class Sync:
-    """This visitor's sync: the page's ``config.sync``, the GPC signal, consent and the client."""
+    """This visitor's sync client (the page's ``config.sync``, GPC, consent, counts, batch)."""
 
-    def __init__(self, config: Mapping[str, Any] | None, *, gpc: bool) -> None:
-        self.config, self.gpc = config, gpc
+    def __init__(self) -> None:
         self.client = SyncClient()
 
     @classmethod
@@ -35,35 +36,73 @@ class Sync:
         cls, state: Any, *, config: Mapping[str, Any] | None, gpc: bool, consent: bool
     ) -> Sync:
         """Sync for ``config`` (None: off), restoring what :meth:`to_state` saved; a bad
-        ``config`` raises a MicroadjustError naming the field."""
-        sync = cls(config, gpc=gpc)
+        ``config`` raises a MicroadjustError naming the field. A saved state the client cannot
+        read (one of protocol v1, whose sums have no v2 equivalent) starts the counts afresh."""
+        sync = cls()
         saved = state if isinstance(state, Mapping) else None
-        sync.client.configure(config, gpc=gpc, consent=consent, saved=saved)
+        try:
+            sync.client.configure(config, gpc=gpc, consent=consent, saved=saved)
+        except InvalidState:
+            sync.client.configure(config, gpc=gpc, consent=consent)
         return sync
 
     @classmethod
     def off(cls) -> Sync:
         """No sync server (none configured, or its configuration was unusable)."""
-        return cls(None, gpc=False)
+        return cls()
 
     def to_state(self) -> dict[str, Any]:
         """What to keep on the device (inside the checkpoint's ``sync``)."""
         return self.client.state()
 
     def forget(self) -> None:
-        """Drop the pending batch and the upload history; forgetting also withdraws consent."""
-        self.client = SyncClient()
-        self.client.configure(self.config, gpc=self.gpc, consent=False)
+        """Drop every unsent count and the record of installed priors; forgetting also
+        withdraws consent. The period's contribution bound stays spent."""
+        self.client.forget()
+        self.client.set_consent(False)
 
     def set_consent(self, granted: bool) -> None:
         self.client.set_consent(granted)
 
-    def install_priors(self, engine: Engine, priors: Any) -> Replies:
-        """The server's priors, fetched by the host at boot, become the engine's site priors."""
-        if self.client.describe() is None or priors is None:
+    def load_priors(self, priors: Any) -> Replies:
+        """Keep the server's priors document, fetched by the host at boot (None: none came).
+        A malformed one is reported and the engine starts from what it has."""
+        if self.client.config is None or priors is None:
             return []
-        problems = self.client.apply_priors(engine, priors)
-        return [*(reply("error", message=problem) for problem in problems), self.synced()]
+        try:
+            self.client.load_priors(priors)
+        except MicroadjustError as error:
+            return [reply("error", message=f"sync priors ignored: {error}"), self.synced()]
+        return [self.synced()]
+
+    def install_priors(self, engine: Engine, slot: str, context: Mapping[str, Any]) -> Replies:
+        """Before ``slot``'s first decision on a page: the site's and the visitor's cell's
+        priors become the engine's (nothing when the server has none for the slot)."""
+        try:
+            self.client.install_priors(engine, slot, context)
+        except MicroadjustError as error:  # e.g. another feature space: decide without them
+            return [reply("error", slot=slot, message=f"sync priors not installed: {error}")]
+        return []
+
+    def shown(
+        self,
+        event_id: str,
+        slot: str,
+        variant: str,
+        *,
+        variants: Sequence[str],
+        holdout: bool,
+        context: Mapping[str, Any],
+        now: float,
+    ) -> None:
+        """The attribution rule says the visitor saw this decision: count its exposure."""
+        self.client.record_shown(
+            event_id, slot, variant, variants=variants, holdout=holdout, context=context, now=now
+        )
+
+    def rewarded(self, event_id: str, reward: float, *, now: float) -> None:
+        """A reward was attributed to a seen decision, or its window closed (``reward`` 0)."""
+        self.client.record_reward(event_id, reward, now=now)
 
     def synced(self) -> dict[str, Any]:
         return reply(
@@ -76,13 +115,10 @@ class Sync:
         plan = self.client.describe()
         return None if plan is None else plan["interval_ms"]
 
-    def upload(self, engine: Engine) -> Replies:
+    def upload(self) -> Replies:
         """The ``upload`` host reply when a batch may go now (the pending one again, or a
         new one), else nothing."""
-        try:
-            body = self.client.next_upload(engine)
-        except MicroadjustError:  # the engine cannot describe its decisions: try next time
-            return []
+        body = self.client.next_upload()
         if body is None:
             return []
         plan = self.client.describe()

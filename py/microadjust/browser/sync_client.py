@@ -1,26 +1,36 @@
-"""The worker's side of the optional sync server: priors down, noisy aggregates up.
+"""The worker's side of the optional sync server (protocol v2, ``docs/sync-protocol.md``).
 
-Pure Python (it runs in the browser worker under Pyodide and, for tests, on CPython); the
-worker's JavaScript only does ``fetch()`` and hands the JSON over. The worker ⇄ server
-protocol (version 1) is:
+Pure Python: it runs in the browser worker under Pyodide and, for tests and ``bench/fleet.py``, on
+CPython. The worker's JavaScript only does ``fetch()`` and hands the JSON over.
 
-* ``GET {url}/v1/sites/{site}/priors`` → ``{"site", "version", "slots": {slot: stats},
-  "upload": {"min_events"}}`` where ``stats`` is the engine's statistics format
-  (:mod:`microadjust.core.priors`); :meth:`SyncClient.apply_priors` installs each slot's stats as
-  the engine's ``"site"`` prior.
-* ``POST {url}/v1/sites/{site}/uploads`` with header ``X-Microadjust-Key`` and the body from
-  :meth:`SyncClient.next_upload`: ``{"v": 1, "batch_id", "events", "schema", "privacy",
-  "slots"}`` (``schema`` is the engine's statistics schema, so the server builds priors in the
-  same feature space).
-  Every statistic in it is clipped and noised on the device (:mod:`microadjust.browser.privacy`).
-  The batch is kept, byte for byte, until the server acknowledges it
-  (:meth:`SyncClient.acknowledged`), so a retry carries the same ``batch_id`` and the server
-  counts it once.
+Hooks the session calls:
 
-Uploads happen only when the site enables them (``config.sync.upload: true``), the visitor
-consented (the loader's consent: granted, or not required by the site), Global Privacy Control
-is off, and at least ``min_events`` decisions with a known outcome were made since the last
-upload.
+* :meth:`SyncClient.configure` at ``init`` (config, GPC, consent, the saved :meth:`state`);
+  :meth:`SyncClient.set_consent` when consent changes; :meth:`SyncClient.forget` on ``forget``.
+* :meth:`SyncClient.load_priors` with the fetched priors document (validated, then kept; a
+  malformed one raises :class:`InvalidPrior` and the previous document stays).
+* :meth:`SyncClient.install_priors` ``(engine, slot, context)`` before a slot's first decision
+  on a page: the site's published cells become the engine's ``"site"`` prior (contextual, see
+  :mod:`~microadjust.browser.site_priors`), the visitor's own cell (computed here, never sent
+  with an identifier) its ``"segment"`` prior. Only slots on the page get priors; a slot whose
+  priors of this version and cell are in the engine already is left alone.
+* :meth:`SyncClient.record_shown` ``(event_id, slot, variant, variants=, holdout=, context=,
+  now=)`` when the attribution rule says a decision was seen: its exposure is counted now
+  (``variants``: those the page offers in the slot).
+* :meth:`SyncClient.record_reward` ``(event_id, reward, now=)`` when a reward is attributed to a
+  decision (a 0 when its window closes may be reported too; it only closes the decision). Only
+  rewards of decisions whose exposure was counted are uploaded, so ``reward / shown`` summed over
+  the fleet is unbiased: an open decision is never uploaded as a 0.
+* :meth:`SyncClient.next_upload` ``(rng=None)`` on the upload timer and when the page is
+  hidden (a visitor with a single seen decision uploads it): the body to
+  POST (the pending one again, or a new one), or None; then :meth:`SyncClient.acknowledged` or
+  :meth:`SyncClient.rejected` with the server's answer. A new batch is part of :meth:`state`
+  and must be saved before it is sent, so a retry resends it byte for byte.
+
+Per slot and period the device contributes at most ``max_shown`` exposures and reward units
+(:class:`~microadjust.browser.privacy.ContributionBudget`); ``privacy`` states the guarantee of
+each mode. One body holds one cell per slot; counts of another cell (the visitor's context
+changed, e.g. ``returning``) wait for the next body.
 
 >>> client = SyncClient()
 >>> client.configure({"site": "shop", "key": "k", "upload": True}, gpc=True, consent=True)
@@ -32,35 +42,53 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..core.errors import InvalidParameter, InvalidPrior, InvalidSlot
-from .privacy import DEFAULT_DELTA, DEFAULT_EPSILON, Accumulator
+from ..core.errors import InvalidParameter, InvalidPrior, InvalidState
+from .privacy import (
+    DEFAULT_EPSILON,
+    EPSILON_RANGE,
+    ContributionBudget,
+    local_noise,
+)
+from .site_priors import PriorsDocument
 
-__all__ = ["SyncConfig", "SyncClient", "UPLOAD_VERSION"]
+__all__ = ["MODES", "UPLOAD_VERSION", "SyncClient", "SyncConfig"]
 
-UPLOAD_VERSION = 1
-DEFAULT_MIN_EVENTS = 20
+UPLOAD_VERSION = 2
+MODES = ("aggregate", "local")
 MAX_ATTEMPTS = 50  # a batch the server keeps refusing is dropped after this many tries
+HOLDOUT = ""  # the key of holdout decisions in the unsent counts
 
 
 @dataclass(frozen=True, slots=True)
 class SyncConfig:
-    """``config.sync`` of the page: where the server is and what the site allows."""
+    """``config.sync`` of the page: where the server is, what the site allows, prior trust.
+
+    ``site_prior_n`` and ``segment_prior_n`` cap how many observations the site's and the
+    visitor's cell's prior count as against the visitor's own decisions; ``site_floor_n``
+    observations of the site's overall rate keep a variant the noise leaves unknown from
+    looking promising to every visitor at once; ``shrinkage`` is the
+    precision of the other coefficients per prior observation. Their defaults were tuned with
+    ``bench/fleet.py`` (see the README).
+    """
 
     site: str
     url: str = ""  # the sync server's base URL; "" is this site's own origin
     key: str = ""
     upload: bool = False  # the site enables contributions
-    epsilon: float = DEFAULT_EPSILON
-    delta: float = DEFAULT_DELTA
-    min_events: int = DEFAULT_MIN_EVENTS
+    mode: str = "aggregate"  # "aggregate" (central DP on the server) or "local" (device noise)
+    epsilon: float = DEFAULT_EPSILON  # local mode only
     interval_s: float = 60.0  # how often the worker tries to upload
-    prior_weight: float = 1.0  # weight of the site prior in the engine
+    # tuned with bench/fleet.py (segments shape, 10,000 visitors, aggregate mode; README)
+    site_prior_n: float = 1000.0
+    segment_prior_n: float = 400.0
+    site_floor_n: float = 50.0
+    shrinkage: float = 1.0
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> SyncConfig:
@@ -69,29 +97,36 @@ class SyncConfig:
             raise InvalidParameter(f"config.sync must be an object, got {type(raw).__name__}")
         unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
         if unknown:
-            raise InvalidParameter(f"config.sync: unknown field(s) {unknown}")
+            raise InvalidParameter(
+                f"config.sync: unknown field(s) {unknown}; "
+                f"known: {sorted(cls.__dataclass_fields__)}"
+            )
         if not isinstance(raw.get("site"), str) or not raw["site"]:
             raise InvalidParameter("config.sync.site must be a non-empty string")
-        for field in ("url", "key"):
-            if not isinstance(raw.get(field, ""), str):
-                raise InvalidParameter(f"config.sync.{field} must be a string")
+        for name in ("url", "key"):
+            if not isinstance(raw.get(name, ""), str):
+                raise InvalidParameter(f"config.sync.{name} must be a string")
         if not isinstance(raw.get("upload", False), bool):
             raise InvalidParameter("config.sync.upload must be true or false")
+        if raw.get("mode", "aggregate") not in MODES:
+            raise InvalidParameter(
+                f"config.sync.mode must be one of {MODES}, got {raw.get('mode')!r}"
+            )
+        lo, hi = EPSILON_RANGE
         checks = {
-            "epsilon": lambda v: 0 < v <= 1,
-            "delta": lambda v: 0 < v < 1e-3,
-            "interval_s": lambda v: v >= 1,
-            "prior_weight": lambda v: v >= 0,
+            "epsilon": (lambda v: lo <= v <= hi, f"in [{lo}, {hi}]"),
+            "interval_s": (lambda v: v >= 1, ">= 1"),
+            "site_prior_n": (lambda v: v >= 0, ">= 0"),
+            "segment_prior_n": (lambda v: v >= 0, ">= 0"),
+            "site_floor_n": (lambda v: v >= 0, ">= 0"),
+            "shrinkage": (lambda v: v >= 0, ">= 0"),
         }
-        for field, ok in checks.items():
-            v = raw.get(field, cls.__dataclass_fields__[field].default)
+        for name, (ok, expected) in checks.items():
+            v = raw.get(name, cls.__dataclass_fields__[name].default)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                raise InvalidParameter(f"config.sync.{field} must be a number, got {v!r}")
+                raise InvalidParameter(f"config.sync.{name} must be a number, got {v!r}")
             if not ok(v):
-                raise InvalidParameter(f"config.sync.{field} = {v!r} is out of range")
-        n = raw.get("min_events", DEFAULT_MIN_EVENTS)
-        if type(n) is not int or n < 1:
-            raise InvalidParameter(f"config.sync.min_events must be an int >= 1, got {n!r}")
+                raise InvalidParameter(f"config.sync.{name} = {v!r}; expected {expected}")
         return cls(**{k: raw[k] for k in raw})
 
     def endpoint(self, what: str) -> str:
@@ -99,19 +134,37 @@ class SyncConfig:
         return f"{self.url.rstrip('/')}/v1/sites/{self.site}/{what}"
 
 
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A decision whose exposure was counted and whose reward may still come."""
+
+    slot: str
+    variant: str  # HOLDOUT for a holdout decision
+    cell: str
+    t: float
+
+
 class SyncClient:
-    """Sync state of one device: config, consent, the upload watermark and the pending batch."""
+    """Sync state of one device: config, consent, priors, the period's budget, unsent counts."""
 
     def __init__(self) -> None:
         self.config: SyncConfig | None = None
         self.gpc = False
         self.consent = False
-        self.server_min_events = 0
-        self.priors_version: int | None = None
-        self.watermark: list[Any] | None = None  # fingerprint of the last uploaded log record
+        self.priors: PriorsDocument | None = None
+        self.budget = ContributionBudget()
+        self.open: dict[str, Seen] = {}  # event id -> a counted exposure awaiting its reward
+        # slot -> cell -> variant (HOLDOUT for the holdout) -> [shown, reward] not yet uploaded
+        self.unsent: dict[str, dict[str, dict[str, list[float]]]] = {}
         self.pending: dict[str, Any] | None = None  # the batch waiting for acknowledgement
+        self.installed: dict[str, tuple[int, str]] = {}  # slot -> priors (version, cell) in use
+        self.offered: dict[str, list[str]] = {}  # slot -> the variants its pages offered
         self.attempts = 0
         self.uploaded = 0  # batches acknowledged on this device
+
+    @property
+    def priors_version(self) -> int | None:
+        return None if self.priors is None else self.priors.version
 
     # -- configuration and persistence -------------------------------------------------
 
@@ -124,34 +177,75 @@ class SyncClient:
         saved: Any = None,
     ) -> None:
         """Set the page's ``config.sync`` (None: no sync), the visitor's Global Privacy Control
-        signal and consent (the loader's: granted, or not required by the site and no GPC),
-        and restore the state saved on this device."""
-        self.config = None if raw is None else SyncConfig.parse(raw)
-        self.gpc = gpc is True
-        self.consent = consent is True
-        if isinstance(saved, Mapping):
-            self.watermark = saved.get("watermark")
-            pending = saved.get("pending")
-            self.pending = pending if isinstance(pending, Mapping) else None
-            self.attempts = int(saved.get("attempts", 0))
-            self.uploaded = int(saved.get("uploaded", 0))
+        signal and consent, and restore the state saved on this device (:meth:`state`)."""
+        config = None if raw is None else SyncConfig.parse(raw)
+        restored = None if saved is None else SyncClient.from_state(saved)
+        self.config, self.gpc, self.consent = config, gpc is True, consent is True
+        if restored is not None:
+            self.budget, self.open, self.unsent = restored.budget, restored.open, restored.unsent
+            self.pending, self.attempts = restored.pending, restored.attempts
+            self.uploaded, self.installed = restored.uploaded, restored.installed
+            self.offered = restored.offered
         if self.upload_blocked() is not None:
-            self.pending = None  # e.g. consent withdrawn: a batch built earlier is never sent
+            self._drop_unsent()  # e.g. consent withdrawn: nothing built earlier is ever sent
 
     def set_consent(self, granted: bool) -> None:
-        """Consent granted or withdrawn; a withdrawn consent drops the unsent batch."""
+        """Consent granted or withdrawn; a withdrawn consent drops every unsent count."""
         self.consent = granted is True
         if self.upload_blocked() is not None:
-            self.pending = None
+            self._drop_unsent()
+
+    def forget(self) -> None:
+        """The visitor erased this device's data. The period's budget stays: forgetting never
+        lets one visitor contribute more than the bound."""
+        self._drop_unsent()
+        self.uploaded, self.installed = 0, {}
 
     def state(self) -> dict[str, Any]:
-        """What to persist on the device (inside the worker's checkpoint)."""
+        """What to persist on the device (inside the worker's checkpoint); JSON-ready."""
         return {
-            "watermark": self.watermark,
+            "budget": self.budget.to_state(),
+            "open": {eid: [s.slot, s.variant, s.cell, s.t] for eid, s in self.open.items()},
+            "unsent": self.unsent,
             "pending": self.pending,
             "attempts": self.attempts,
             "uploaded": self.uploaded,
+            "installed": {slot: list(key) for slot, key in self.installed.items()},
+            "offered": self.offered,
         }
+
+    @classmethod
+    def from_state(cls, state: Any) -> SyncClient:
+        """A client (not configured) with :meth:`state`'s state; :class:`InvalidState`."""
+        if not isinstance(state, Mapping):
+            raise InvalidState(f"sync state must be an object, got {type(state).__name__}")
+        client = cls()
+        try:
+            client.budget = ContributionBudget.from_state(state["budget"])
+            client.open = {
+                str(eid): Seen(str(slot), str(variant), str(cell), float(t))
+                for eid, (slot, variant, cell, t) in state["open"].items()
+            }
+            client.unsent = {
+                str(slot): {
+                    str(cell): {str(v): [float(n), float(r)] for v, (n, r) in per.items()}
+                    for cell, per in cells.items()
+                }
+                for slot, cells in state["unsent"].items()
+            }
+            pending = state["pending"]
+            client.pending = dict(pending) if isinstance(pending, Mapping) else None
+            client.attempts, client.uploaded = int(state["attempts"]), int(state["uploaded"])
+            client.offered = {
+                str(slot): [str(v) for v in names] for slot, names in state["offered"].items()
+            }
+            client.installed = {
+                str(slot): (int(version), str(cell))
+                for slot, (version, cell) in state["installed"].items()
+            }
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise InvalidState(f"sync state is malformed: {error!r}") from error
+        return client
 
     def describe(self) -> dict[str, Any] | None:
         """The config the worker needs for its fetches (None when sync is off)."""
@@ -179,32 +273,108 @@ class SyncClient:
 
     # -- priors down ---------------------------------------------------------------------
 
-    def apply_priors(self, engine: Any, priors: Any) -> list[str]:
-        """Install the server's per-slot priors as the engine's ``"site"`` priors.
+    def load_priors(self, document: Any) -> PriorsDocument:
+        """Validate and keep the server's priors document (a raw one or already parsed).
 
-        Returns the messages of slots that could not be used (their old prior stays).
+        A malformed document raises :class:`InvalidPrior` and the previous one stays.
         """
-        if not isinstance(priors, Mapping) or not isinstance(priors.get("slots"), Mapping):
-            return ["the server's priors lack a 'slots' object"]
-        weight = 1.0 if self.config is None else self.config.prior_weight
-        problems = []
-        for slot, stats in priors["slots"].items():
-            try:
-                engine.set_prior(slot, stats, weight, level="site")
-            except (InvalidPrior, InvalidSlot) as error:
-                problems.append(f"site prior of slot {slot!r} not used: {error}")
-        version = priors.get("version")
-        self.priors_version = version if type(version) is int else None
-        upload = priors.get("upload")
-        if isinstance(upload, Mapping) and type(upload.get("min_events")) is int:
-            self.server_min_events = upload["min_events"]
-        return problems
+        parsed = (
+            document if isinstance(document, PriorsDocument) else PriorsDocument.parse(document)
+        )
+        if self.config is not None and parsed.site != self.config.site:
+            raise InvalidPrior(
+                f"priors document is for site {parsed.site!r}, this page syncs {self.config.site!r}"
+            )
+        self.priors = parsed
+        return parsed
 
-    # -- aggregates up ---------------------------------------------------------------------
+    def install_priors(self, engine: Any, slot: str, context: Mapping[str, Any]) -> bool:
+        """Install ``slot``'s site and cell priors in ``engine``; False when there are none.
 
-    def next_upload(
-        self, engine: Any, rng: np.random.Generator | None = None
-    ) -> dict[str, Any] | None:
+        Each prior counts as ``min(n_eff, cap)`` observations (see
+        :mod:`microadjust.browser.site_priors`). A level the document has nothing for is
+        removed, so a cell prior from an earlier page never lingers. The engine's state keeps
+        its priors, so a slot whose priors of this version and cell are installed already is
+        left alone (the sync state records them; :meth:`forget` clears the record).
+        """
+        doc, config = self.priors, self.config
+        if doc is None or config is None or slot not in doc.counts:
+            return False
+        cell = doc.cell_of(context)
+        if self.installed.get(slot) == (doc.version, cell):
+            return True
+        site = doc.site_stats(
+            slot, engine, config.shrinkage, cap=config.site_prior_n, floor=config.site_floor_n
+        )
+        segment = None
+        if cell != "*":
+            schema, strength = engine.schema(), float(engine.params["prior_strength"])
+            segment = doc.stats(
+                slot, cell, schema, strength, config.shrinkage, cap=config.segment_prior_n
+            )
+        if site is None and segment is None:
+            return False
+        fallback = (site or segment)[0]
+        for level, prior in (("site", site), ("segment", segment)):
+            stats, weight = prior if prior is not None else (fallback, 0.0)
+            engine.set_prior(slot, stats, weight, level=level)
+        self.installed[slot] = (doc.version, cell)
+        return True
+
+    # -- exposures now, rewards later ------------------------------------------------------
+
+    def record_shown(
+        self,
+        event_id: str,
+        slot: str,
+        variant: str,
+        *,
+        variants: Sequence[str],
+        holdout: bool,
+        context: Mapping[str, Any],
+        now: float,
+    ) -> bool:
+        """Count a seen decision's exposure (within the period's bound); True if counted.
+
+        ``variants`` are those the page offers in ``slot``: local noise covers each of them
+        (or the declared ones, once the priors list the slot), so an upload's keys never tell
+        which one was shown. Without a priors document (version 0, before any publication,
+        will do) nothing is counted: the device learns the site's cells and bounds from it.
+        """
+        doc = self.priors
+        if self.upload_blocked() is not None or doc is None:
+            return False
+        declared = doc.variants.get(slot)
+        if doc.version > 0 and (declared is None or (not holdout and variant not in declared)):
+            return False  # a published version lists every declared slot: the server refuses
+        key = HOLDOUT if holdout else variant
+        if not self.budget.take_shown(
+            slot, now=now, max_shown=doc.max_shown, period_s=doc.period_s
+        ):
+            return False
+        self._prune_open(now, doc.period_s)
+        cell = doc.cell_of(context)
+        self.open[event_id] = Seen(slot, key, cell, now)
+        self._counts(slot, cell, key)[0] += 1.0
+        self.offered[slot] = list(dict.fromkeys([*self.offered.get(slot, []), *variants]))
+        return True
+
+    def record_reward(self, event_id: str, reward: float, *, now: float) -> bool:
+        """Add a reward attributed to ``event_id`` if its exposure was counted; True if so."""
+        seen = self.open.pop(event_id, None)
+        doc = self.priors
+        if seen is None or doc is None or self.upload_blocked() is not None:
+            return False
+        granted = self.budget.take_reward(
+            seen.slot, float(reward), now=now, max_shown=doc.max_shown, period_s=doc.period_s
+        )
+        if granted > 0:
+            self._counts(seen.slot, seen.cell, seen.variant)[1] += granted
+        return True
+
+    # -- uploads ------------------------------------------------------------------------------
+
+    def next_upload(self, rng: np.random.Generator | None = None) -> dict[str, Any] | None:
         """The batch to POST now (the pending one again, or a new one), or None."""
         if self.upload_blocked() is not None:
             return None
@@ -213,30 +383,35 @@ class SyncClient:
             if self.attempts <= MAX_ATTEMPTS:
                 return self.pending
             self.pending = None
-        records = self._new_records(engine.log())
-        min_events = max(self.config.min_events, self.server_min_events)
-        if len(records) < min_events:
+        if not self.unsent or self.priors is None:
             return None
-        acc = self._accumulate(engine, records)
+        config = self.config
         rng = rng or np.random.default_rng(secrets.randbits(128))
-        released = acc.release(rng, self.config.epsilon, self.config.delta)
+        slots = {}
+        for slot in list(self.unsent):
+            cells = self.unsent[slot]
+            cell = next(iter(cells))
+            counts = cells.pop(cell)
+            if not cells:
+                del self.unsent[slot]
+            slots[slot] = self._slot_body(slot, cell, counts, rng)
+        privacy: dict[str, Any] = {"mode": config.mode}
+        if config.mode == "local":
+            privacy["epsilon"] = float(config.epsilon)
         self.pending = {
             "v": UPLOAD_VERSION,
             "batch_id": secrets.token_hex(16),
-            "events": acc.events,
-            "schema": engine.schema(),
-            **released,
+            "privacy": privacy,
+            "slots": slots,
         }
         self.attempts = 1
-        self.watermark = _fingerprint(records[-1])
         return self.pending
 
     def acknowledged(self, batch_id: str) -> bool:
         """The server stored ``batch_id``: forget the pending batch. False if it is not ours."""
         if self.pending is None or self.pending.get("batch_id") != batch_id:
             return False
-        self.pending = None
-        self.attempts = 0
+        self.pending, self.attempts = None, 0
         self.uploaded += 1
         return True
 
@@ -244,35 +419,42 @@ class SyncClient:
         """The server refused ``batch_id`` for good (a 4xx): drop it, never resend it."""
         if self.pending is None or self.pending.get("batch_id") != batch_id:
             return False
-        self.pending = None
-        self.attempts = 0
+        self.pending, self.attempts = None, 0
         return True
 
-    def _new_records(self, log: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if self.watermark is None:
-            return log
-        for i in range(len(log) - 1, -1, -1):
-            if _fingerprint(log[i]) == self.watermark:
-                return log[i + 1 :]
-        return log  # the watermark rolled out of the bounded log: everything in it is new
+    # -- helpers ------------------------------------------------------------------------------
 
-    def _accumulate(self, engine: Any, records: list[dict[str, Any]]) -> Accumulator:
-        """Clipped sums of ``records``, with importance weights of the current policy."""
-        acc = Accumulator()
-        for rec in records:
-            for name in rec["actions"]:
-                acc.declare(rec["slot"], name)
-            probs = engine.policy_probabilities(rec["context"], rec["actions"], slot=rec["slot"])
-            weight = probs.get(rec["action"], 0.0) / max(rec["propensity"], 1e-12)
-            acc.add(
-                rec["slot"],
-                rec["action"],
-                rec["reward"],
-                weight=weight,
-                holdout=bool(rec.get("holdout")),
-            )
-        return acc
+    def _counts(self, slot: str, cell: str, key: str) -> list[float]:
+        return self.unsent.setdefault(slot, {}).setdefault(cell, {}).setdefault(key, [0.0, 0.0])
+
+    def _slot_body(
+        self, slot: str, cell: str, counts: dict[str, list[float]], rng: np.random.Generator
+    ) -> dict[str, Any]:
+        """One slot's entry: exact counts (aggregate) or every declared number noised (local)."""
+        config, doc = self.config, self.priors
+        holdout = counts.pop(HOLDOUT, [0.0, 0.0])
+        if config.mode == "local":
+            names = doc.variants.get(slot) or self.offered.get(slot, [])
+            flat = [x for v in names for x in counts.get(v, [0.0, 0.0])] + holdout
+            noisy = local_noise(flat, config.epsilon, doc.max_shown, rng)
+            variants = {
+                v: {"shown": noisy[2 * i], "reward": noisy[2 * i + 1]} for i, v in enumerate(names)
+            }
+            holdout_body = {"shown": noisy[-2], "reward": noisy[-1]}
+        else:
+            variants = {v: _exact(n, r) for v, (n, r) in counts.items()}
+            holdout_body = _exact(*holdout)
+        return {"cell": cell, "variants": variants, "holdout": holdout_body}
+
+    def _prune_open(self, now: float, period_s: float) -> None:
+        """Decisions seen more than a period ago can no longer earn a reward worth keeping."""
+        for eid in [eid for eid, s in self.open.items() if now - s.t > period_s]:
+            del self.open[eid]
+
+    def _drop_unsent(self) -> None:
+        self.pending, self.attempts, self.unsent, self.open = None, 0, {}, {}
 
 
-def _fingerprint(record: Mapping[str, Any]) -> list[Any]:
-    return [record["slot"], record["action"], record["t"], record["propensity"], record["reward"]]
+def _exact(shown: float, reward: float) -> dict[str, float | int]:
+    """Aggregate-mode counts: an integer exposure count, a reward number."""
+    return {"shown": int(shown), "reward": int(reward) if reward == int(reward) else reward}
