@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from microadjust.server.aggregate import BucketRow, SlotSums, robust_totals, visitor_norm
-from microadjust.server.models import Counts, SiteDeclaration, SlotUpload
 from microadjust.server.config import SyncSettings
+from microadjust.server.models import Counts, SiteDeclaration, SlotUpload
 from microadjust.server.publication import Budget, Rules, noise_sigma, priors_document
 
 MAX_SHOWN = 4
