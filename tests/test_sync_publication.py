@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from microadjust.server.aggregate import BucketRow, SlotSums, robust_totals, visitor_norm
+from microadjust.server.config import SyncSettings
 from microadjust.server.models import Counts, SiteDeclaration, SlotUpload
-from microadjust.server.publication import Rules, noise_sigma, priors_document
+from microadjust.server.publication import Budget, Rules, noise_sigma, priors_document
 
 MAX_SHOWN = 4
 SITE = SiteDeclaration(
@@ -127,3 +128,20 @@ def test_decay_and_capping_combine_per_bucket_day():
     assert totals["cta"].variants["device=mobile"]["quiz"][0] == pytest.approx(
         4.0 + 0.5 * 16 / math.sqrt(2)
     )
+
+
+def test_the_default_cadence_spreads_the_daily_budget_over_the_whole_day():
+    # a faster cadence spends rho_per_day early and serves one stale prior until midnight (UTC)
+    defaults = SyncSettings()
+    publications = round(defaults.rho_per_day / defaults.rho_per_publication)
+    assert publications * defaults.publish_interval_s >= 86_400
+    budget, day, published = Budget(0, 0.0), 0, 0
+    for step in range(publications + 5):  # a changed prior at every allowed moment of one day
+        now = step * defaults.publish_interval_s
+        if now >= 86_400:
+            break
+        spent = budget.spend(today=day, rho=defaults.rho_per_publication,
+                             rho_per_day=defaults.rho_per_day)  # fmt: skip
+        assert spent is not None, f"budget spent before {now / 3600:.1f} h"
+        budget, published = spent, published + 1
+    assert published == publications

@@ -67,8 +67,9 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
         "--half-life-days", type=float, default=30.0, help="decay of old contributions"
     )
     group.add_argument(
-        "--publish-interval", type=float, default=60.0,
-        help="seconds between automatic publications of a changed prior",
+        "--publish-interval", type=float, default=4320.0,
+        help="seconds between automatic publications of a changed prior (default: 20 a day, "
+        "which with --rho-per-publication 0.05 spreads --rho-per-day 1.0 over the whole day)",
     )  # fmt: skip
     add_limit_arguments(parser)
 

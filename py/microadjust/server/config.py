@@ -71,7 +71,9 @@ class SyncSettings:
     bucket_cap: float = 8.0  # one source bucket counts for at most this many visitors a day
     rho_per_publication: float = 0.05  # zCDP spent by one publication
     rho_per_day: float = 1.0  # zCDP a site may spend a day (UTC)
-    publish_interval_s: float = 60.0  # a changed prior is re-published at most this often
+    # a changed prior is re-published at most this often: 20 a day, so that rho_per_day lasts
+    # the whole day (at 60 s it was spent in the first 20 minutes with uploads)
+    publish_interval_s: float = 4_320.0
     keep_versions: int = 50  # published versions kept (the one served is always kept)
     # serving
     cache_max_age_s: int = 60  # Cache-Control max-age of the priors
