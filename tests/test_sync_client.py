@@ -220,7 +220,7 @@ def test_a_batch_is_resent_unchanged_until_acknowledged_and_a_refused_one_is_dro
     assert sync.next_upload() is first
     assert not sync.acknowledged("someone-else")
     restored = SyncClient()
-    restored.configure(SYNC, consent=True, saved=json.loads(json.dumps(sync.state())))
+    restored.configure(SYNC, consent=True, saved=json.loads(json.dumps(sync.to_state())))
     restored.load_priors(document())
     assert restored.next_upload()["batch_id"] == first["batch_id"]
     assert restored.rejected(first["batch_id"]) and restored.next_upload() is None
@@ -287,7 +287,7 @@ def test_one_visitors_uploads_in_a_period_move_published_counts_at_most_by_the_b
         elif kind == "upload":
             bodies += upload_all(sync)
         else:
-            saved = json.loads(json.dumps(sync.state()))
+            saved = json.loads(json.dumps(sync.to_state()))
             sync = SyncClient()
             sync.configure(SYNC, consent=True, saved=saved)
             sync.load_priors(document())

@@ -125,6 +125,7 @@ def test_a_seen_decision_learns_zero_when_its_window_closes_unrewarded(monkeypat
     clock = [1000.0]
     monkeypatch.setattr("time.time", lambda: clock[0])
     decide(session, CTA, HERO)
+    clock[0] += 0.5  # the page applies a decision a moment after the engine made it
     shown_and_seen(session, "cta")
     events(session, {"kind": "applied", "slot": "hero", "t": 100})  # shown, never seen
     clock[0] += 6

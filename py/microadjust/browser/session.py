@@ -78,6 +78,7 @@ class Placed:
     counted: Decision | None  # None: a ranking of a single item decides nothing
     offered: list[str]
     context: Mapping[str, Any]
+    decided_at: float  # the engine's time of the decision: its attribution window starts here
 
 
 class WorkerSession:
@@ -145,7 +146,7 @@ class WorkerSession:
             "visits": self.visits,
             "rewards": self.rewards,
             "attribution": self.attribution.to_state(),
-            "engine": self.engine.state(),
+            "engine": self.engine.to_state(),
             "sync": self.sync.to_state(),
             "segments": self.segments.to_state() if self.segments else None,
         }
@@ -219,8 +220,9 @@ class WorkerSession:
         for event in events:
             slot = event.get("slot", "")
             if event["kind"] == "applied" and slot in self.decided:
-                for position, (event_id, item) in enumerate(self.decided[slot].events):
-                    self.attribution.show(event_id, slot, time.time(), item, position)
+                placed = self.decided[slot]
+                for position, (event_id, item) in enumerate(placed.events):
+                    self.attribution.show(event_id, slot, placed.decided_at, item, position)
             elif event["kind"] == "impression" and slot in self.decided:
                 self._seen(slot, self.decided[slot])
         ready = [
@@ -342,6 +344,7 @@ class WorkerSession:
         if not specs and request_id is None:
             return []
         decisions, errors = [], []
+        self._close_windows()  # before the engine's clock moves on past a window that closed
         context = self._context()
         if self.segments is not None:
             context["segment"] = self.segments.segment(context)
@@ -361,8 +364,9 @@ class WorkerSession:
         self, spec: SlotRequest, context: dict[str, Any]
     ) -> tuple[dict[str, Any], Placed]:
         """The decision for the page, and what the attribution and the sync server need of it."""
+        now = time.time()  # one clock for the engine and the attribution window
         if spec.items is None:
-            d = self.engine.rank(context, spec.variants, slot=spec.slot)
+            d = self.engine.rank(context, spec.variants, slot=spec.slot, now=now)
             decision = {
                 "slot": spec.slot,
                 "variant": d.action,
@@ -370,8 +374,8 @@ class WorkerSession:
                 "event_id": d.event_id,
                 "reason": d.reason,
             }
-            return decision, Placed([(d.event_id, None)], d, spec.variants, context)
-        ranking = self.engine.rank_cascade(context, spec.items, slot=spec.slot)
+            return decision, Placed([(d.event_id, None)], d, spec.variants, context, now)
+        ranking = self.engine.rank_cascade(context, spec.items, slot=spec.slot, now=now)
         top = ranking.decisions[0] if ranking.decisions else None
         decision = {
             "slot": spec.slot,
@@ -382,7 +386,7 @@ class WorkerSession:
             "reason": top.reason if top else "a single item",
         }
         events = [(d.event_id, d.action) for d in ranking.decisions]
-        return decision, Placed(events, top, spec.items, context)
+        return decision, Placed(events, top, spec.items, context, now)
 
     def _seen(self, slot: str, placed: Placed) -> None:
         """The slot's decision was seen (the attribution rule): each of its open events may now

@@ -53,7 +53,7 @@ class Sync:
 
     def to_state(self) -> dict[str, Any]:
         """What to keep on the device (inside the checkpoint's ``sync``)."""
-        return self.client.state()
+        return self.client.to_state()
 
     def forget(self) -> None:
         """Drop every unsent count and the record of installed priors; forgetting also

@@ -5,7 +5,7 @@ CPython. The worker's JavaScript only does ``fetch()`` and hands the JSON over.
 
 Hooks the session calls:
 
-* :meth:`SyncClient.configure` at ``init`` (config, GPC, consent, the saved :meth:`state`);
+* :meth:`SyncClient.configure` at ``init`` (config, GPC, consent, the saved :meth:`to_state`);
   :meth:`SyncClient.set_consent` when consent changes; :meth:`SyncClient.forget` on ``forget``.
 * :meth:`SyncClient.load_priors` with the fetched priors document (validated, then kept; a
   malformed one raises :class:`InvalidPrior` and the previous document stays).
@@ -24,7 +24,7 @@ Hooks the session calls:
 * :meth:`SyncClient.next_upload` ``(rng=None)`` on the upload timer and when the page is
   hidden (a visitor with a single seen decision uploads it): the body to
   POST (the pending one again, or a new one), or None; then :meth:`SyncClient.acknowledged` or
-  :meth:`SyncClient.rejected` with the server's answer. A new batch is part of :meth:`state`
+  :meth:`SyncClient.rejected` with the server's answer. A new batch is part of :meth:`to_state`
   and must be saved before it is sent, so a retry resends it byte for byte.
 
 Per slot and period the device contributes at most ``max_shown`` exposures and reward units
@@ -177,7 +177,7 @@ class SyncClient:
         saved: Any = None,
     ) -> None:
         """Set the page's ``config.sync`` (None: no sync), the visitor's Global Privacy Control
-        signal and consent, and restore the state saved on this device (:meth:`state`)."""
+        signal and consent, and restore the state saved on this device (:meth:`to_state`)."""
         config = None if raw is None else SyncConfig.parse(raw)
         restored = None if saved is None else SyncClient.from_state(saved)
         self.config, self.gpc, self.consent = config, gpc is True, consent is True
@@ -201,7 +201,7 @@ class SyncClient:
         self._drop_unsent()
         self.uploaded, self.installed = 0, {}
 
-    def state(self) -> dict[str, Any]:
+    def to_state(self) -> dict[str, Any]:
         """What to persist on the device (inside the worker's checkpoint); JSON-ready."""
         return {
             "budget": self.budget.to_state(),
@@ -216,7 +216,7 @@ class SyncClient:
 
     @classmethod
     def from_state(cls, state: Any) -> SyncClient:
-        """A client (not configured) with :meth:`state`'s state; :class:`InvalidState`."""
+        """A client (not configured) with :meth:`to_state`'s state; :class:`InvalidState`."""
         if not isinstance(state, Mapping):
             raise InvalidState(f"sync state must be an object, got {type(state).__name__}")
         client = cls()

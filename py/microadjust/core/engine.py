@@ -261,7 +261,7 @@ class Engine:
                     "before its reward arrived"
                 )
             raise UnknownEvent(f"unknown event id {event_id!r} (never issued or already rewarded)")
-        if now - rec.t > self.params["attribution_window_s"]:
+        if now > rec.t + self.params["attribution_window_s"]:  # the window's end, inclusive
             raise ExpiredEvent(
                 f"event {event_id!r} is {now - rec.t:.0f} s old, past the attribution "
                 f"window of {self.params['attribution_window_s']:.0f} s"
@@ -577,7 +577,7 @@ class Engine:
         window = self.params["attribution_window_s"]
         while self._pending:
             eid, rec = next(iter(self._pending.items()))
-            if now - rec.t <= window:
+            if now <= rec.t + window:
                 break
             del self._pending[eid]
             self._expire(eid, rec)
