@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from published import cell
 
 from microadjust import Engine
 from microadjust.browser.privacy import local_range
@@ -41,21 +42,9 @@ def document(**overrides) -> dict:
             "cta": {
                 "variants": VARIANTS,
                 "cells": {
-                    "*": {
-                        "default": {"shown": 2000.0, "reward": 80.0},
-                        "quiz": {"shown": 2000.0, "reward": 130.0},
-                        "deal": {"shown": 2000.0, "reward": 160.0},
-                    },
-                    MOBILE_CELL: {
-                        "default": {"shown": 1000.0, "reward": 40.0},
-                        "quiz": {"shown": 1000.0, "reward": 110.0},
-                        "deal": {"shown": 1000.0, "reward": 20.0},
-                    },
-                    DESKTOP_CELL: {
-                        "default": {"shown": 1000.0, "reward": 40.0},
-                        "quiz": {"shown": 1000.0, "reward": 20.0},
-                        "deal": {"shown": 1000.0, "reward": 140.0},
-                    },
+                    "*": cell(2000.0, default=80.0, quiz=130.0, deal=160.0),
+                    MOBILE_CELL: cell(1000.0, default=40.0, quiz=110.0, deal=20.0),
+                    DESKTOP_CELL: cell(1000.0, default=40.0, quiz=20.0, deal=140.0),
                 },
             },
             "hero": {"variants": ["default", "warm"], "cells": {"*": {}}},
@@ -150,10 +139,7 @@ def test_exposures_are_counted_now_and_rewards_added_later_never_an_open_zero():
         "e2", "cta", "deal", variants=VARIANTS, holdout=False, context=MOBILE, now=1.0
     )
     (first,) = upload_all(sync)
-    assert first["slots"]["cta"]["variants"] == {
-        "quiz": {"shown": 1, "reward": 0},
-        "deal": {"shown": 1, "reward": 0},
-    }
+    assert first["slots"]["cta"]["variants"] == cell(1, quiz=0, deal=0)
     assert upload_all(sync) == []  # both still open: nothing more to say, no 0 for them
     assert sync.record_reward("e1", 1.0, now=60.0)  # the click comes later
     (second,) = upload_all(sync)

@@ -15,6 +15,8 @@ with warnings.catch_warnings():  # starlette suggests httpx2, which is not neede
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
+from published import cell
+
 from microadjust.browser.session import WorkerSession
 from microadjust.server.api import create_app
 from microadjust.server.config import SyncSettings
@@ -45,21 +47,9 @@ def priors(version: int = 3) -> dict:
             "cta": {
                 "variants": CTA["variants"],
                 "cells": {
-                    "*": {
-                        "default": {"shown": 800.0, "reward": 40.0},
-                        "discount": {"shown": 800.0, "reward": 60.0},
-                        "quiz": {"shown": 800.0, "reward": 60.0},
-                    },
-                    MOBILE_CELL: {
-                        "default": {"shown": 400.0, "reward": 20.0},
-                        "discount": {"shown": 400.0, "reward": 10.0},
-                        "quiz": {"shown": 400.0, "reward": 50.0},
-                    },
-                    "device=desktop": {
-                        "default": {"shown": 400.0, "reward": 20.0},
-                        "discount": {"shown": 400.0, "reward": 50.0},
-                        "quiz": {"shown": 400.0, "reward": 10.0},
-                    },
+                    "*": cell(800.0, default=40.0, discount=60.0, quiz=60.0),
+                    MOBILE_CELL: cell(400.0, default=20.0, discount=10.0, quiz=50.0),
+                    "device=desktop": cell(400.0, default=20.0, discount=50.0, quiz=10.0),
                 },
             },
             "hero": {

@@ -274,7 +274,9 @@ class WorkerSession:
             shares = self.attribution.direct(slot, item)
         rewarded, now = [], time.time()
         for event_id, share in shares:
-            self.sync.rewarded(event_id, value * share, now=now)  # if its exposure was counted
+            self.sync.client.record_reward(
+                event_id, value * share, now=now
+            )  # if its exposure was counted
             try:
                 self.engine.reward(event_id, value * share)
                 rewarded.append(event_id)
@@ -394,7 +396,7 @@ class WorkerSession:
         newly = [event_id for event_id, _ in placed.events if self.attribution.see(event_id)]
         d = placed.counted
         if d is not None and d.event_id in newly:
-            self.sync.shown(
+            self.sync.client.record_shown(
                 d.event_id,
                 slot,
                 d.action,
@@ -408,7 +410,7 @@ class WorkerSession:
         """Seen decisions whose attribution window closed without a reward learn 0."""
         window = self.engine.params["attribution_window_s"]
         for event_id, closed_at in self.attribution.closed(time.time(), window):
-            self.sync.rewarded(event_id, 0.0, now=closed_at)
+            self.sync.client.record_reward(event_id, 0.0, now=closed_at)
             with contextlib.suppress(UnknownEvent):
                 self.engine.reward(event_id, 0.0, now=closed_at)
 

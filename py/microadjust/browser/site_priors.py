@@ -286,18 +286,14 @@ class PriorsDocument:
         """
         key = (slot, cell, strength, shrinkage, cap, repr(sorted(schema.items())))
         if key not in self._stats_cache:
-            self._stats_cache[key] = self._stats(slot, cell, schema, strength, shrinkage, cap)
+            trust = (strength, shrinkage, cap)
+            self._stats_cache[key] = self._stats(slot, cell, schema, trust)
         return self._stats_cache[key]
 
     def _stats(
-        self,
-        slot: str,
-        cell: str,
-        schema: Mapping[str, Any],
-        strength: float,
-        shrinkage: float,
-        cap: float,
+        self, slot: str, cell: str, schema: Mapping[str, Any], trust: tuple[float, float, float]
     ) -> tuple[dict[str, Any], float] | None:
+        strength, shrinkage, cap = trust
         per_variant = self.counts.get(slot, {}).get(cell)
         if not per_variant or cap <= 0:
             return None

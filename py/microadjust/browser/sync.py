@@ -16,7 +16,7 @@ and what the server's HTTP status means for the batch. Times are the wall clock,
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from ..core.engine import Engine
@@ -83,26 +83,6 @@ class Sync:
         except MicroadjustError as error:  # e.g. another feature space: decide without them
             return [reply("error", slot=slot, message=f"sync priors not installed: {error}")]
         return []
-
-    def shown(
-        self,
-        event_id: str,
-        slot: str,
-        variant: str,
-        *,
-        variants: Sequence[str],
-        holdout: bool,
-        context: Mapping[str, Any],
-        now: float,
-    ) -> None:
-        """The attribution rule says the visitor saw this decision: count its exposure."""
-        self.client.record_shown(
-            event_id, slot, variant, variants=variants, holdout=holdout, context=context, now=now
-        )
-
-    def rewarded(self, event_id: str, reward: float, *, now: float) -> None:
-        """A reward was attributed to a seen decision, or its window closed (``reward`` 0)."""
-        self.client.record_reward(event_id, reward, now=now)
 
     def synced(self) -> dict[str, Any]:
         return reply(

@@ -90,27 +90,25 @@ def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
         "Timeouts and limits that keep slow or hostile clients from stalling the server. "
         "Rate limits are shared by all instances when --database-url is set.",
     )
-    group.add_argument(
-        "--header-timeout", type=float, default=d.header_timeout_s, metavar="S",
-        help=f"seconds for a request line and headers to arrive (default {d.header_timeout_s:g})",
-    )  # fmt: skip
-    group.add_argument(
-        "--body-timeout", type=float, default=d.body_timeout_s, metavar="S",
-        help=f"seconds for a request body to arrive; 408 after (default {d.body_timeout_s:g})",
-    )  # fmt: skip
-    group.add_argument(
-        "--keep-alive", type=int, default=d.keep_alive_s, metavar="S",
-        help=f"seconds an idle keep-alive connection stays open (default {d.keep_alive_s})",
-    )  # fmt: skip
-    group.add_argument(
-        "--max-concurrency", type=int, default=d.max_concurrency, metavar="N",
-        help="connections and requests in flight per process; beyond, 503 "
-        f"(default {d.max_concurrency})",
-    )  # fmt: skip
-    group.add_argument(
-        "--backlog", type=int, default=d.backlog, metavar="N",
-        help=f"connections queued before accept (default {d.backlog})",
-    )  # fmt: skip
+    numbers: list[tuple[str, type, float, str, str]] = [
+        ("--header-timeout", float, d.header_timeout_s, "S",
+         "seconds for a request line and headers to arrive"),
+        ("--body-timeout", float, d.body_timeout_s, "S",
+         "seconds for a request body to arrive; 408 after"),
+        ("--keep-alive", int, d.keep_alive_s, "S",
+         "seconds an idle keep-alive connection stays open"),
+        ("--max-concurrency", int, d.max_concurrency, "N",
+         "connections and requests in flight per process; beyond, 503"),
+        ("--backlog", int, d.backlog, "N", "connections queued before accept"),
+        ("--health-every", float, d.health_every_s, "S",
+         "/v1/health writes to the store at most once per S seconds per process; "
+         "probes in between get the last answer"),
+    ]  # fmt: skip
+    for option, kind, default, metavar, help_text in numbers:
+        group.add_argument(
+            option, type=kind, default=default, metavar=metavar,
+            help=f"{help_text} (default {default:g})",
+        )  # fmt: skip
     for option, name, rule in (
         ("--upload-rate-ip", "uploads per client IP", d.upload_per_ip),
         ("--upload-rate-key", "uploads per site (upload key)", d.upload_per_key),
@@ -120,11 +118,6 @@ def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
             option, type=_rate_rule, default=rule, metavar="RATE/BURST",
             help=f"{name}: requests a second, then the burst (default {rule.per_s:g}/{rule.burst})",
         )  # fmt: skip
-    group.add_argument(
-        "--health-every", type=float, default=d.health_every_s, metavar="S",
-        help="/v1/health writes to the store at most once per S seconds per process; "
-        f"probes in between get the last answer (default {d.health_every_s:g})",
-    )  # fmt: skip
     group.add_argument(
         "--trusted-proxy", action="append", default=[], metavar="CIDR",
         help="a reverse proxy (address or network) whose X-Forwarded-For is believed; repeatable. "
