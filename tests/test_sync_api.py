@@ -433,3 +433,12 @@ def test_migrations_are_versioned_and_idempotent(tmp_path):
         rows = run("SELECT version FROM schema_migrations ORDER BY version").fetchall()
     assert [r[0] for r in rows] == list(range(1, LATEST + 1))
     assert store.site_state("shop").current_version is None
+
+
+def test_the_report_axis_fits_small_click_rates():
+    from microadjust.server.report import _chart
+
+    small = _chart([("quiz", {"rate": 0.05, "low": 0.02, "high": 0.08}, "#36c")])
+    assert ">10%</text>" in small and ">100%</text>" not in small
+    wide = _chart([("quiz", {"rate": 0.5, "low": 0.3, "high": 0.7}, "#36c")])
+    assert ">100%</text>" in wide

@@ -96,20 +96,30 @@ def _fmt(value: float | None, percent: bool = True) -> str:
     return f"{100 * value:.1f}%" if percent else f"{value:,.0f}"
 
 
+AXIS_ENDS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # click rates are often a few percent
+
+
+def _axis_end(rows: list[tuple[str, dict | None, str]]) -> float:
+    """The smallest round axis end that holds every interval, so small rates stay readable."""
+    highs = [est["high"] for _, est, _ in rows if est and est.get("high") is not None]
+    return next((end for end in AXIS_ENDS if max(highs, default=0.0) <= end), 1.0)
+
+
 def _chart(rows: list[tuple[str, dict | None, str]]) -> str:
-    """Horizontal dots with 95% whiskers on a shared 0..100% axis."""
+    """Horizontal dots with 95% whiskers on a shared axis from 0 to a round end."""
     height = ROW_H * len(rows) + 30
-    x = lambda v: LABEL_W + max(0.0, min(1.0, v)) * PLOT_W  # noqa: E731
+    end = _axis_end(rows)
+    x = lambda v: LABEL_W + max(0.0, min(1.0, v / end)) * PLOT_W  # noqa: E731
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{LABEL_W + PLOT_W + 20}" '
         f'height="{height}" role="img" font-family="system-ui, sans-serif" font-size="12">'
     ]
-    for tick in (0, 0.25, 0.5, 0.75, 1.0):
-        tx = x(tick)
+    for share in (0, 0.25, 0.5, 0.75, 1.0):
+        tx = x(share * end)
         parts.append(
             f'<line x1="{tx:.1f}" y1="4" x2="{tx:.1f}" y2="{height - 22}" stroke="#ddd"/>'
             f'<text x="{tx:.1f}" y="{height - 8}" text-anchor="middle" fill="#666">'
-            f"{int(tick * 100)}%</text>"
+            f"{100 * share * end:g}%</text>"
         )
     for i, (label, est, color) in enumerate(rows):
         y = 8 + i * ROW_H + ROW_H / 2
