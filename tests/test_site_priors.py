@@ -98,3 +98,17 @@ def test_a_prior_counts_as_its_cap_whatever_the_engines_prior_strength():
         engine.set_prior("cta", stats, weight, level="segment")
         bias = engine.state()["slots"]["cta"]["priors"]["segment"]["actions"]["default"][0][0][0]
         assert bias == pytest.approx(300.0)  # the bias precision: 300 observations
+
+
+def test_a_site_with_no_click_yet_leaves_every_variant_open():
+    """Exposures but no reward: the site floor must not pin every variant to a known 0, or
+    every fresh visitor would pick the first variant and the fleet would never explore."""
+    doc = document({"*": {"default": {"shown": 5, "reward": 0}}})
+    chosen = set()
+    for seed in range(30):
+        engine = Engine(seed=seed)
+        prior = doc.site_stats("cta", engine, 1.0, cap=1000.0, floor=50.0)
+        if prior is not None:
+            engine.set_prior("cta", *prior, level="site")
+        chosen.add(engine.rank({"device": "mobile"}, ["default", "quiz"], slot="cta").action)
+    assert chosen == {"default", "quiz"}
