@@ -111,7 +111,7 @@ const HOST = {
   erase() {
     clearTimeout(saveTimer);
     saveTimer = 0;
-    return store('delete');
+    return eraseDatabase();
   },
   upload(batch) { send(batch); }, // in the background: replies after it need not wait
 };
@@ -132,11 +132,18 @@ function store(operation, value) {
       const db = open.result;
       const tx = db.transaction('state', operation === 'get' ? 'readonly' : 'readwrite');
       const objects = tx.objectStore('state');
-      const request = operation === 'get' ? objects.get('engine')
-        : operation === 'put' ? objects.put(value, 'engine') : objects.delete('engine');
+      const request = operation === 'get' ? objects.get('engine') : objects.put(value, 'engine');
       tx.oncomplete = () => { db.close(); resolve(request.result ?? null); };
       tx.onerror = () => { db.close(); resolve(null); };
     };
+  });
+}
+
+// forget() and withdrawn consent: the database goes, not only its record, so no trace is left.
+function eraseDatabase() {
+  return new Promise((resolve) => {
+    const request = indexedDB.deleteDatabase('microadjust');
+    request.onsuccess = request.onerror = request.onblocked = () => resolve(null);
   });
 }
 

@@ -136,3 +136,45 @@ def test_the_debug_panel_explains_each_decision(server, visit):
     panel = visit.page.locator("aside[aria-label='microadjust decisions']")
     panel.get_by_text("cta →").wait_for()
     assert "ready in" in panel.inner_text() and "p=" in panel.inner_text()
+
+
+STRICT_CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'"
+
+
+def test_personalization_works_under_the_minimum_content_security_policy(server, visit):
+    """The README's minimum policy, on the page and on the worker's own script."""
+
+    def with_csp(route, request):
+        if request.url.endswith("/t/page.html"):
+            route.fulfill(status=200, content_type="text/html", body=html, headers=csp)
+        else:
+            response = route.fetch()
+            route.fulfill(response=response, headers={**response.headers, **csp})
+
+    csp = {"Content-Security-Policy": STRICT_CSP}
+    below_the_fold = "<br>" * 200  # no inline style: the policy forbids those too
+    html = TWO_SLOTS.replace("<link rel='icon' href='data:,'>", "").replace(
+        BELOW_THE_FOLD, below_the_fold
+    )
+    visit.context.route(server + "/t/page.html", with_csp)
+    visit.context.route("**/worker.js", with_csp)
+    violations = []
+    visit.page.on(
+        "console", lambda m: violations.append(m.text) if "Content Security" in m.text else None
+    )
+    record(visit.page)
+    visit.page.goto(server + "/t/page.html")
+    # wait_for_function evaluates a string in the page, which this very policy forbids
+    decided_slots = visit.page.evaluate(
+        """() => new Promise((resolve, reject) => {
+          const seen = () => new Set(window.__decisions.map((d) => d.slot));
+          const done = () => seen().has('headline') && seen().has('cta');
+          if (done()) return resolve([...seen()].sort());
+          document.addEventListener('microadjust:decision', () => {
+            if (done()) resolve([...seen()].sort());
+          });
+          setTimeout(() => reject(new Error('no decisions within 60 s')), 60000);
+        })"""
+    )
+    assert decided_slots == ["cta", "headline"]
+    assert violations == [] and visit.errors == []
