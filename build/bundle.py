@@ -364,7 +364,8 @@ def build_app(bundle: Path) -> str:
 
 
 def build_loader(bundle: Path, wheel_path: str) -> None:
-    """The loader, with the content-named asset paths and the version written in."""
+    """The loader, with the content-named asset paths and the version written in, and its
+    TypeScript types beside it (the one stable name, like the loader's)."""
     app_dir = wheel_path.split("/")[0]
     assets = {
         "worker": f"{app_dir}/worker.js",
@@ -379,6 +380,7 @@ def build_loader(bundle: Path, wheel_path: str) -> None:
             raise BuildError(f"web/microadjust.js lost its {marker} marker; the build fills it")
         source = source.replace(marker, json.dumps(value))
     write(bundle / "microadjust.js", source.encode())
+    write(bundle / "microadjust.d.ts", (ROOT / "web" / "microadjust.d.ts").read_bytes())
 
 
 def build(force: bool = False) -> None:

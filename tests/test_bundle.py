@@ -80,6 +80,9 @@ def test_the_loader_gets_content_named_asset_paths(tmp_path):
     loader = (tmp_path / "microadjust.js").read_text()
     assert '"worker": "app-abc/worker.js"' in loader and "/*ASSETS*/null" not in loader
     assert '"pyodide": "pyodide-0.27.7/"' in loader
+    types = (tmp_path / "microadjust.d.ts").read_text()
+    assert types == (ROOT / "web" / "microadjust.d.ts").read_text()
+    assert "interface Microadjust" in types
 
 
 def test_the_loader_gets_the_version_of_pyproject_toml(monkeypatch, tmp_path):

@@ -87,3 +87,10 @@ def test_missing_and_escaping_paths_are_404(client, path):
 def test_only_get_and_head(client):
     assert client.post("/index.html").status_code == 405
     assert client.head("/index.html").status_code == 200
+
+
+def test_the_loader_types_are_served_as_text(tmp_path):
+    (tmp_path / "microadjust.d.ts").write_text("export interface Microadjust {}\n")
+    response = TestClient(StaticBundle(tmp_path)).get("/microadjust.d.ts")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")

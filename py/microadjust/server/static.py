@@ -33,6 +33,7 @@ TYPES = {
     ".whl": "application/zip",
     ".json": "application/json",
     ".zip": "application/zip",
+    ".ts": "text/plain; charset=utf-8",  # the loader's types; mimetypes says MPEG video
 }
 
 
