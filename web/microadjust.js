@@ -350,8 +350,9 @@
   }
 
   function showRemembered(slot) { // what this visitor saw last time, before the slot is painted
-    const choice = remembered[slot.name];
-    if (!choice || slot.trigger || slot.manual) return;
+    // own, string entries only: a slot named "constructor" or a tampered cache must not throw
+    const choice = Object.hasOwn(remembered, slot.name) ? remembered[slot.name] : null;
+    if (typeof choice !== 'string' || !choice || slot.trigger || slot.manual) return;
     const order = slot.isRank ? choice.split(',') : null;
     const fits = order ? order.length === slot.items.size && order.every((id) => slot.items.has(id)) : slot.variants.has(choice);
     if (!fits) return;

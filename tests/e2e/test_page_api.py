@@ -315,3 +315,27 @@ def test_malformed_markup_warns_once_per_element_and_keeps_the_page(server, visi
     assert slots["bad"]["text"] == "Bad" and slots["bad"]["applied"] is None
     assert visit.page.inner_text("[data-ma-rank=empty]") == "no items here"
     assert visit.errors == []
+
+
+def test_slots_named_like_object_properties_and_a_tampered_cache_do_not_break_the_page(
+    server, visit
+):
+    """A ranking named ``constructor``, a slot named ``toString`` and a cache whose entries are
+    not strings: the page still boots, decides both and throws nothing."""
+    visit.page.add_init_script(
+        "localStorage.setItem('microadjust:last',"
+        " JSON.stringify({constructor: ['b', 'a'], toString: 7, hasOwnProperty: null}))"
+    )
+    body = (
+        BELOW_THE_FOLD
+        + "<ul data-ma-rank='constructor'><li data-ma-item='a'>A</li><li data-ma-item='b'>B</li>"
+        + "</ul><div data-ma-slot='toString'>X<template data-ma-variant='y'>Y</template></div>"
+    )
+    open_fixture(visit, server, fixture_page(body))
+    ready = visit.page.evaluate(
+        """Promise.race([microadjust.ready.then(() => 'ready', (e) => e.message),
+          new Promise((resolve) => setTimeout(() => resolve('ready never settled'), 45000))])"""
+    )
+    assert ready == "ready"
+    assert set(decided(visit.page, "constructor", "toString")) >= {"constructor", "toString"}
+    assert visit.errors == []
