@@ -73,6 +73,7 @@ def test_init_replies_ready_and_decide_picks_a_variant_per_slot():
         "visits": 1,
         "rewards": 0,
         "boot_ms": None,
+        "max_slots": 32,
     }
     chosen = decide(session, CTA, HERO)
     assert chosen["cta"]["variant"] in CTA["variants"]

@@ -84,7 +84,12 @@ export type MicroadjustDecisionListener = (decision: MicroadjustDecision) => voi
 /** `window.microadjust`: the page's API. */
 export interface Microadjust {
   readonly version: string;
-  /** Settles once: resolves when the engine runs, rejects (after one console warning) if not. */
+  /**
+   * Settles once, on every path: resolves when the engine runs; rejects (after one console
+   * warning, the page keeping its default content) when it cannot start, or when the visitor
+   * asked to save data (`navigator.connection.saveData`: no worker, nothing downloaded).
+   * IndexedDB failing in the worker does not reject it: the engine runs without keeping state.
+   */
   readonly ready: Promise<MicroadjustReady>;
   on(type: 'decision', listener: MicroadjustDecisionListener): void;
   off(type: 'decision', listener: MicroadjustDecisionListener): void;

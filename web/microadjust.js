@@ -17,14 +17,16 @@
     'maValue', 'maLive', 'maManual', 'maPage', 'maApplied', 'maSrc', 'maSrcset', 'maAlt',
     'maHref', 'maClass']);
   const PAGE_KEYS = ['debug', 'consent', 'boot_timeout_s'];
+  const DECIDE_BATCH = 50; // slots per 'decide' message (protocol.py MAX_SLOTS)
 
   const script = document.currentScript;
   const base = new URL('.', script ? script.src : location.href);
   const asset = (path) => new URL(path, base).href;
   const config = readConfig();
   const gpc = navigator.globalPrivacyControl === true;
+  const saveData = Boolean(navigator.connection && navigator.connection.saveData); // data saver: start nothing
   let persist = storage('get', CONSENT_KEY) === 'granted' || (config.consent !== 'required' && !gpc);
-  const remembered = persist ? readRemembered() : {};
+  const remembered = persist && !saveData ? readRemembered() : {};
 
   /**
    * A slot (data-ma-slot) or ranking (data-ma-rank); register() sets every field. `decision` is on
@@ -47,6 +49,8 @@
   const listeners = new Set(); // on('decision', fn)
   let worker = null;
   let failed = false;
+  let maxSlots = Infinity; // the engine's limit (its 'ready' message): the first slots only
+  let overLimit = false; // warned that the page has more slots than the engine takes
   let nextId = 1;
   let settle;
   const ready = new Promise((resolve, reject) => { settle = { resolve, reject }; });
@@ -225,8 +229,15 @@
   }
 
   function decideSlots(list) {
-    const wanted = list.filter((slot) => !slot.manual).map(spec);
-    if (wanted.length) send({ type: 'decide', context: context(), slots: wanted, t: now() });
+    const taken = new Set([...slots.keys()].slice(0, maxSlots)); // the first ones, in document order
+    if (slots.size > taken.size && !overLimit) {
+      overLimit = true;
+      warn(`the engine takes ${maxSlots} slots (max_slots); ${slots.size - taken.size} of this page's ${slots.size} keep their default content, from "${[...slots.keys()][taken.size]}" on.`);
+    }
+    const wanted = list.filter((slot) => !slot.manual && taken.has(slot.name)).map(spec);
+    for (let start = 0; start < wanted.length; start += DECIDE_BATCH) {
+      send({ type: 'decide', context: context(), slots: wanted.slice(start, start + DECIDE_BATCH), t: now() });
+    }
   }
 
   // --- applying decisions: never under the visitor's eyes, in one animation frame -----------
@@ -470,6 +481,7 @@
     const resolve = requests.get(data.id);
     if (resolve) requests.delete(data.id);
     if (data.type === 'ready') {
+      if (Number.isInteger(data.max_slots)) maxSlots = data.max_slots;
       settle.resolve({ engine: data.engine, restored: data.restored, visits: data.visits, boot_ms: data.boot_ms });
       decideSlots([...slots.values()]);
     } else if (data.type === 'decisions') {
@@ -489,6 +501,7 @@
   function start() {
     if (!ASSETS) return fail('this is the unbuilt loader; serve dist/microadjust/microadjust.js');
     if (typeof Worker !== 'function' || typeof WebAssembly !== 'object') return fail('this browser has no Web Worker or WebAssembly');
+    if (saveData) return fail('the visitor asked to save data (navigator.connection.saveData), so nothing is downloaded');
     performance.mark('microadjust:start');
     scan(document);
     if (config.debug) document.head.append(Object.assign(document.createElement('script'), { src: asset(ASSETS.debug) }));

@@ -122,28 +122,49 @@ function save() {
   return host('checkpoint'); // Python replies 'save', or nothing (unchanged, or not allowed)
 }
 
-// The engine's state lives in IndexedDB, one record, written only from this worker.
+// The engine's state lives in IndexedDB, one record, written only from this worker. When
+// IndexedDB fails (it throws, or a request or transaction errors), the engine runs on without
+// keeping state: one warning to the page, and no further attempt in this page view.
+let storageFailed = false;
+
 function store(operation, value) {
-  return new Promise((resolve) => {
+  if (storageFailed) return Promise.resolve(null);
+  return new Promise((resolve, reject) => {
     const open = indexedDB.open('microadjust', 1);
     open.onupgradeneeded = () => open.result.createObjectStore('state');
-    open.onerror = () => resolve(null);
+    open.onerror = () => reject(open.error);
     open.onsuccess = () => {
       const db = open.result;
-      const tx = db.transaction('state', operation === 'get' ? 'readonly' : 'readwrite');
-      const objects = tx.objectStore('state');
-      const request = operation === 'get' ? objects.get('engine') : objects.put(value, 'engine');
-      tx.oncomplete = () => { db.close(); resolve(request.result ?? null); };
-      tx.onerror = () => { db.close(); resolve(null); };
+      try {
+        const tx = db.transaction('state', operation === 'get' ? 'readonly' : 'readwrite');
+        const objects = tx.objectStore('state');
+        const request = operation === 'get' ? objects.get('engine') : objects.put(value, 'engine');
+        tx.oncomplete = () => { db.close(); resolve(request.result ?? null); };
+        tx.onerror = tx.onabort = () => { db.close(); reject(tx.error || request.error); };
+      } catch (error) {
+        db.close();
+        reject(error);
+      }
     };
+  }).catch((error) => {
+    if (!storageFailed) {
+      storageFailed = true;
+      const reason = String(error && error.message || error || 'unknown error');
+      postMessage({ v: PROTOCOL, type: 'error', message: `IndexedDB failed (${reason}); the engine runs without keeping its state on this device.` });
+    }
+    return null;
   });
 }
 
 // forget() and withdrawn consent: the database goes, not only its record, so no trace is left.
 function eraseDatabase() {
   return new Promise((resolve) => {
-    const request = indexedDB.deleteDatabase('microadjust');
-    request.onsuccess = request.onerror = request.onblocked = () => resolve(null);
+    try {
+      const request = indexedDB.deleteDatabase('microadjust');
+      request.onsuccess = request.onerror = request.onblocked = () => resolve(null);
+    } catch {
+      resolve(null); // IndexedDB is unusable here: there is nothing to delete
+    }
   });
 }
 

@@ -44,14 +44,18 @@ Worker → page:
 
 =============== ==========================================================================
 ready           ``engine`` (version), ``restored`` (bool: state came from an earlier
-                visit), ``visits``, ``rewards`` (counts on this device), ``boot_ms``
+                visit), ``visits``, ``rewards`` (counts on this device), ``boot_ms``,
+                ``max_slots`` (the engine's limit: the loader decides the page's first
+                ``max_slots`` slots in document order, and asks in ``decide`` messages of
+                at most ``MAX_SLOTS`` (50) slots each)
 decisions       ``id``, ``decisions``: list of ``{slot, variant, probability, event_id,
                 reason}``; a ranking's also has ``order`` (item ids, top first)
 rewarded        ``goal``, ``value``, ``event_ids`` (the decisions it was attributed to)
 forgotten       ``id``
 exported        ``id``, ``data`` (all this device keeps, as JSON)
 error           ``message``; ``slot`` when about one slot; ``fatal: true`` when the engine
-                cannot run (the page keeps its defaults)
+                cannot run (the page keeps its defaults). web/worker.js posts one itself,
+                once, when IndexedDB fails: the engine then runs without keeping state
 synced          ``priors_version`` (the sync server's prior now installed, or null),
                 ``uploaded`` (batches of counts the sync server acknowledged, in all)
 =============== ==========================================================================

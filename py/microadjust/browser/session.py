@@ -198,6 +198,7 @@ class WorkerSession:
             visits=self.visits,
             rewards=self.rewards,
             boot_ms=message.get("boot_ms"),
+            max_slots=engine.params["max_slots"],
         )
         self._close_windows()
         plan = reply(
