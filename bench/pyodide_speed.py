@@ -50,10 +50,10 @@ json.dumps({{p: run(p, {decisions}, {warmup}) for p in {policies!r}}})
 """
 
 WORKER = """
-importScripts('{base}/microadjust/pyodide-0.27.7/pyodide.js');
+importScripts('{pyodide}pyodide.js');
 onmessage = async ({{ data }}) => {{
   try {{
-    const pyodide = await loadPyodide({{ indexURL: '{base}/microadjust/pyodide-0.27.7/',
+    const pyodide = await loadPyodide({{ indexURL: '{pyodide}',
                                          packages: ['numpy', 'micropip'] }});
     await pyodide.pyimport('micropip').install.callKwargs(data.wheel, {{ deps: false }});
     postMessage({{ isolated: self.crossOriginIsolated, result: pyodide.runPython(data.code) }});
@@ -78,11 +78,8 @@ def measure(base: str, decisions: int) -> dict:
     from playwright.sync_api import sync_playwright
 
     loader = (ROOT / "dist" / "microadjust" / "microadjust.js").read_text()
-    wheel = (
-        base
-        + "/microadjust/"
-        + json.loads(loader.split("const ASSETS = ")[1].split(";")[0])["wheel"]
-    )
+    assets = json.loads(loader.split("const ASSETS = ")[1].split(";")[0])
+    wheel = base + "/microadjust/" + assets["wheel"]
     code = TIMING.format(
         actions=speed.ACTIONS,
         numeric=speed.NUMERIC,
@@ -94,7 +91,7 @@ def measure(base: str, decisions: int) -> dict:
         warmup=200,
         policies=POLICIES,
     )
-    page = PAGE.replace("WORKER", WORKER.format(base=base))
+    page = PAGE.replace("WORKER", WORKER.format(pyodide=base + "/microadjust/" + assets["pyodide"]))
     isolation = {
         "Cross-Origin-Opener-Policy": "same-origin",
         "Cross-Origin-Embedder-Policy": "require-corp",

@@ -9,19 +9,19 @@ Layout of ``dist/`` (served at ``/`` by serve.py):
     microadjust/microadjust.js                 the loader: the one stable name a site links to
     microadjust/app-<hash>/worker.js           the worker, the debug panel and the engine wheel,
     microadjust/app-<hash>/microadjust-*.whl     in a directory named by their content hash
-    microadjust/pyodide-0.27.7/                the Pyodide runtime, the wheels that ship and a
+    microadjust/pyodide-0.27.7-<hash>/         the Pyodide runtime, the wheels that ship and a
                                                  trimmed pyodide-lock.json listing exactly those;
                                                  the worker's stdlib and numpy, trimmed and
                                                  precompiled (see build/precompile.py)
     microadjust/pyscript-0.6.66/               @pyscript/core, and beside it pyscript.js and
                                                  pyscript.json (see build/pyscript_core.py)
 
-Directories named ``app-<hash>``, ``pyodide-<version>`` and ``pyscript-<version>`` never change
-content, so the server may cache them for a year. Every Pyodide file is accepted only if its
-sha256 equals the one in the official lock file of the pinned release; files derived from them
-(the worker's precompiled stdlib and numpy) get their own sha256 in the shipped lock, under
-``"derived"``, beside the official file each comes from. Text-like files and the derived
-archives get gzip and brotli twins the server sends as they are.
+Directories named ``app-<hash>``, ``pyodide-<version>-<hash>`` (the hash of their files) and
+``pyscript-<version>`` never change content, so the server may cache them for a year. Every
+Pyodide file is accepted only if its sha256 equals the one in the official lock file of the
+pinned release; files derived from them (the worker's precompiled stdlib and numpy) get their
+own sha256 in the shipped lock, under ``"derived"``, beside the official file each comes from.
+Text-like files and the derived archives get gzip and brotli twins the server sends as they are.
 """
 
 from __future__ import annotations
@@ -231,45 +231,60 @@ def pyodide_files() -> dict[str, bytes]:
         return {name: read(name) for name in [*PYODIDE_RUNTIME, "pyodide-lock.json"]}
 
 
-def build_pyodide(target: Path) -> list[str]:
-    """Write the runtime, the verified wheels, the derived boot files and a trimmed lock file.
+def build_pyodide(bundle: Path) -> str:
+    """Write the runtime, the verified wheels, the derived boot files and a trimmed lock file
+    into ``pyodide-<version>-<content hash>/``; return that directory's name.
 
-    Return the package names. The stamp names the packages and hashes the build's code, so a
-    change to it rewrites the directory (derived files come from a cache, see below).
+    The name follows every file in it (see :func:`content_name`): when a derived file changes
+    (the trim, the compiler), so does the name, and a browser that cached the directory for a
+    year never mixes its old files with new ones. The stamp names the packages and hashes the
+    build's code, so a change to it rewrites the directory (derived files come from a cache).
     """
     official = pyodide_files()
     lock = json.loads(official["pyodide-lock.json"])
     names = package_closure(lock, PACKAGE_ROOTS)
-    stamp = target / ".complete"
     stamp_text = (
         ",".join(names) + " " + derivation_digest() + " " + sha256(Path(__file__).read_bytes())
     )
-    if stamp.exists() and stamp.read_text() == stamp_text:
-        log(f"pyodide-{PYODIDE_VERSION}/ is complete, kept")
-        return names
-    shutil.rmtree(target, ignore_errors=True)
+    for existing in bundle.glob(f"pyodide-{PYODIDE_VERSION}-*/.complete"):
+        if existing.read_text() == stamp_text:
+            log(f"{existing.parent.name}/ is complete, kept")
+            return existing.parent.name
     log(
         f"writing Pyodide {PYODIDE_VERSION} runtime ({len(PYODIDE_RUNTIME)} files, verified by npm)"
     )
-    for name in PYODIDE_RUNTIME:
-        write(target / name, official[name])
+    files = {name: official[name] for name in PYODIDE_RUNTIME}
     wheels = {}
     for name in names:
         entry = lock["packages"][name]
         log(f"verifying {entry['file_name']}")
         wheels[name] = fetch_verified(entry["file_name"], entry["sha256"])
-        write(target / entry["file_name"], wheels[name])  # PyScript pages load these
+        files[entry["file_name"]] = wheels[name]  # PyScript pages load these
     derived = derive_boot_files(official, lock["packages"]["numpy"], wheels["numpy"])
-    for file in derived.values():
-        write(target / file.file_name, file.data, compress=True)
+    files |= {file.file_name: file.data for file in derived.values()}
     trimmed = {
         "info": lock["info"],
         "packages": {name: lock["packages"][name] for name in names},
         "derived": {role: file.record() for role, file in derived.items()},
     }
-    write(target / "pyodide-lock.json", json.dumps(trimmed, indent=1, sort_keys=True).encode())
-    stamp.write_text(stamp_text)
-    return names
+    files["pyodide-lock.json"] = json.dumps(trimmed, indent=1, sort_keys=True).encode()
+    directory = content_name(f"pyodide-{PYODIDE_VERSION}", files)
+    for stale in bundle.glob("pyodide-*"):
+        shutil.rmtree(stale)
+    compressed = {file.file_name for file in derived.values()}  # stored zips: twins pay off
+    for name, data in files.items():
+        write(bundle / directory / name, data, compress=name in compressed)
+    (bundle / directory / ".complete").write_text(stamp_text)
+    return directory
+
+
+def content_name(prefix: str, files: dict[str, bytes]) -> str:
+    """``<prefix>-<hash>``, the hash of the files' names and contents: it changes whenever a
+    file is added, removed, renamed or changed, and only then."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(f"{name}\0{sha256(files[name])}\n".encode())
+    return f"{prefix}-{digest.hexdigest()[:12]}"
 
 
 # --- boot files derived from the official ones: trimmed, precompiled -----------------------
@@ -352,8 +367,7 @@ def build_app(bundle: Path) -> str:
         "debug.js": (ROOT / "web" / "debug.js").read_bytes(),
         wheel_name: wheel,
     }
-    content_hash = hashlib.sha256(b"".join(sha256(d).encode() for d in assets.values()))
-    app_dir = f"app-{content_hash.hexdigest()[:12]}"
+    app_dir = content_name("app", assets)
     for stale in bundle.glob("app-*"):
         if stale.name != app_dir:
             shutil.rmtree(stale)
@@ -363,7 +377,7 @@ def build_app(bundle: Path) -> str:
     return f"{app_dir}/{wheel_name}"
 
 
-def build_loader(bundle: Path, wheel_path: str) -> None:
+def build_loader(bundle: Path, wheel_path: str, pyodide_dir: str) -> None:
     """The loader, with the content-named asset paths and the version written in, and its
     TypeScript types beside it (the one stable name, like the loader's)."""
     app_dir = wheel_path.split("/")[0]
@@ -371,7 +385,7 @@ def build_loader(bundle: Path, wheel_path: str) -> None:
         "worker": f"{app_dir}/worker.js",
         "debug": f"{app_dir}/debug.js",
         "wheel": wheel_path,
-        "pyodide": f"pyodide-{PYODIDE_VERSION}/",
+        "pyodide": f"{pyodide_dir}/",
     }
     source = (ROOT / "web" / "microadjust.js").read_text()
     links = {"/*ASSETS*/null": assets, "/*VERSION*/null": project()["version"]}
@@ -390,9 +404,9 @@ def build(force: bool = False) -> None:
         log("dist/ is up to date")
         return
     bundle = DIST / "microadjust"
-    build_pyodide(bundle / f"pyodide-{PYODIDE_VERSION}")
-    build_loader(bundle, build_app(bundle))
-    build_pyscript(bundle, pyodide_dir=f"pyodide-{PYODIDE_VERSION}")
+    pyodide_dir = build_pyodide(bundle)
+    build_loader(bundle, build_app(bundle), pyodide_dir)
+    build_pyscript(bundle, pyodide_dir=pyodide_dir)
     demo = ROOT / "web" / "demo"
     for page in sorted(p for p in demo.rglob("*") if p.is_file()):
         write(DIST / page.relative_to(demo), page.read_bytes())

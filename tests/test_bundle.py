@@ -76,10 +76,12 @@ def test_the_engine_wheel_is_reproducible_and_leaves_the_server_out():
 
 
 def test_the_loader_gets_content_named_asset_paths(tmp_path):
-    bundle.build_loader(tmp_path, "app-abc/microadjust-0.1.0-py3-none-any.whl")
+    bundle.build_loader(
+        tmp_path, "app-abc/microadjust-0.1.0-py3-none-any.whl", "pyodide-0.27.7-def"
+    )
     loader = (tmp_path / "microadjust.js").read_text()
     assert '"worker": "app-abc/worker.js"' in loader and "/*ASSETS*/null" not in loader
-    assert '"pyodide": "pyodide-0.27.7/"' in loader
+    assert '"pyodide": "pyodide-0.27.7-def/"' in loader
     types = (tmp_path / "microadjust.d.ts").read_text()
     assert types == (ROOT / "web" / "microadjust.d.ts").read_text()
     assert "interface Microadjust" in types
@@ -87,11 +89,11 @@ def test_the_loader_gets_content_named_asset_paths(tmp_path):
 
 def test_the_loader_gets_the_version_of_pyproject_toml(monkeypatch, tmp_path):
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    bundle.build_loader(tmp_path, "app-abc/microadjust-0.1.0-py3-none-any.whl")
+    bundle.build_loader(tmp_path, "app-abc/microadjust-0.1.0-py3-none-any.whl", "pyodide-x")
     loader = (tmp_path / "microadjust.js").read_text()
     assert f'const VERSION = "{version}";' in loader and "/*VERSION*/" not in loader
     monkeypatch.setattr(bundle, "project", lambda: {"name": "microadjust", "version": "9.8.7"})
-    bundle.build_loader(tmp_path, "app-abc/microadjust-9.8.7-py3-none-any.whl")
+    bundle.build_loader(tmp_path, "app-abc/microadjust-9.8.7-py3-none-any.whl", "pyodide-x")
     assert 'const VERSION = "9.8.7";' in (tmp_path / "microadjust.js").read_text()
 
 
@@ -101,7 +103,9 @@ def test_a_loader_without_its_markers_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(bundle, "ROOT", tmp_path)
     monkeypatch.setattr(bundle, "project", lambda: {"name": "microadjust", "version": "0.1.0"})
     with pytest.raises(bundle.BuildError, match=r"lost its /\*VERSION\*/null marker"):
-        bundle.build_loader(tmp_path / "out", "app-abc/microadjust-0.1.0-py3-none-any.whl")
+        bundle.build_loader(
+            tmp_path / "out", "app-abc/microadjust-0.1.0-py3-none-any.whl", "pyodide-x"
+        )
 
 
 @pytest.mark.parametrize("package", PINNED, ids=lambda p: p.name)
@@ -146,3 +150,34 @@ def test_text_files_and_derived_archives_get_brotli_and_gzip_twins(monkeypatch, 
     assert gzip.decompress((tmp_path / "a.js.gz").read_bytes()) == script
     assert brotli.decompress((tmp_path / "b.whl.br").read_bytes()) == archive
     assert not (tmp_path / "c.whl.br").exists() and not (tmp_path / "c.whl.gz").exists()
+
+
+def test_a_content_name_changes_with_any_file_and_only_then():
+    files = {"python_stdlib-engine.zip": b"stdlib", "pyodide-lock.json": b"{}"}
+    name = bundle.content_name("pyodide-0.27.7", files)
+    assert name.startswith("pyodide-0.27.7-") and len(name) == len("pyodide-0.27.7-") + 12
+    assert bundle.content_name("pyodide-0.27.7", dict(reversed(files.items()))) == name
+    changed = [
+        files | {"python_stdlib-engine.zip": b"stdlib, trimmed further"},  # a derived file
+        files | {"numpy.whl": b"numpy"},  # a file added
+        {"python_stdlib-lazy.zip": b"stdlib", "pyodide-lock.json": b"{}"},  # renamed
+        {"pyodide-lock.json": b"{}"},  # removed
+    ]
+    assert len({bundle.content_name("pyodide-0.27.7", c) for c in changed} | {name}) == 5
+
+
+def test_the_built_pyodide_directory_is_named_by_its_files_and_the_loader_points_there(built):
+    """A browser may keep pyodide-<version>-<hash>/ a year: its name must follow its files."""
+    [directory] = (built / "microadjust").glob("pyodide-*")
+    files = {
+        path.name: path.read_bytes()
+        for path in directory.iterdir()
+        if path.suffix not in (".br", ".gz") and not path.name.startswith(".")
+    }
+    assert "python_stdlib-engine.zip" in files and "pyodide.asm.wasm" in files
+    assert directory.name == bundle.content_name(f"pyodide-{bundle.PYODIDE_VERSION}", files)
+    loader = (built / "microadjust" / "microadjust.js").read_text()
+    assert f'"pyodide": "{directory.name}/"' in loader
+    assert (
+        f"./{directory.name}/pyodide.mjs" in (built / "microadjust" / "pyscript.json").read_text()
+    )

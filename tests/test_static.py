@@ -17,14 +17,18 @@ def client(tmp_path):
     files = {
         "index.html": b"<!doctype html><title>demo</title>",
         "microadjust/microadjust.js": b"console.log(1);" * 100,
-        "microadjust/pyodide-0.27.7/pyodide.asm.wasm": wasm,
+        "microadjust/pyodide-0.27.7-0123456789ab/pyodide.asm.wasm": wasm,
         "microadjust/app-0123456789ab/worker.js": b"// worker",
     }
     for name, data in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(data)
-    (tmp_path / "microadjust/pyodide-0.27.7/pyodide.asm.wasm.gz").write_bytes(gzip.compress(wasm))
-    (tmp_path / "microadjust/pyodide-0.27.7/pyodide.asm.wasm.br").write_bytes(brotli.compress(wasm))
+    (tmp_path / "microadjust/pyodide-0.27.7-0123456789ab/pyodide.asm.wasm.gz").write_bytes(
+        gzip.compress(wasm)
+    )
+    (tmp_path / "microadjust/pyodide-0.27.7-0123456789ab/pyodide.asm.wasm.br").write_bytes(
+        brotli.compress(wasm)
+    )
     (tmp_path.parent / "secret.txt").write_text("no")
     (tmp_path / ".stamp").write_text("build stamp")
     return TestClient(StaticBundle(tmp_path))
@@ -35,7 +39,8 @@ def client(tmp_path):
 )
 def test_wasm_is_served_as_wasm_compressed_and_immutable(client, accepted, sent):
     response = client.get(
-        "/microadjust/pyodide-0.27.7/pyodide.asm.wasm", headers={"Accept-Encoding": accepted}
+        "/microadjust/pyodide-0.27.7-0123456789ab/pyodide.asm.wasm",
+        headers={"Accept-Encoding": accepted},
     )
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/wasm"
@@ -47,7 +52,8 @@ def test_wasm_is_served_as_wasm_compressed_and_immutable(client, accepted, sent)
 
 def test_without_gzip_the_plain_file_is_sent(client):
     response = client.get(
-        "/microadjust/pyodide-0.27.7/pyodide.asm.wasm", headers={"Accept-Encoding": "identity"}
+        "/microadjust/pyodide-0.27.7-0123456789ab/pyodide.asm.wasm",
+        headers={"Accept-Encoding": "identity"},
     )
     assert "content-encoding" not in response.headers
     assert response.headers["vary"] == "Accept-Encoding"
@@ -75,8 +81,8 @@ def test_content_named_app_files_are_immutable_and_root_is_the_demo(client):
         "/missing.js",
         "/../secret.txt",
         "/%2e%2e/secret.txt",
-        "/microadjust/pyodide-0.27.7/pyodide.asm.wasm.gz",
-        "/microadjust/pyodide-0.27.7/pyodide.asm.wasm.br",
+        "/microadjust/pyodide-0.27.7-0123456789ab/pyodide.asm.wasm.gz",
+        "/microadjust/pyodide-0.27.7-0123456789ab/pyodide.asm.wasm.br",
         "/.stamp",
     ],
 )

@@ -12,6 +12,9 @@ let session = null; // the Python WorkerSession, once booted
 let plan = { packages: [], upload_interval_ms: null }; // what Python asks of this host at boot
 const pending = []; // page messages that arrive while the engine boots
 let saveTimer = 0;
+// Boot steps as performance marks in the worker's own timeline (bench/boot.py reads them).
+const mark = (step) => performance.mark(`microadjust:worker:${step}`);
+mark('script');
 
 self.onmessage = ({ data }) => {
   if (data && data.type === 'init') boot(data).catch(fatal);
@@ -32,6 +35,7 @@ const LAZY_STDLIB_PATH = '/lib/python312-lazy.zip'; // the path its bytecode was
 
 async function boot(init) {
   const started = performance.now();
+  mark('init');
   const base = init.assets.pyodide;
   const archives = fetchArchives(base, init.assets.wheel); // downloaded while Python starts
   archives.catch(() => {}); // a failure is reported where it is awaited, below
@@ -39,21 +43,26 @@ async function boot(init) {
   const stored = persist ? store('get') : null; // read while Python starts
   const priors = fetchPriors(init.config && init.config.sync); // meanwhile, while Python boots
   importScripts(base + 'pyodide.js');
+  mark('pyodide-js');
   const pyodide = await loadPyodide({
     indexURL: base,
     stdLibURL: base + STDLIB,
     stdout: () => {},
     stderr: (line) => console.debug('[microadjust]', line),
   });
+  mark('python');
   install(pyodide, await archives);
+  mark('installed');
   const fetched = await priors; // before the session exists: page messages wait in pending
   const saved = await stored;
   session = pyodide.pyimport('microadjust.browser.session').WorkerSession();
+  mark('imported');
   await handle({
     v: PROTOCOL, type: 'init', config: init.config, context: init.context,
     state: saved ? JSON.parse(saved) : null, boot_ms: Math.round(performance.now() - started),
     persist, gpc: init.gpc === true, priors: fetched,
   });
+  mark('ready');
   for (const message of pending.splice(0)) handle(message); // Python takes them in order
   if (plan.upload_interval_ms) startUploads(plan.upload_interval_ms);
   if (plan.packages.length) {
@@ -96,6 +105,7 @@ async function handle(message, fromHost = false) {
   for (const reply of replies) {
     if (Object.hasOwn(HOST, reply.type)) await HOST[reply.type](reply);
     else postMessage(reply);
+    if (reply.type === 'decisions' && !performance.getEntriesByName('microadjust:worker:decided').length) mark('decided');
   }
 }
 

@@ -3,7 +3,7 @@
 - ``application/wasm`` for wasm (Pyodide compiles it with ``instantiateStreaming``);
 - the ``.br`` or ``.gz`` twin written by the build when the client accepts brotli or gzip;
 - ``immutable`` year-long caching for content-named directories (``app-<hash>/``,
-  ``pyodide-<version>/``, ``pyscript-<version>/``), revalidation with ETags for the rest;
+  ``pyodide-<version>-<hash>/``, ``pyscript-<version>/``), revalidation with ETags for the rest;
 - cross-origin isolation headers for PyScript pages only.
 """
 
@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
-IMMUTABLE = re.compile(r"^microadjust/(app-[0-9a-f]+|pyodide-[0-9.]+|pyscript-[0-9.]+)/")
+IMMUTABLE = re.compile(r"^microadjust/(app-[0-9a-f]+|pyodide-[0-9.]+-[0-9a-f]+|pyscript-[0-9.]+)/")
 # PyScript pages run Python in a worker that reaches the DOM synchronously through a
 # SharedArrayBuffer, which only a cross-origin isolated page has: only they get these headers.
 ISOLATED = re.compile(r"^pyscript[\w.-]*\.html$")
