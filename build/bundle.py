@@ -311,7 +311,7 @@ class DerivedFile(NamedTuple):  # not a dataclass: tests load this file without 
 def derive_boot_files(
     official: dict[str, bytes], numpy: dict, numpy_wheel: bytes
 ) -> dict[str, DerivedFile]:
-    """The worker's stdlib (at boot, and for the lazy packages) and numpy, keyed by role.
+    """The worker's stdlib and numpy (at boot, and for the lazy packages), keyed by role.
 
     Compiled by the bundled Pyodide under Node, once per version of the derivation code: the
     results are cached, so a change elsewhere in the build only rewrites the directory.
@@ -323,20 +323,23 @@ def derive_boot_files(
         "stdlib": ENGINE_STDLIB,
         "stdlib-lazy": LAZY_STDLIB,
         "numpy": precompile.derived_name(numpy["file_name"]),
+        "numpy-lazy": precompile.derived_lazy_name(numpy["file_name"]),
     }
     cache = CACHE / "derived" / derivation_digest()
     if not all((cache / name).exists() for name in names.values()):
         log("compiling the stdlib and numpy to bytecode with Pyodide under Node")
         with precompile.node_runtime(official) as runtime:
             boot_stdlib, lazy_stdlib = precompile.derive_stdlib(stdlib, runtime)
-            numpy_data = precompile.derive_numpy(numpy_wheel, runtime)
+            boot_numpy, lazy_numpy = precompile.derive_numpy(numpy_wheel, runtime)
         cache.mkdir(parents=True, exist_ok=True)
-        for role, data in zip(names, (boot_stdlib, lazy_stdlib, numpy_data), strict=True):
+        derived = (boot_stdlib, lazy_stdlib, boot_numpy, lazy_numpy)
+        for role, data in zip(names, derived, strict=True):
             (cache / names[role]).write_bytes(data)
     sources = {
         "stdlib": ("python_stdlib.zip", sha256(stdlib)),
         "stdlib-lazy": ("python_stdlib.zip", sha256(stdlib)),
         "numpy": (numpy["file_name"], numpy["sha256"]),
+        "numpy-lazy": (numpy["file_name"], numpy["sha256"]),
     }
     return {
         role: DerivedFile(name, (cache / name).read_bytes(), *sources[role])

@@ -10,6 +10,8 @@ stdlib and numpy are blanked (see ``compile_sources``):
   loaded after the first decision (scikit-learn) need;
 - the numpy wheel: without ``NUMPY_UNUSED`` (typing stubs, C headers, test extensions), ``.py``
   replaced by ``.pyc``, renamed with a build tag so it is never mistaken for the official file;
+  the subpackages only scikit-learn and scipy reach (``NUMPY_LAZY``) go to a second archive,
+  unpacked beside the rest with the lazy packages;
 - the engine wheel: its ``.py`` files kept (tracebacks show the engine's source lines), with
   ``__pycache__`` bytecode beside them.
 
@@ -65,6 +67,10 @@ NUMPY_UNUSED = re.compile(
     r"|conftest\.py$|_core/_(rational_tests|operand_flag_tests"
     r"|struct_ufunc_tests|umath_tests)\.)|\.(pyi|pxd|pyx|h|c|a)$|/py\.typed$"
 )
+# Subpackages numpy imports only on first use (numpy/__init__.py's __getattr__) and the engine
+# never uses: scikit-learn and scipy (segments) reach them, and `from numpy import *` imports
+# them all. web/worker.js unpacks them into site-packages with the lazy packages.
+NUMPY_LAZY = re.compile(r"^numpy/(fft|polynomial|ma|testing|f2py)/|^numpy/linalg/lapack_lite\.")
 BUILD_TAG = "1pyc"  # a wheel build tag: the derived numpy wheel's name says it is not official
 SITE_PACKAGES = "/lib/python3.12/site-packages/"
 STDLIB_ZIP = "/lib/python312.zip/"  # where Pyodide puts the stdlib zip it is given
@@ -82,6 +88,12 @@ def derived_name(official_name: str) -> str:
     return f"{name}-{version}-{BUILD_TAG}-{rest}"
 
 
+def derived_lazy_name(official_name: str) -> str:
+    """``numpy-2.0.2-cp312-….whl`` becomes ``numpy-2.0.2-1pyc-lazy.zip`` (files, no wheel)."""
+    name, version, _ = official_name.split("-", 2)
+    return f"{name}-{version}-{BUILD_TAG}-lazy.zip"
+
+
 def derive_stdlib(official: bytes, runtime: Path) -> tuple[bytes, bytes]:
     """The stdlib for boot and the part only the lazy packages import, as sourceless bytecode."""
     files = _read_zip(official, drop=STDLIB_UNUSED.search)
@@ -92,10 +104,15 @@ def derive_stdlib(official: bytes, runtime: Path) -> tuple[bytes, bytes]:
     )
 
 
-def derive_numpy(official: bytes, runtime: Path) -> bytes:
-    """The numpy wheel without build tools and stubs, its modules as sourceless bytecode."""
+def derive_numpy(official: bytes, runtime: Path) -> tuple[bytes, bytes]:
+    """The numpy wheel without build tools and stubs, its modules as sourceless bytecode: what
+    the engine imports, and the subpackages only the lazy packages import."""
     files = _read_zip(official, drop=NUMPY_UNUSED.search)
-    return _sourceless_zip(files, runtime, SITE_PACKAGES)
+    lazy = {path: data for path, data in files.items() if NUMPY_LAZY.search(path)}
+    boot = {path: data for path, data in files.items() if path not in lazy}
+    return _sourceless_zip(boot, runtime, SITE_PACKAGES), _sourceless_zip(
+        lazy, runtime, SITE_PACKAGES
+    )
 
 
 def add_bytecode(wheel: bytes, runtime: Path) -> bytes:

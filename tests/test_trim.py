@@ -2,8 +2,9 @@
 
 The built stdlib zips, numpy wheel and engine wheel are loaded into the bundled Pyodide under
 Node the way web/worker.js loads them (unpacked, no micropip); a script then imports every
-engine module and drives a worker session through boot, decisions and the segments path, which
-loads scikit-learn and the lazy stdlib. A module trimmed by mistake fails it with ImportError.
+engine module and drives a worker session through boot, decisions of every policy and the
+segments path, which loads scikit-learn, the lazy stdlib and the rest of numpy. A module
+trimmed, or left for later, by mistake fails it with ImportError.
 """
 
 from __future__ import annotations
@@ -43,6 +44,15 @@ assert not importlib.resources.files("numpy").joinpath("__init__.pyi").is_file()
 assert importlib.util.find_spec("xml") is None  # trimmed
 assert json.dumps.__doc__ == "" and numpy.linalg.solve.__doc__ == ""  # blanked, still str
 
+from microadjust import Engine
+for policy in ("auto", "epsilon_greedy", "thompson", "linucb", "lin_ts"):
+    engine_ = Engine(policy=policy, seed=1)
+    for i in range(20):
+        chosen = engine_.rank(context={"device": "mobile", "x": i / 20}, actions=["a", "b", "c"])
+        engine_.reward(chosen.event_id, float(i % 2))
+    Engine.from_state(engine_.state())
+assert importlib.util.find_spec("numpy.fft") is None  # in the lazy numpy, not yet unpacked
+
 from microadjust.browser.session import WorkerSession
 session = WorkerSession()
 def handle(message, from_host=False):
@@ -62,10 +72,14 @@ lazy = next(r for r in init if r["type"] == "plan")["packages"]
 await pyodide_js.loadPackage(lazy)
 shutil.copy("/host/python_stdlib-lazy.zip", "/lib/python312-lazy.zip")  # as the worker does
 sys.path.append("/lib/python312-lazy.zip")
+import sysconfig, zipfile
+zipfile.ZipFile("/host/numpy-lazy.zip").extractall(sysconfig.get_path("purelib"))
+importlib.invalidate_caches()
 handle({"type": "packages_loaded", "packages": lazy}, from_host=True)
 handle({"type": "decide", "slots": [{"slot": "after", "variants": ["default", "b"]},
         {"slot": "cards", "items": ["a", "b", "c"]}]})
 assert session.segments.segmenter.centers is not None
+import numpy.fft, numpy.testing, numpy.f2py, numpy.linalg.lapack_lite
 from microadjust.browser.segments import dbscan_segments
 dbscan_segments([{"a": float(i % 3)} for i in range(30)], ["a"], eps=0.5, min_samples=3)
 assert [r["type"] for r in handle({"type": "checkpoint"}, from_host=True)] == ["save"]
@@ -85,6 +99,9 @@ def test_the_trimmed_runtime_runs_the_engine_the_worker_and_segments(pyodide_dir
     numpy = pyodide_dir / lock["derived"]["numpy"]["file_name"]
     [engine] = (pyodide_dir.parent).glob("app-*/microadjust-*.whl")
     shutil.copy(pyodide_dir / "python_stdlib-lazy.zip", tmp_path)
+    shutil.copy(
+        pyodide_dir / lock["derived"]["numpy-lazy"]["file_name"], tmp_path / "numpy-lazy.zip"
+    )
     (tmp_path / "scenario.py").write_text(SCENARIO)
     result = subprocess.run(
         [
@@ -108,7 +125,7 @@ def test_the_trimmed_runtime_runs_the_engine_the_worker_and_segments(pyodide_dir
 
 def test_the_lock_records_each_derived_file_and_its_official_source(pyodide_dir):
     lock = json.loads((pyodide_dir / "pyodide-lock.json").read_text())
-    assert set(lock["derived"]) == {"stdlib", "stdlib-lazy", "numpy"}
+    assert set(lock["derived"]) == {"stdlib", "stdlib-lazy", "numpy", "numpy-lazy"}
     for record in lock["derived"].values():
         data = (pyodide_dir / record["file_name"]).read_bytes()
         assert record["sha256"] == precompile.hashlib.sha256(data).hexdigest()
@@ -150,7 +167,7 @@ def test_the_stdlib_trim_list(path, trimmed):
 @pytest.mark.parametrize(
     ("path", "trimmed"),
     [
-        ("numpy/f2py/__init__.py", False),  # `from numpy import *` imports it
+        ("numpy/f2py/__init__.py", False),  # `from numpy import *` imports it (lazily, below)
         ("numpy/__init__.pyi", True),
         ("numpy/_core/include/numpy/ndarraytypes.h", True),
         ("numpy/_core/_umath_tests.cpython-312-wasm32-emscripten.so", True),
@@ -170,3 +187,19 @@ def test_derived_wheels_carry_a_build_tag():
         precompile.derived_name(official)
         == "numpy-2.0.2-1pyc-cp312-cp312-pyodide_2024_0_wasm32.whl"
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "lazy"),
+    [
+        ("numpy/fft/_pocketfft_umath.cpython-312-wasm32-emscripten.so", True),
+        ("numpy/f2py/__init__.py", True),
+        ("numpy/ma/core.py", True),
+        ("numpy/linalg/lapack_lite.cpython-312-wasm32-emscripten.so", True),
+        ("numpy/linalg/_umath_linalg.cpython-312-wasm32-emscripten.so", False),  # np.linalg.inv
+        ("numpy/random/_generator.cpython-312-wasm32-emscripten.so", False),  # the engine's rng
+        ("numpy/__init__.py", False),
+    ],
+)
+def test_the_numpy_lazy_list(path, lazy):
+    assert bool(precompile.NUMPY_LAZY.search(path)) is lazy

@@ -27,8 +27,8 @@ function fatal(error) {
   self.close();
 }
 
-// The worker's stdlib, trimmed and precompiled by build/precompile.py (PyScript keeps the
-// official one): what boot needs, and what only the lazy packages need, added with them.
+// The worker's stdlib and numpy, trimmed and precompiled by build/precompile.py (PyScript keeps
+// the official ones): what boot needs, and what only the lazy packages need, added with them.
 const STDLIB = 'python_stdlib-engine.zip';
 const LAZY_STDLIB = 'python_stdlib-lazy.zip';
 const LAZY_STDLIB_PATH = '/lib/python312-lazy.zip'; // the path its bytecode was compiled for
@@ -37,7 +37,8 @@ async function boot(init) {
   const started = performance.now();
   mark('init');
   const base = init.assets.pyodide;
-  const archives = fetchArchives(base, init.assets.wheel); // downloaded while Python starts
+  const lock = download(base + 'pyodide-lock.json').then((data) => JSON.parse(new TextDecoder().decode(data)));
+  const archives = fetchArchives(base, lock, init.assets.wheel); // downloaded while Python starts
   archives.catch(() => {}); // a failure is reported where it is awaited, below
   const persist = init.persist !== false;
   const stored = persist ? store('get') : null; // read while Python starts
@@ -51,7 +52,7 @@ async function boot(init) {
     stderr: (line) => console.debug('[microadjust]', line),
   });
   mark('python');
-  install(pyodide, await archives);
+  install(pyodide, await archives, 'wheel');
   mark('installed');
   const fetched = await priors; // before the session exists: page messages wait in pending
   const saved = await stored;
@@ -67,20 +68,21 @@ async function boot(init) {
   if (plan.upload_interval_ms) startUploads(plan.upload_interval_ms);
   if (plan.packages.length) {
     const loading = pyodide.loadPackage(plan.packages, { messageCallback: () => {} });
-    const stdlib = download(base + LAZY_STDLIB); // meanwhile: only importing them needs it
+    // meanwhile, what only importing them needs: the rest of the stdlib and of numpy
+    const stdlib = download(base + LAZY_STDLIB);
+    const numpy = lock.then(({ derived }) => download(base + derived['numpy-lazy'].file_name, derived['numpy-lazy'].sha256));
     await loading;
     pyodide.FS.writeFile(LAZY_STDLIB_PATH, await stdlib);
     pyodide.pyimport('sys').path.append(LAZY_STDLIB_PATH);
+    install(pyodide, [await numpy], 'zip'); // numpy's subpackages beside the rest of numpy
     host('packages_loaded', { packages: plan.packages });
   }
 }
 
 // The precompiled numpy (the lock file's "derived" entries name it, with its sha256) and the
 // engine wheel: unpacked into site-packages as they are, no micropip, no resolution at boot.
-function fetchArchives(base, wheel) {
-  const numpy = download(base + 'pyodide-lock.json')
-    .then((lock) => JSON.parse(new TextDecoder().decode(lock)).derived.numpy)
-    .then((entry) => download(base + entry.file_name, entry.sha256));
+function fetchArchives(base, lock, wheel) {
+  const numpy = lock.then(({ derived }) => download(base + derived.numpy.file_name, derived.numpy.sha256));
   return Promise.all([numpy, download(wheel)]);
 }
 
@@ -91,9 +93,9 @@ async function download(url, sha256) {
   return new Uint8Array(await response.arrayBuffer());
 }
 
-function install(pyodide, archives) {
+function install(pyodide, archives, format) {
   const site = pyodide.runPython('import sysconfig; sysconfig.get_path("purelib")');
-  for (const archive of archives) pyodide.unpackArchive(archive, 'wheel', { extractDir: site });
+  for (const archive of archives) pyodide.unpackArchive(archive, format, { extractDir: site });
   pyodide.loadedPackages.numpy = 'default channel'; // scikit-learn, loaded later, depends on it
   pyodide.runPython('import importlib; importlib.invalidate_caches()');
 }
