@@ -7,7 +7,8 @@ Layout of ``dist/`` (served at ``/`` by serve.py):
 
     index.html, pyscript.html, demo.css ...   the demo pages from web/demo/
     microadjust/microadjust.js                 the loader: the one stable name a site links to
-    microadjust/app-<hash>/worker.js           the worker, the debug panel and the engine wheel,
+    microadjust/app-<hash>/worker.js           the worker (the derived files' hashes written in),
+                                                 the debug panel and the engine wheel,
     microadjust/app-<hash>/microadjust-*.whl     in a directory named by their content hash
     microadjust/pyodide-0.27.7-<hash>/         the Pyodide runtime, the wheels that ship and a
                                                  trimmed pyodide-lock.json listing exactly those;
@@ -361,12 +362,22 @@ def with_bytecode(wheel: bytes) -> bytes:
         return precompile.add_bytecode(wheel, runtime)
 
 
-def build_app(bundle: Path) -> str:
-    """Write the worker, the debug panel and the engine wheel into a content-named directory."""
+def build_app(bundle: Path, pyodide_dir: str) -> str:
+    """Write the worker, the debug panel and the engine wheel into a content-named directory.
+
+    The worker gets the derived files' names and sha256 written in (the lock's ``"derived"``),
+    so it starts downloading numpy at once, without waiting for the lock file.
+    """
     wheel_name, source_wheel = engine_wheel()
     wheel = with_bytecode(source_wheel)
+    lock = json.loads((bundle / pyodide_dir / "pyodide-lock.json").read_bytes())
+    derived = {
+        role: {"file_name": entry["file_name"], "sha256": entry["sha256"]}
+        for role, entry in lock["derived"].items()
+    }
+    worker = fill_markers("web/worker.js", {"/*DERIVED*/null": derived})
     assets = {
-        "worker.js": (ROOT / "web" / "worker.js").read_bytes(),
+        "worker.js": worker.encode(),
         "debug.js": (ROOT / "web" / "debug.js").read_bytes(),
         wheel_name: wheel,
     }
@@ -390,14 +401,22 @@ def build_loader(bundle: Path, wheel_path: str, pyodide_dir: str) -> None:
         "wheel": wheel_path,
         "pyodide": f"{pyodide_dir}/",
     }
-    source = (ROOT / "web" / "microadjust.js").read_text()
-    links = {"/*ASSETS*/null": assets, "/*VERSION*/null": project()["version"]}
-    for marker, value in links.items():
-        if marker not in source:
-            raise BuildError(f"web/microadjust.js lost its {marker} marker; the build fills it")
-        source = source.replace(marker, json.dumps(value))
+    source = fill_markers(
+        "web/microadjust.js", {"/*ASSETS*/null": assets, "/*VERSION*/null": project()["version"]}
+    )
     write(bundle / "microadjust.js", source.encode())
     write(bundle / "microadjust.d.ts", (ROOT / "web" / "microadjust.d.ts").read_bytes())
+
+
+def fill_markers(path: str, values: dict[str, object]) -> str:
+    """The text of ``path`` (in the repository) with each ``/*NAME*/null`` marker replaced by
+    its value as JSON."""
+    source = (ROOT / path).read_text()
+    for marker, value in values.items():
+        if marker not in source:
+            raise BuildError(f"{path} lost its {marker} marker; the build fills it")
+        source = source.replace(marker, json.dumps(value))
+    return source
 
 
 def build(force: bool = False) -> None:
@@ -408,7 +427,7 @@ def build(force: bool = False) -> None:
         return
     bundle = DIST / "microadjust"
     pyodide_dir = build_pyodide(bundle)
-    build_loader(bundle, build_app(bundle), pyodide_dir)
+    build_loader(bundle, build_app(bundle, pyodide_dir), pyodide_dir)
     build_pyscript(bundle, pyodide_dir=pyodide_dir)
     demo = ROOT / "web" / "demo"
     for page in sorted(p for p in demo.rglob("*") if p.is_file()):

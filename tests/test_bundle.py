@@ -6,6 +6,7 @@ import base64
 import gzip
 import hashlib
 import io
+import json
 import tarfile
 import tomllib
 import zipfile
@@ -181,3 +182,26 @@ def test_the_built_pyodide_directory_is_named_by_its_files_and_the_loader_points
     assert (
         f"./{directory.name}/pyodide.mjs" in (built / "microadjust" / "pyscript.json").read_text()
     )
+
+
+def test_the_built_worker_names_the_derived_files_of_its_pyodide_directory(built):
+    """The worker fetches numpy without the lock file: what it names must be what ships."""
+    [directory] = (built / "microadjust").glob("pyodide-*")
+    [worker] = (built / "microadjust").glob("app-*/worker.js")
+    derived = json.loads(worker.read_text().split("const DERIVED = ")[1].split(";\n")[0])
+    lock = json.loads((directory / "pyodide-lock.json").read_text())["derived"]
+    assert set(derived) == set(lock) and {"numpy", "numpy-lazy"} <= set(derived)
+    for role, entry in derived.items():
+        assert (
+            entry["sha256"]
+            == lock[role]["sha256"]
+            == common.sha256((directory / entry["file_name"]).read_bytes())
+        )
+
+
+def test_a_source_without_its_marker_is_a_clear_error(monkeypatch, tmp_path):
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "worker.js").write_text("const DERIVED = null;")
+    monkeypatch.setattr(bundle, "ROOT", tmp_path)
+    with pytest.raises(bundle.BuildError, match=r"web/worker.js lost its /\*DERIVED\*/null"):
+        bundle.fill_markers("web/worker.js", {"/*DERIVED*/null": {}})

@@ -7,6 +7,9 @@
 'use strict';
 
 const PROTOCOL = 1;
+// written by build/bundle.py: the lock file's "derived" entries (file name, sha256 of the
+// precompiled stdlib and numpy), so numpy's download starts at once
+const DERIVED = /*DERIVED*/null;
 const SAVE_DELAY_MS = 250;
 let session = null; // the Python WorkerSession, once booted
 let plan = { packages: [], upload_interval_ms: null }; // what Python asks of this host at boot
@@ -37,8 +40,7 @@ async function boot(init) {
   const started = performance.now();
   mark('init');
   const base = init.assets.pyodide;
-  const lock = download(base + 'pyodide-lock.json').then((data) => JSON.parse(new TextDecoder().decode(data)));
-  const archives = fetchArchives(base, lock, init.assets.wheel); // downloaded while Python starts
+  const archives = Promise.all([fetchDerived(base, 'numpy'), download(init.assets.wheel)]); // while Python starts
   archives.catch(() => {}); // a failure is reported where it is awaited, below
   const persist = init.persist !== false;
   const stored = persist ? store('get') : null; // read while Python starts
@@ -52,7 +54,7 @@ async function boot(init) {
     stderr: (line) => console.debug('[microadjust]', line),
   });
   mark('python');
-  install(pyodide, await archives, 'wheel');
+  install(pyodide, await archives);
   mark('installed');
   const fetched = await priors; // before the session exists: page messages wait in pending
   const saved = await stored;
@@ -70,20 +72,19 @@ async function boot(init) {
     const loading = pyodide.loadPackage(plan.packages, { messageCallback: () => {} });
     // meanwhile, what only importing them needs: the rest of the stdlib and of numpy
     const stdlib = download(base + LAZY_STDLIB);
-    const numpy = lock.then(({ derived }) => download(base + derived['numpy-lazy'].file_name, derived['numpy-lazy'].sha256));
+    const numpy = fetchDerived(base, 'numpy-lazy');
     await loading;
     pyodide.FS.writeFile(LAZY_STDLIB_PATH, await stdlib);
     pyodide.pyimport('sys').path.append(LAZY_STDLIB_PATH);
-    install(pyodide, [await numpy], 'zip'); // numpy's subpackages beside the rest of numpy
+    install(pyodide, [await numpy]); // numpy's subpackages beside the rest of numpy
     host('packages_loaded', { packages: plan.packages });
   }
 }
 
-// The precompiled numpy (the lock file's "derived" entries name it, with its sha256) and the
-// engine wheel: unpacked into site-packages as they are, no micropip, no resolution at boot.
-function fetchArchives(base, lock, wheel) {
-  const numpy = lock.then(({ derived }) => download(base + derived.numpy.file_name, derived.numpy.sha256));
-  return Promise.all([numpy, download(wheel)]);
+// The precompiled numpy and the engine wheel are unpacked into site-packages as they are, no
+// micropip, no resolution at boot. A derived file is checked against its sha256 in the lock.
+function fetchDerived(base, role) {
+  return download(base + DERIVED[role].file_name, DERIVED[role].sha256);
 }
 
 async function download(url, sha256) {
@@ -93,11 +94,38 @@ async function download(url, sha256) {
   return new Uint8Array(await response.arrayBuffer());
 }
 
-function install(pyodide, archives, format) {
+function install(pyodide, archives) {
   const site = pyodide.runPython('import sysconfig; sysconfig.get_path("purelib")');
-  for (const archive of archives) pyodide.unpackArchive(archive, format, { extractDir: site });
+  for (const archive of archives) unpack(pyodide.FS, archive, site);
   pyodide.loadedPackages.numpy = 'default channel'; // scikit-learn, loaded later, depends on it
   pyodide.runPython('import importlib; importlib.invalidate_caches()');
+}
+
+// The archives are stored (uncompressed) zips, written by build/precompile.py and checked on
+// download: each file is written into Pyodide's file system straight from the downloaded bytes.
+// (pyodide.unpackArchive extracts with Python's zipfile, several times slower at boot.)
+function unpack(FS, archive, directory) {
+  const view = new DataView(archive.buffer, archive.byteOffset, archive.byteLength);
+  const at = (offset, bytes) => (bytes === 2 ? view.getUint16(offset, true) : view.getUint32(offset, true));
+  let end = archive.length - 22; // the end of the central directory record, after any comment
+  while (end >= 0 && at(end, 4) !== 0x06054b50) end--;
+  if (end < 0) throw new Error('an archive is not a zip file');
+  const names = new TextDecoder();
+  const made = new Set();
+  for (let entry = at(end + 16, 4), left = at(end + 10, 2); left > 0; left--) {
+    const nameLength = at(entry + 28, 2);
+    const name = names.decode(archive.subarray(entry + 46, entry + 46 + nameLength));
+    const [method, size, local] = [at(entry + 10, 2), at(entry + 20, 4), at(entry + 42, 4)];
+    entry += 46 + nameLength + at(entry + 30, 2) + at(entry + 32, 2);
+    if (name.endsWith('/')) continue;
+    if (method !== 0 || name.startsWith('/') || name.split('/').includes('..')) {
+      throw new Error(`${name} in an archive is compressed or points outside it`);
+    }
+    const folder = `${directory}/${name}`.replace(/\/[^/]*$/, '');
+    if (!made.has(folder)) { FS.mkdirTree(folder); made.add(folder); }
+    const start = local + 30 + at(local + 26, 2) + at(local + 28, 2);
+    FS.writeFile(`${directory}/${name}`, archive.subarray(start, start + size));
+  }
 }
 
 // The one seam: a message to Python (synchronously, so Python sees messages in arrival order),
