@@ -9,6 +9,7 @@ each also with the page's CPU throttled 4x through the DevTools protocol
 Time to first decision is measured in the page, from navigation start to the first
 ``microadjust:decision`` event. Blocking time is the Total Blocking Time of the main thread
 (sum of each long task's time beyond 50 ms) from navigation start to the first decision.
+The worker's own ``microadjust:worker:*`` performance marks split the warm boot into steps.
 A first visit's transfer is the files the cold load requested, at the size of the brotli
 (or gzip) twin the server sends; the machine's other load makes times noisy, not bytes.
 """
@@ -35,6 +36,17 @@ new PerformanceObserver((l) => l.getEntries().forEach((t) => window.__tasks.push
 window.__first = new Promise((resolve) => document.addEventListener(
   'microadjust:decision', () => resolve(performance.now()), {once: true}));
 """
+WORKER_STEPS = ["init", "python", "installed", "imported", "ready", "decided"]
+# the worker's marks, in ms since the page's navigation start (the worker has its own clock)
+WORKER_MARKS = """(pageOrigin) => Object.fromEntries(performance.getEntriesByType('mark')
+  .filter((m) => m.name.startsWith('microadjust:worker:'))
+  .map((m) => [m.name.slice(19), performance.timeOrigin + m.startTime - pageOrigin]))"""
+
+
+def worker_marks(page) -> dict[str, float]:
+    """When the engine's worker reached each boot step, in ms since navigation start."""
+    [worker] = [w for w in page.workers if w.url.endswith("/worker.js")]
+    return worker.evaluate(WORKER_MARKS, page.evaluate("performance.timeOrigin"))
 
 
 @dataclass
@@ -84,6 +96,9 @@ def time_boot(base: str, runs: int) -> Figures:
                     else:
                         page.reload()
                     figures.times[kind + label].append(page.evaluate("window.__first"))
+                    if rate == 1:
+                        for step, at in worker_marks(page).items():
+                            figures.times[f"{kind}:{step}"].append(at)
                     blocking = page.evaluate(
                         "window.__tasks.reduce((s, d) => s + Math.max(0, d - 50), 0)"
                     )
@@ -136,6 +151,11 @@ def main() -> int:
         (
             "the same with the page's main thread throttled 4x, cold / warm",
             f"{median['cold_4x'] / 1000:.2f} s / {median['warm_4x'] / 1000:.2f} s",
+        ),
+        (
+            "warm, inside the worker: script started / Python up / numpy and engine unpacked"
+            " / imported / engine ready / first decision out",
+            " / ".join(f"{median['warm:' + step] / 1000:.2f} s" for step in WORKER_STEPS),
         ),
         (
             "main-thread blocking time until then, cold / warm (4x: cold / warm)",
