@@ -427,7 +427,6 @@ class WorkerSession:
         """The decisions made ahead that the page showed from first paint become this page
         view's decisions of their slots, shown now; a refused one teaches nothing."""
         now, refused = time.time(), []
-        self.ahead.prune(now)
         for adoption in adoptions:
             slot = adoption.spec.slot
             try:
@@ -444,6 +443,7 @@ class WorkerSession:
             self.decided[slot] = Placed(events, decisions[0], issued.offered, context, now, True)
             for position, (event_id, item) in enumerate(events):
                 self.attribution.show(event_id, slot, now, item, position)
+        self.ahead.prune(now)
         return refused
 
     def _decide_ahead(self) -> Replies:
