@@ -440,7 +440,9 @@ class WorkerSession:
             items = [d.action for d in decisions] if issued.ranking else [None]
             events = [(d.event_id, item) for d, item in zip(decisions, items, strict=True)]
             context = issued.decisions[0].context
-            self.decided[slot] = Placed(events, decisions[0], issued.offered, context, now, True)
+            self.decided[slot] = Placed(
+                events, decisions[0], issued.offered, context, now, ahead=True
+            )
             for position, (event_id, item) in enumerate(events):
                 self.attribution.show(event_id, slot, now, item, position)
         self.ahead.prune(now)
@@ -462,8 +464,9 @@ class WorkerSession:
         }
         if self.segments is not None:
             context["segment"] = self.segments.segment(context)
-        issued = []
+        issued, errors = [], []
         for spec in self.ahead.declared.values():
+            errors += self.sync.install_priors(self.engine, spec.slot, context)  # as live ones
             try:
                 if spec.items is None:
                     decisions = [self.engine.rank_ahead(context, spec.variants, slot=spec.slot)]
@@ -480,7 +483,7 @@ class WorkerSession:
         self.ahead.issue(issued)
         self.saved = self.fingerprint()
         state = reply("save", state=self.snapshot())
-        return [state, reply("ahead", decisions=[one.for_page() for one in issued])]
+        return [*errors, state, reply("ahead", decisions=[one.for_page() for one in issued])]
 
     def _seen(self, slot: str, placed: Placed) -> None:
         """The slot's decision was seen (the attribution rule): each of its open events may now
