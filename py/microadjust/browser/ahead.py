@@ -71,15 +71,19 @@ class Issued:
     def for_page(self) -> dict[str, Any]:
         """The entry of the ``ahead`` reply, which the loader keeps."""
         d = self.decisions[0].decision
-        names = {"items": self.offered, "order": self.shown} if self.ranking else {}
+        offered = (
+            {"items": self.offered, "order": self.shown}
+            if self.ranking
+            else {"variants": self.offered}
+        )
         return {
             "slot": self.slot,
             "variant": d.action,
             "probability": d.probability,
             "event_id": d.event_id,
             "reason": d.reason,
-            "expires": round(self.expires * 1000),
-            **(names or {"variants": self.offered}),
+            "expires": round(self.expires * 1000),  # ms, as the page's Date.now()
+            **offered,
         }
 
     def to_state(self) -> dict[str, Any]:
