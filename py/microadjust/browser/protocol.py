@@ -90,7 +90,8 @@ plan            after ``ready``: ``packages`` (Pyodide packages to load once the
 unsaved         the state changed since the last ``checkpoint`` and may be stored: send a
                 ``checkpoint`` soon (the host waits a moment, so bursts are saved once)
 save            ``state``: the checkpoint to store in IndexedDB (the ``init`` ``state`` of
-                the next visit)
+                the next visit); also unasked, right before an ``ahead`` reply, which the
+                host posts only once the write is done
 erase           delete the stored checkpoint (``forget``, or consent withdrawn); the replies
                 after it wait until it is done
 upload          ``url``, ``key``, ``batch_id``, ``body`` (JSON text): POST ``body`` with
