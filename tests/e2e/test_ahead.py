@@ -56,7 +56,7 @@ class Site:
                 && cache;
             }}""",
             arg=[list(slots), shown],
-            timeout=60_000,
+            timeout=120_000,  # it includes a boot, which the learning test allows 120 s
         ).json_value()
 
     def returning(self) -> None:
@@ -108,7 +108,7 @@ def test_a_visitor_who_clicks_only_one_variant_without_scrolling_gets_it(server,
         "<div data-ma-slot='offer'><a href='#' data-ma-goal='buy'>Plain offer</a>"
         "<template data-ma-variant='x'><a href='#' data-ma-goal='buy'>Offer X</a></template></div>"
     )
-    config = {"policy": "epsilon_greedy", "epsilon": 0.02}
+    config = {"policy": "epsilon_greedy", "epsilon": 0.02, "boot_timeout_s": 120}  # many boots
     site = Site(visit, server, fixture_page(offer + BELOW_THE_FOLD, config, defer=False))
     page = visit.page
     site.cached_after_decisions("offer")  # a first visit: the slot in view stays as it is
@@ -128,7 +128,8 @@ def test_a_visitor_who_clicks_only_one_variant_without_scrolling_gets_it(server,
                   const types = window.__received.map((m) => m.type);
                   const rewarded = types.indexOf('rewarded');
                   return rewarded >= 0 && types.lastIndexOf('ahead') > rewarded;
-                }"""
+                }""",
+                timeout=60_000,
             )
         site.cached_after_decisions("offer")
         assert page.evaluate("window.scrollY") == 0
