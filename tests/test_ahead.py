@@ -271,3 +271,14 @@ def test_the_set_before_the_newest_is_still_adoptable_and_the_others_of_the_slot
     saved = json.loads(json.dumps(session.snapshot()))
     restored, _ = boot(saved)
     assert restored.ahead.to_state() == session.ahead.to_state()
+
+
+def test_a_checkpoint_with_unusable_decisions_made_ahead_keeps_everything_else():
+    first, _ = boot()
+    [save] = of(decide(first, CTA), "save")
+    broken = {**save["state"], "ahead": {"declared": {}, "issued": {"cta": [{"ranking": 1}]}}}
+    session, init = boot(broken)
+    [error] = of(init, "error")
+    assert "decisions made ahead dropped: ahead.issued['cta'][0]" in error["message"]
+    assert of(init, "ready")[0]["restored"] is True and session.ahead.issued == {}
+    assert session.engine.state() == first.engine.state()

@@ -180,9 +180,15 @@ class WorkerSession:
             except MicroadjustError as error:
                 note = f"starting afresh: the saved state is unusable ({error})"
                 notes.append(reply("error", message=note))
+        ahead = AheadBook()
         if restored is None:
-            restored = fresh_engine(config), 0, 0, Attribution(), AheadBook()
-        engine, visits, rewards, attribution, ahead = restored
+            restored = fresh_engine(config), 0, 0, Attribution()
+        else:
+            try:  # the worker's own decisions made ahead: unusable ones cost only themselves
+                ahead = AheadBook.from_state(saved.get("ahead"), restored[0].params["dim"])
+            except MicroadjustError as error:
+                notes.append(reply("error", message=f"decisions made ahead dropped: {error}"))
+        engine, visits, rewards, attribution = restored
         try:
             adoptions = check_ahead(message)
         except ProtocolError as error:  # the page's decisions made ahead only: the engine runs
@@ -519,15 +525,12 @@ def fresh_engine(config: Mapping[str, Any]) -> Engine:
         raise ProtocolError(f"'init' message: bad engine configuration: {error}") from error
 
 
-def restore(saved: Any) -> tuple[Engine, int, int, Attribution, AheadBook]:
-    """Engine, visits, rewards, open decisions and decisions made ahead from a checkpoint;
-    InvalidState if unusable."""
+def restore(saved: Any) -> tuple[Engine, int, int, Attribution]:
+    """Engine, visits, rewards and open decisions from a checkpoint; InvalidState if unusable."""
     if not isinstance(saved, Mapping) or saved.get("schema") != STATE_SCHEMA:
         raise InvalidState(f"expected a checkpoint with schema {STATE_SCHEMA}")
     counts = [saved.get("visits"), saved.get("rewards")]
     if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
         raise InvalidState("checkpoint 'visits' and 'rewards' must be non-negative integers")
     attribution = Attribution.from_state(saved.get("attribution", {}))
-    engine = Engine.from_state(saved["engine"])
-    ahead = AheadBook.from_state(saved.get("ahead"), engine.params["dim"])
-    return engine, *counts, attribution, ahead
+    return Engine.from_state(saved["engine"]), *counts, attribution
