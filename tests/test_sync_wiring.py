@@ -318,7 +318,8 @@ def test_a_batch_is_saved_before_it_is_sent_and_retried_with_the_same_bytes():
     applied(session, "cta")
     seen(session, "cta")
     host(session, "checkpoint")
-    upload, unsaved = events(session, {"kind": "hidden", "t": 500})
+    *ahead, upload, unsaved = events(session, {"kind": "hidden", "t": 500})
+    assert [r["type"] for r in ahead] == ["save", "ahead"]  # the next view's, stored first
     assert upload["type"] == "upload" and unsaved["type"] == "unsaved"  # the new batch is kept
     [save] = host(session, "checkpoint")  # what the host stores before it sends
     assert save["state"]["sync"]["pending"]["batch_id"] == upload["batch_id"]

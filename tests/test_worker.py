@@ -58,8 +58,9 @@ def shown_and_seen(session: WorkerSession, slot: str, t: float = 100) -> None:
 
 
 def reward(session: WorkerSession, goal: str = "buy", value: float = 1, **where) -> dict:
-    [reply] = send(session, {"type": "reward", "goal": goal, "value": value, **where})
-    return reply
+    replies = send(session, {"type": "reward", "goal": goal, "value": value, **where})
+    [rewarded] = [r for r in replies if r["type"] == "rewarded"]
+    return rewarded
 
 
 def test_init_replies_ready_and_decide_picks_a_variant_per_slot():
@@ -169,7 +170,8 @@ def test_a_malformed_trigger_is_reported_for_its_slot(trigger, complaint):
             "slots": [{"slot": "bad", "variants": ["default", "b"], "trigger": trigger}, CTA],
         },
     )
-    decisions, error = replies
+    decisions, error, ahead = replies
+    assert [d["slot"] for d in ahead["decisions"]] == ["cta"]  # triggers are not decided ahead
     assert [d["slot"] for d in decisions["decisions"]] == ["cta"]
     assert error["slot"] == "bad" and complaint in error["message"]
 
@@ -266,7 +268,7 @@ def test_a_bad_slot_keeps_its_default_while_the_others_are_decided():
             ],
         },
     )
-    decisions, error = replies
+    decisions, error, _ = replies
     assert [d["slot"] for d in decisions["decisions"]] == ["ok"]
     assert error["slot"] == "dup" and "keeps its default" in error["message"]
 
@@ -299,9 +301,8 @@ def test_segments_group_behaviour_once_scikit_learn_has_loaded():
     assert segments.segmenter.centers is not None and segments.rows == []
     last = session.engine.state()["pending"][-1][1]
     assert last["slot"] == "after" and last["context"]["segment"] in ("seg0", "seg1")
-    [save] = host(session, "checkpoint")
     again = WorkerSession()
-    again.handle({**INIT, "config": {"segments": {"n": 2}}, "state": save["state"]})
+    again.handle({**INIT, "config": {"segments": {"n": 2}}, "state": session.snapshot()})
     assert again.segments.segmenter.centers.tolist() == segments.segmenter.centers.tolist()
 
 
@@ -345,7 +346,9 @@ def test_replies_say_unsaved_while_what_the_device_keeps_differs_from_the_last_c
     assert not session.dirty and host(session, "checkpoint") == []  # nothing new to store
     assert session.handle({"v": 1, "type": "export", "id": 1})[-1]["type"] == "exported"
     assert events(session, {"kind": "scroll", "t": 10, "depth": 0.5}) == []  # behaviour only
-    assert session.handle({"v": 1, "type": "decide", "slots": [CTA]})[-1]["type"] == "unsaved"
+    replies = session.handle({"v": 1, "type": "decide", "slots": [CTA]})
+    assert [r["type"] for r in replies][-2:] == ["save", "ahead"]  # stored with the next view's
+    assert not session.dirty and replies[-2]["state"] == session.snapshot()
     host(session, "checkpoint")
     replies = session.handle(
         {"v": 1, "type": "events", "events": [{"kind": "applied", "slot": "cta", "t": 20}]}
@@ -371,9 +374,10 @@ def test_every_change_to_the_snapshot_makes_the_session_dirty():
     for message in messages:
         host(session, "checkpoint")
         before = json.dumps(session.snapshot())
-        session.handle({"v": 1, **message})
+        replies = session.handle({"v": 1, **message})
+        saved = [r["state"] for r in replies if r["type"] == "save"]  # with decisions made ahead
         if json.dumps(session.snapshot()) != before:
-            assert session.dirty, message
+            assert session.dirty or saved == [session.snapshot()], message
 
 
 def test_without_consent_nothing_is_offered_for_storing_until_it_is_given():

@@ -18,6 +18,8 @@ export interface MicroadjustDecision {
   event_id: string | null;
   /** Why it was chosen, in words (e.g. `"explore"`, `"exploit: score 0.07 ± 0.02"`, `"holdout: default"`). */
   reason: string;
+  /** `true` for a decision made ahead, on an earlier page view, and applied before first paint. */
+  ahead?: true;
 }
 
 /** What `microadjust.ready` resolves with once the engine runs in its worker. */
@@ -35,7 +37,8 @@ export interface MicroadjustReady {
 /** Everything `microadjust.export()` returns: what this device holds about the visitor. */
 export interface MicroadjustExport {
   device: unknown;
-  page: { last_decisions: string | null; consent: string | null };
+  /** The `localStorage` entries: the decisions made ahead for the next page view (JSON), consent. */
+  page: { ahead_decisions: string | null; consent: string | null };
 }
 
 /** The optional sync server (on the site's own origin unless `url` says otherwise). */
@@ -72,6 +75,9 @@ export interface MicroadjustConfig {
   debug?: boolean;
   /** The default content stays if the engine has not started within this many seconds. */
   boot_timeout_s?: number;
+  /** How long a decision made ahead for the next page view stays valid, in seconds (default
+   * 86400; 0 decides nothing ahead). */
+  ahead_expiry_s?: number;
   /** Micro-segments (scikit-learn, loaded lazily after the first decision). */
   segments?: boolean;
   sync?: MicroadjustSyncConfig;

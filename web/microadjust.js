@@ -10,7 +10,7 @@
   const ASSETS = /*ASSETS*/null; // written by build/bundle.py: content-named worker, wheel, pyodide
   const FLUSH_MS = 1000; // behaviour goes to the worker in batches, at most once a second
   const SEEN_MS = 1000; // an impression: at least half visible for a second
-  const CACHE_KEY = 'microadjust:last'; // the last decisions, shown before first paint next time
+  const CACHE_KEY = 'microadjust:ahead'; // the worker's decisions for the next page view
   const CONSENT_KEY = 'microadjust:consent';
   const HOSTS = '[data-ma-slot],[data-ma-rank]';
   const ATTRIBUTES = new Set(['maSlot', 'maRank', 'maItem', 'maVariant', 'maTrigger', 'maGoal',
@@ -26,7 +26,7 @@
   const gpc = navigator.globalPrivacyControl === true;
   const saveData = Boolean(navigator.connection && navigator.connection.saveData); // data saver: start nothing
   let persist = storage('get', CONSENT_KEY) === 'granted' || (config.consent !== 'required' && !gpc);
-  const remembered = persist && !saveData ? readRemembered() : {};
+  const cache = persist && !saveData ? readCache() : {}; // slot -> a decision made ahead, shown at most once
 
   /**
    * A slot (data-ma-slot) or ranking (data-ma-rank); register() sets every field. `decision` is on
@@ -34,11 +34,11 @@
    * @typedef {{name: string, element: HTMLElement, isRank: boolean, trigger: ?string,
    *   live: boolean, manual: boolean, variants: Map<string, ?HTMLTemplateElement>,
    *   items: Map<string, HTMLElement>, decision: ?Decision, waiting: ?Decision, next: ?Decision,
-   *   seenDecision: ?Decision, shown: string, remembered: boolean, inView: boolean,
+   *   seenDecision: ?Decision, shown: string, ahead: ?Decision, inView: boolean,
    *   halfVisible: boolean, seenTimer: number, defaults: ?Object, replaced: boolean,
    *   classes: string[]}} Slot
    * @typedef {{slot: string, variant: string, probability: number, event_id: string,
-   *   reason: string, order?: string[]}} Decision
+   *   reason: string, order?: string[], ahead?: boolean}} Decision
    */
   const slots = /** @type {Map<string, Slot>} */ (new Map());
   const slotOf = /** @type {WeakMap<Element, Slot>} */ (new WeakMap());
@@ -79,12 +79,12 @@
     return null;
   }
 
-  function readRemembered() {
+  function readCache() {
     try {
-      const last = JSON.parse(storage('get', CACHE_KEY) || '{}');
-      return last && typeof last === 'object' ? last : {};
+      const entries = JSON.parse(storage('get', CACHE_KEY) || '{}');
+      return entries && typeof entries === 'object' && !Array.isArray(entries) ? entries : {};
     } catch {
-      return {}; // a cache from another version: ignored
+      return {}; // tampered, or from another version: ignored
     }
   }
 
@@ -191,7 +191,7 @@
       name, element, isRank, trigger: element.dataset.maTrigger || null,
       live: element.dataset.maLive !== undefined, manual: element.dataset.maManual !== undefined,
       variants: new Map([['default', null]]), items: new Map(),
-      decision: null, waiting: null, next: null, seenDecision: null, shown: 'default', remembered: false,
+      decision: null, waiting: null, next: null, seenDecision: null, shown: 'default', ahead: null,
       inView: false, halfVisible: false, seenTimer: 0, defaults: null, replaced: false, classes: [],
     };
     if (isRank) {
@@ -219,13 +219,13 @@
     slots.set(name, slot);
     slotOf.set(element, slot);
     visibility.observe(element);
-    showRemembered(slot);
+    applyAhead(slot);
     return slot;
   }
 
   function spec(slot) {
     const names = slot.isRank ? { items: [...slot.items.keys()] } : { variants: [...slot.variants.keys()] };
-    return { slot: slot.name, ...names, ...(slot.trigger ? { trigger: slot.trigger } : {}) };
+    return { slot: slot.name, ...names, ...(slot.trigger ? { trigger: slot.trigger } : {}), ...(slot.live ? { live: true } : {}) };
   }
 
   function decideSlots(list) {
@@ -336,42 +336,42 @@
     };
   }
 
-  /** On screen: record, remember, tell the page. @param {Slot} slot @param {Decision} decision */
+  /** On screen: record, tell the page. @param {Slot} slot @param {Decision} decision */
   function show(slot, decision) {
     slot.decision = decision;
     slot.element.dataset.maApplied = slot.shown;
     record('applied', { slot: slot.name });
     if (slot.halfVisible) startSeenTimer(slot);
-    remember();
-    const { slot: name, variant, probability, event_id: eventId, reason, order } = decision;
-    const detail = { slot: name, variant, probability, event_id: eventId, reason, ...(order ? { order } : {}) };
+    const { slot: name, variant, probability, event_id: eventId, reason, order, ahead } = decision;
+    const detail = { slot: name, variant, probability, event_id: eventId, reason, ...(order ? { order } : {}), ...(ahead ? { ahead } : {}) };
     document.dispatchEvent(new CustomEvent('microadjust:decision', { detail }));
     for (const fn of listeners) {
       try { fn(detail); } catch (error) { console.error(error); }
     }
   }
 
-  function remember() {
-    if (!persist) return;
-    const last = {};
-    for (const slot of slots.values()) {
-      if ((slot.decision || slot.remembered) && !slot.trigger) last[slot.name] = slot.shown;
-    }
-    storage('set', CACHE_KEY, JSON.stringify(last));
+  /** The worker's decision made ahead for this page view, written before the slot is painted
+   * (before start only: the worker adopts them at init) and shown at start. The cache is
+   * untrusted: own, well-typed, unexpired entries for the very variants (or items) the slot
+   * offers, or nothing. @param {Slot} slot */
+  function applyAhead(slot) {
+    const entry = Object.hasOwn(cache, slot.name) ? cache[slot.name] : null;
+    if (worker || !entry || typeof entry !== 'object' || slot.trigger || slot.manual) return;
+    const { variant, order, probability, event_id: eventId, reason, expires } = entry;
+    const offered = slot.isRank ? slot.items : slot.variants;
+    const same = (names) => Array.isArray(names) && names.length === offered.size
+      && new Set(names).size === names.length && names.every((name) => offered.has(name));
+    const fits = slot.isRank ? same(entry.items) && same(order) && order[0] === variant
+      : same(entry.variants) && offered.has(variant);
+    const typed = typeof eventId === 'string' && typeof reason === 'string' && typeof probability === 'number'
+      && probability > 0 && probability <= 1 && typeof expires === 'number' && expires > Date.now();
+    if (!fits || !typed) return;
+    delete cache[slot.name];
+    write(slot, order || variant);
+    slot.ahead = { slot: slot.name, variant, probability, event_id: eventId, reason, ...(slot.isRank ? { order } : {}), ahead: true };
   }
 
-  function showRemembered(slot) { // what this visitor saw last time, before the slot is painted
-    // own, string entries only: a slot named "constructor" or a tampered cache must not throw
-    const choice = Object.hasOwn(remembered, slot.name) ? remembered[slot.name] : null;
-    if (typeof choice !== 'string' || !choice || slot.trigger || slot.manual) return;
-    const order = slot.isRank ? choice.split(',') : null;
-    const fits = order ? order.length === slot.items.size && order.every((id) => slot.items.has(id)) : slot.variants.has(choice);
-    if (!fits) return;
-    write(slot, order || choice);
-    slot.remembered = true;
-  }
-
-  function watchParsing() { // a synchronous script tag: slots get last visit's choice as parsed
+  function watchParsing() { // a synchronous script tag: slots get their decision made ahead as parsed
     const early = new MutationObserver(() => {
       for (const element of document.querySelectorAll(HOSTS)) {
         const closed = element.nextSibling || (element.parentNode && element.parentNode.nextSibling);
@@ -487,6 +487,8 @@
     } else if (data.type === 'decisions') {
       data.decisions.forEach(receive);
       if (resolve) resolve(data.decisions[0] || null);
+    } else if (data.type === 'ahead') {
+      if (persist) storage('set', CACHE_KEY, JSON.stringify(Object.fromEntries(data.decisions.map((d) => [d.slot, d]))));
     } else if (data.type === 'error' && data.fatal) {
       fail(`the engine could not start (${data.message})`);
     } else if (data.type === 'error') {
@@ -504,6 +506,9 @@
     if (saveData) return fail('the visitor asked to save data (navigator.connection.saveData), so nothing is downloaded');
     performance.mark('microadjust:start');
     scan(document);
+    const ahead = [...slots.values()].filter((slot) => slot.ahead);
+    if (ahead.length) storage('set', CACHE_KEY, JSON.stringify(cache)); // each is shown once
+    for (const slot of ahead) show(slot, slot.ahead);
     if (config.debug) document.head.append(Object.assign(document.createElement('script'), { src: asset(ASSETS.debug) }));
     try {
       worker = new Worker(asset(ASSETS.worker));
@@ -518,6 +523,7 @@
     worker.postMessage({
       v: PROTOCOL, type: 'init', config: engineConfig, context: context(), persist, gpc,
       assets: { pyodide: asset(ASSETS.pyodide), wheel: asset(ASSETS.wheel) },
+      ahead: ahead.map((slot) => ({ ...spec(slot), event_id: slot.ahead.event_id, variant: slot.ahead.variant, ...(slot.isRank ? { order: slot.ahead.order } : {}) })),
     });
     observe();
   }
@@ -567,12 +573,12 @@
     forget() { forgetPage(); persist = false; return request({ type: 'forget' }); },
     export() {
       return request({ type: 'export' }).then((device) => ({
-        device, page: { last_decisions: storage('get', CACHE_KEY), consent: storage('get', CONSENT_KEY) },
+        device, page: { ahead_decisions: storage('get', CACHE_KEY), consent: storage('get', CONSENT_KEY) },
       }));
     },
   });
   if (document.readyState === 'loading') {
-    if (Object.keys(remembered).length) watchParsing();
+    if (Object.keys(cache).length) watchParsing();
     document.addEventListener('DOMContentLoaded', start, { once: true });
   } else {
     start();

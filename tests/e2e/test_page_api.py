@@ -182,9 +182,9 @@ FIRST_SHOWN = """new MutationObserver((changes, observer) => {
 }).observe(document, {attributes: true, subtree: true, attributeFilter: ['data-ma-applied']});"""
 
 
-def test_a_returning_visitor_sees_last_visits_decisions_before_first_paint(server, visit):
-    # Without defer, the loader runs before the body is parsed and shows the remembered
-    # variant as the slot is parsed; with defer it does so at DOMContentLoaded (best effort).
+def test_a_returning_visitor_sees_a_decision_made_ahead_before_first_paint(server, visit):
+    # Without defer, the loader runs before the body is parsed and shows the decision made
+    # ahead as the slot is parsed; with defer it does so at DOMContentLoaded (best effort).
     body = (
         "<div data-ma-slot='promo' data-ma-live>A<template data-ma-variant='b'>B</template>"
         "<template data-ma-variant='c'>C</template></div>"
@@ -202,13 +202,13 @@ def test_a_returning_visitor_sees_last_visits_decisions_before_first_paint(serve
     open_fixture(visit, server, fixture_page(body, defer=False))
     decided(visit.page, "promo")
     cached = visit.page.wait_for_function(
-        "JSON.parse(localStorage.getItem('microadjust:last'))"
+        "(JSON.parse(localStorage.getItem('microadjust:ahead')) || {}).promo"
     ).json_value()
     visit.page.add_init_script(FIRST_SHOWN)
     returning.append(True)
     visit.page.reload(wait_until="commit")
     first = visit.page.wait_for_function("window.__firstShown").json_value()
-    assert first == {"applied": cached["promo"], "paints": 0}
+    assert first == {"applied": cached["variant"], "paints": 0}
     visit.page.wait_for_function("window.slow === 1")  # the page went on parsing after it
 
 
@@ -223,7 +223,7 @@ def test_forget_erases_every_trace_on_the_device(server, visit):
     open_fixture(visit, server, fixture_page(body))
     decided(visit.page, "promo")
     wait_for_stored_state(visit, "(s) => true", "a stored state")
-    assert visit.page.evaluate("localStorage.getItem('microadjust:last')")
+    visit.page.wait_for_function("localStorage.getItem('microadjust:ahead')")
     assert visit.page.evaluate("microadjust.forget()") is True
     assert "microadjust" not in visit.page.evaluate(DATABASES)  # not even an empty one
     assert (
@@ -232,7 +232,7 @@ def test_forget_erases_every_trace_on_the_device(server, visit):
     )
     exported = visit.page.evaluate("microadjust.export()")
     assert (
-        exported["device"]["engine"]["slots"] == {} and exported["page"]["last_decisions"] is None
+        exported["device"]["engine"]["slots"] == {} and exported["page"]["ahead_decisions"] is None
     )
     visit.page.evaluate("microadjust.decide('promo')")  # a new decision, shown and recorded
     worker_caught_up(visit.page, flushes=2)  # a flush interval exceeds the worker's save delay
@@ -321,10 +321,15 @@ def test_slots_named_like_object_properties_and_a_tampered_cache_do_not_break_th
     server, visit
 ):
     """A ranking named ``constructor``, a slot named ``toString`` and a cache whose entries are
-    not strings: the page still boots, decides both and throws nothing."""
+    tampered with (wrong types, repeated names, no event id): the page still boots, decides both
+    and throws nothing, and applies no entry of that cache."""
     visit.page.add_init_script(
-        "localStorage.setItem('microadjust:last',"
-        " JSON.stringify({constructor: ['b', 'a'], toString: 7, hasOwnProperty: null}))"
+        """localStorage.setItem('microadjust:ahead', JSON.stringify({
+          constructor: {variant: 'b', order: 'b,a', items: ['a', 'b'], probability: 0.5,
+                        reason: 'r', expires: 9e15},
+          toString: {variant: 'y', variants: ['default', 'y', 'y'], event_id: 'e',
+                     probability: 0.5, reason: 'r', expires: 9e15},
+          hasOwnProperty: null, valueOf: [1, 2]}))"""
     )
     body = (
         BELOW_THE_FOLD
@@ -337,5 +342,7 @@ def test_slots_named_like_object_properties_and_a_tampered_cache_do_not_break_th
           new Promise((resolve) => setTimeout(() => resolve('ready never settled'), 45000))])"""
     )
     assert ready == "ready"
-    assert set(decided(visit.page, "constructor", "toString")) >= {"constructor", "toString"}
+    chosen = decided(visit.page, "constructor", "toString")
+    assert set(chosen) >= {"constructor", "toString"}
+    assert not [d for d in visit.page.evaluate("window.__decisions") if d.get("ahead")]
     assert visit.errors == []

@@ -5,6 +5,7 @@ const config: MicroadjustConfig = {
   policy: 'auto',
   holdout: 0.05,
   consent: 'required',
+  ahead_expiry_s: 12 * 3600,
   sync: { site: 'shop', key: 'public-key', upload: true },
 };
 
@@ -12,7 +13,8 @@ const slotAttribute: MicroadjustAttribute = 'data-ma-slot';
 
 function track(decision: MicroadjustDecision): string {
   const order: string[] = decision.order ?? [decision.variant];
-  return `${decision.slot}:${order.join(',')}@${decision.probability.toFixed(3)}`;
+  const when = decision.ahead ? 'ahead' : 'live';
+  return `${decision.slot}:${order.join(',')}@${decision.probability.toFixed(3)} ${when}`;
 }
 
 document.addEventListener('microadjust:decision', (event) => {

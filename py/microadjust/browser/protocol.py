@@ -19,7 +19,11 @@ init            ``config`` (object: engine parameters such as ``policy``, ``hold
                 IndexedDB), ``boot_ms`` (number, added by the worker); ``persist`` and
                 ``gpc`` (the visitor's consent and Global Privacy Control, from the loader);
                 ``priors`` (object or null: the sync server's priors, fetched by the worker
-                when ``config.sync`` is set, see :mod:`microadjust.browser.sync`)
+                when ``config.sync`` is set, see :mod:`microadjust.browser.sync`);
+                ``ahead`` (optional): the decisions made ahead that the page shows, applied
+                before first paint, each ``{slot, variants}`` or ``{slot, items}`` (what
+                the page offers now), ``live`` (optional bool), ``event_id``, ``variant``
+                and, for a ranking, ``order`` (see :mod:`microadjust.browser.ahead`)
 page            ``context``: a new page view of a single-page app (behaviour starts afresh)
 events          ``events``: list of ``{kind, t, ...}``, ``t`` in ms since navigation start;
                 ``t`` (optional): the page's time now. Kinds: ``scroll`` (``depth`` 0..1),
@@ -31,7 +35,10 @@ events          ``events``: list of ``{kind, t, ...}``, ``t`` in ms since naviga
                 event makes the worker try a sync upload right away (an ``upload`` reply)
 decide          ``slots``: list of ``{slot, variants}`` (variant names, ``"default"`` the
                 page's own content) or ``{slot, items}`` (a ranking's item ids, in page
-                order), each with an optional ``trigger`` expression; ``context``, ``t``, ``id``
+                order), each with an optional ``trigger`` expression and ``live`` (bool:
+                ``data-ma-live``, decided even when it shows a decision made ahead);
+                ``context``, ``t``, ``id`` (given only by ``microadjust.decide()``; without
+                it the slots, but for triggers, are remembered to be decided ahead)
 reward          ``goal`` (name), ``value`` (number), ``slot`` and ``item`` (optional: where
                 the goal was clicked; without them every seen decision shares the goal)
 consent         ``granted`` (bool): the visitor gave or withdrew consent to keep state on
@@ -51,6 +58,13 @@ ready           ``engine`` (version), ``restored`` (bool: state came from an ear
 decisions       ``id``, ``decisions``: list of ``{slot, variant, probability, event_id,
                 reason}``; a ranking's also has ``order`` (item ids, top first)
 rewarded        ``goal``, ``value``, ``event_ids`` (the decisions it was attributed to)
+ahead           ``decisions``: the next page view's decisions, made ahead, for every slot
+                seen (after a page view's decisions, after a reward, when the page is
+                hidden), each ``{slot, variant, probability, event_id, reason, expires}``
+                (``expires`` in ms since the epoch) and ``variants`` or, for a ranking,
+                ``items`` and ``order``; the page keeps them, replacing the earlier ones,
+                and shows each at most once. Sent only when the visitor allows storing, and
+                only after the ``save`` of the state that holds them
 forgotten       ``id``
 exported        ``id``, ``data`` (all this device keeps, as JSON)
 error           ``message``; ``slot`` when about one slot; ``fatal: true`` when the engine
@@ -80,7 +94,8 @@ plan            after ``ready``: ``packages`` (Pyodide packages to load once the
 unsaved         the state changed since the last ``checkpoint`` and may be stored: send a
                 ``checkpoint`` soon (the host waits a moment, so bursts are saved once)
 save            ``state``: the checkpoint to store in IndexedDB (the ``init`` ``state`` of
-                the next visit)
+                the next visit); also unasked, right before an ``ahead`` reply, which the
+                host posts only once the write is done
 erase           delete the stored checkpoint (``forget``, or consent withdrawn); the replies
                 after it wait until it is done
 upload          ``url``, ``key``, ``batch_id``, ``body`` (JSON text): POST ``body`` with
@@ -174,6 +189,16 @@ class SlotRequest:
     variants: list[str] | None = None
     items: list[str] | None = None
     trigger: str | None = None
+    live: bool = False  # data-ma-live: decided even when it shows a decision made ahead
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """A decision made ahead that the page shows (``init``'s ``ahead``)."""
+
+    spec: SlotRequest  # the slot as the page offers it now
+    event_id: str
+    shown: list[str]  # the variant, or the ranking's order
 
 
 class ProtocolError(MicroadjustError):
@@ -245,20 +270,43 @@ def check_slots(message: Mapping[str, Any]) -> list[SlotRequest]:
     slots = require_field(message, "slots", list)
     if len(slots) > MAX_SLOTS:
         raise ProtocolError(f"'decide' message: at most {MAX_SLOTS} slots at once")
+    return [_slot_request(entry, f"'decide' message: slots[{i}]") for i, entry in enumerate(slots)]
+
+
+def check_ahead(message: Mapping[str, Any]) -> list[Adoption]:
+    """The ``init`` message's decisions made ahead that the page shows (none if absent)."""
+    entries = message.get("ahead", [])
+    if not isinstance(entries, list) or len(entries) > MAX_SLOTS:
+        raise ProtocolError(f"'init' message: ahead must be a list of at most {MAX_SLOTS} entries")
     checked = []
-    for index, entry in enumerate(slots):
-        where = f"'decide' message: slots[{index}]"
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("slot"), str):
-            raise ProtocolError(f"{where} needs a slot name")
-        names = entry.get("items", entry.get("variants"))
-        if not isinstance(names, list) or not all(isinstance(v, str) for v in names):
-            raise ProtocolError(f"{where} needs variants (or a ranking's items), a list of names")
-        trigger = entry.get("trigger")
-        if trigger is not None and not isinstance(trigger, str):
-            raise ProtocolError(f"{where}: trigger must be a string")
-        kind = "items" if "items" in entry else "variants"
-        checked.append(SlotRequest(entry["slot"], trigger=trigger, **{kind: names}))
+    for index, entry in enumerate(entries):
+        where = f"'init' message: ahead[{index}]"
+        spec = _slot_request(entry, where)
+        shown = entry.get("order") if spec.items is not None else [entry.get("variant")]
+        if not isinstance(entry.get("event_id"), str) or not _names(shown):
+            raise ProtocolError(f"{where} needs an event_id and the variant (or order) shown")
+        checked.append(Adoption(spec, entry["event_id"], shown))
     return checked
+
+
+def _names(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _slot_request(entry: Any, where: str) -> SlotRequest:
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("slot"), str):
+        raise ProtocolError(f"{where} needs a slot name")
+    names = entry.get("items", entry.get("variants"))
+    if not _names(names):
+        raise ProtocolError(f"{where} needs variants (or a ranking's items), a list of names")
+    trigger = entry.get("trigger")
+    if trigger is not None and not isinstance(trigger, str):
+        raise ProtocolError(f"{where}: trigger must be a string")
+    live = entry.get("live", False)
+    if not isinstance(live, bool):
+        raise ProtocolError(f"{where}: live must be true or false")
+    kind = "items" if "items" in entry else "variants"
+    return SlotRequest(entry["slot"], trigger=trigger, live=live, **{kind: names})
 
 
 def optional_str(message: Mapping[str, Any], field: str) -> str | None:

@@ -27,13 +27,17 @@ from typing import Any
 from .. import __version__
 from ..core.engine import Engine
 from ..core.errors import InvalidState, MicroadjustError, UnknownEvent
+from ..core.params import is_finite_number
 from ..core.records import Decision
+from .ahead import DEFAULT_EXPIRY_S, AheadBook, Issued
 from .attribution import Attribution
 from .protocol import (
+    Adoption,
     Message,
     ProtocolError,
     Replies,
     SlotRequest,
+    check_ahead,
     check_context,
     check_envelope,
     check_events,
@@ -51,7 +55,7 @@ from .triggers import Trigger, parse_trigger
 
 STATE_SCHEMA = 1
 # options for the worker itself; the rest of the page's config configures the Engine
-WORKER_OPTIONS = frozenset({"segments", "sync"})
+WORKER_OPTIONS = frozenset({"segments", "sync", "ahead_expiry_s"})
 SIGNALS = frozenset(
     {
         "dwell_s",
@@ -79,6 +83,7 @@ class Placed:
     offered: list[str]
     context: Mapping[str, Any]
     decided_at: float  # the engine's time of the decision: its attribution window starts here
+    ahead: bool = False  # made ahead and shown from first paint: not decided again (unless live)
 
 
 class WorkerSession:
@@ -97,6 +102,8 @@ class WorkerSession:
         self.persist = False  # the visitor allows keeping state on this device
         self.sync = Sync.off()  # the optional sync server: priors down, bounded counts up
         self.segments: Segments | None = None  # behavioural micro-segments, when configured
+        self.ahead = AheadBook()  # slots seen, and decisions made ahead for the next page view
+        self.ahead_expiry_s = DEFAULT_EXPIRY_S  # 0: nothing is decided ahead
         self.saved = ""  # the fingerprint of the last checkpoint
         self.routes = routes(self)
 
@@ -113,7 +120,7 @@ class WorkerSession:
             slot: [event_id for event_id, _ in placed.events]
             for slot, placed in self.decided.items()
         }
-        kept = [self.persist, self.visits, self.rewards, decided]
+        kept = [self.persist, self.visits, self.rewards, decided, self.ahead.fingerprint()]
         return json.dumps([*kept, self.attribution.to_state(), self.sync.to_state()])
 
     def handle_json(self, text: str, from_host: bool = False) -> str:
@@ -149,6 +156,7 @@ class WorkerSession:
             "engine": self.engine.to_state(),
             "sync": self.sync.to_state(),
             "segments": self.segments.to_state() if self.segments else None,
+            "ahead": self.ahead.to_state(),
         }
 
     # --- message handlers (the dispatch table is protocol.routes) ---------------------------
@@ -158,6 +166,12 @@ class WorkerSession:
             raise ProtocolError("'init' message: the session is already initialized")
         config = dict(require_field(message, "config", Mapping))
         context = check_context(message)
+        expiry_s = config.get("ahead_expiry_s", DEFAULT_EXPIRY_S)
+        if not is_finite_number(expiry_s) or expiry_s < 0:
+            raise ProtocolError(
+                "'init' message: ahead_expiry_s must be a number of seconds >= 0 (0: decide"
+                f" nothing ahead), got {expiry_s!r}"
+            )
         saved = message.get("state")
         notes, restored = [], None
         if saved is not None:
@@ -166,9 +180,20 @@ class WorkerSession:
             except MicroadjustError as error:
                 note = f"starting afresh: the saved state is unusable ({error})"
                 notes.append(reply("error", message=note))
+        ahead = AheadBook()
         if restored is None:
             restored = fresh_engine(config), 0, 0, Attribution()
+        else:
+            try:  # the worker's own decisions made ahead: unusable ones cost only themselves
+                ahead = AheadBook.from_state(saved.get("ahead"), restored[0].params["dim"])
+            except MicroadjustError as error:
+                notes.append(reply("error", message=f"decisions made ahead dropped: {error}"))
         engine, visits, rewards, attribution = restored
+        try:
+            adoptions = check_ahead(message)
+        except ProtocolError as error:  # the page's decisions made ahead only: the engine runs
+            adoptions = []
+            notes.append(reply("error", message=f"no decision made ahead is adopted: {error}"))
         saved = saved if isinstance(saved, Mapping) else {}
         option = config.get("segments")
         segments = (
@@ -190,6 +215,7 @@ class WorkerSession:
         self.engine, self.rewards, self.attribution = engine, rewards, attribution
         self.config, self.context, self.visits = config, context, visits + 1
         self.segments, self.sync, self.persist = segments, sync, persist
+        self.ahead, self.ahead_expiry_s = ahead, float(expiry_s)
         priors = sync.load_priors(message.get("priors"))  # before windows close: their 0s count
         ready = reply(
             "ready",
@@ -201,12 +227,13 @@ class WorkerSession:
             max_slots=engine.params["max_slots"],
         )
         self._close_windows()
+        refused = self._adopt(adoptions)
         plan = reply(
             "plan",
             packages=list(Segments.packages) if segments else [],
             upload_interval_ms=sync.upload_interval_ms(),
         )
-        return [*notes, ready, *sync_off, *priors, plan]
+        return [*notes, ready, *sync_off, *priors, *refused, plan]
 
     def on_page(self, message: Message) -> Replies:
         """A new page view in a single-page app: fresh behaviour signals, same visitor."""
@@ -236,7 +263,11 @@ class WorkerSession:
         self._close_windows()
         # the page is hidden, maybe for good: offer the sync server a batch now, not later
         hidden = any(event["kind"] == "hidden" for event in events)
-        return [*self._decisions(ready, None), *(self.sync.upload() if hidden else [])]
+        replies = self._decisions(ready, None)
+        if hidden:  # what it learned on this view goes into the next one's decisions, and
+            # their save comes before an upload, whose own save must precede the request
+            replies += [*self._decide_ahead(), *self.sync.upload()]
+        return replies
 
     def on_decide(self, message: Message) -> Replies:
         slots = check_slots(message)
@@ -245,6 +276,11 @@ class WorkerSession:
             self.context = check_context(message)
         now_ms, errors, now = message.get("t"), [], []
         for spec in slots:
+            if request_id is None and spec.trigger is None:
+                self.ahead.declare(spec)
+            placed = self.decided.get(spec.slot)
+            if request_id is None and placed is not None and placed.ahead and not spec.live:
+                continue  # it shows a decision made ahead: one decision per slot and page view
             if spec.trigger is None:
                 now.append(spec)
                 continue
@@ -263,7 +299,8 @@ class WorkerSession:
                 now.append(spec)
             else:
                 self.waiting[spec.slot] = (trigger, spec)
-        return [*self._decisions(now, request_id), *errors]
+        replies = [*self._decisions(now, request_id), *errors]
+        return replies if request_id is not None else [*replies, *self._decide_ahead()]
 
     def on_reward(self, message: Message) -> Replies:
         goal = require_field(message, "goal", str)
@@ -285,7 +322,8 @@ class WorkerSession:
                 pass
         self.attribution.resolve([event_id for event_id, _ in shares], slot=slot)
         self.rewards += bool(rewarded)
-        return [reply("rewarded", goal=goal, value=value, event_ids=rewarded)]
+        ahead = self._decide_ahead() if rewarded else []  # the model changed
+        return [reply("rewarded", goal=goal, value=value, event_ids=rewarded), *ahead]
 
     def on_consent(self, message: Message) -> Replies:
         """The visitor gave or withdrew consent to keep state here (and to upload)."""
@@ -298,6 +336,7 @@ class WorkerSession:
         self.engine = fresh_engine(self.config)
         self.attribution, self.decided, self.waiting = Attribution(), {}, {}
         self.visits, self.rewards, self.persist = 1, 0, False
+        self.ahead = AheadBook()
         if self.segments is not None:
             self.segments.forget()
         self.sync.forget()
@@ -390,6 +429,68 @@ class WorkerSession:
         }
         events = [(d.event_id, d.action) for d in ranking.decisions]
         return decision, Placed(events, top, spec.items, context, now)
+
+    def _adopt(self, adoptions: list[Adoption]) -> Replies:
+        """The decisions made ahead that the page showed from first paint become this page
+        view's decisions of their slots, shown now; a refused one teaches nothing."""
+        now, refused = time.time(), []
+        for adoption in adoptions:
+            slot = adoption.spec.slot
+            try:
+                issued = self.ahead.find(adoption, now)
+                decisions = self.engine.adopt(issued.decisions, now=now)
+            except MicroadjustError as error:
+                note = f"the decision made ahead for slot {slot!r} is not adopted: {error}"
+                refused.append(reply("error", message=f"{note}; the slot is decided now"))
+                continue
+            self.ahead.shown(slot)
+            items = [d.action for d in decisions] if issued.ranking else [None]
+            events = [(d.event_id, item) for d, item in zip(decisions, items, strict=True)]
+            context = issued.decisions[0].context
+            self.decided[slot] = Placed(
+                events, decisions[0], issued.offered, context, now, ahead=True
+            )
+            for position, (event_id, item) in enumerate(events):
+                self.attribution.show(event_id, slot, now, item, position)
+        self.ahead.prune(now)
+        return refused
+
+    def _decide_ahead(self) -> Replies:
+        """The next page view's decision of every slot seen, stored (``save``) before the
+        page gets them (``ahead``); nothing when the visitor does not allow storing."""
+        if not (self.persist and self.ahead_expiry_s and self.ahead.declared):
+            return []
+        now = time.time()
+        self.ahead.prune(now)
+        context = {  # the next page view's, most likely: reached by a link, nothing done yet
+            **self.context,
+            **Signals().snapshot(),
+            "referrer": "internal",
+            "visits": self.visits + 1,
+            "returning": True,
+        }
+        if self.segments is not None:
+            context["segment"] = self.segments.segment(context)
+        issued, errors = [], []
+        for spec in self.ahead.declared.values():
+            errors += self.sync.install_priors(self.engine, spec.slot, context)  # as live ones
+            try:
+                if spec.items is None:
+                    decisions = [self.engine.rank_ahead(context, spec.variants, slot=spec.slot)]
+                else:
+                    decisions = self.engine.rank_cascade_ahead(context, spec.items, slot=spec.slot)
+            except MicroadjustError:  # e.g. more slots than the engine takes: decided live
+                continue
+            if decisions:
+                offered = spec.variants if spec.items is None else spec.items
+                expires = now + self.ahead_expiry_s
+                issued.append(
+                    Issued(spec.slot, spec.items is not None, offered, decisions, expires)
+                )
+        self.ahead.issue(issued)
+        self.saved = self.fingerprint()
+        state = reply("save", state=self.snapshot())
+        return [*errors, state, reply("ahead", decisions=[one.for_page() for one in issued])]
 
     def _seen(self, slot: str, placed: Placed) -> None:
         """The slot's decision was seen (the attribution rule): each of its open events may now

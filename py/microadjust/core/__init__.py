@@ -2,7 +2,7 @@
 
 | module | job |
 | --- | --- |
-| ``engine`` | ``rank`` and ``rank_cascade`` choose, ``reward`` learns; state in and out |
+| ``engine`` | ``rank`` and ``rank_cascade`` choose (``rank_ahead``: for later), ``reward`` learns |
 | ``params`` | every engine parameter with its default, and their validation |
 | ``features`` | validated contexts and actions to hashed, scaled vectors |
 | ``models`` | per-action ridge models and Beta counts of a slot (``ArmModels``) |
@@ -10,7 +10,7 @@
 | ``policies`` | one class per bandit policy: model scores to an exact probability vector |
 | ``sampling`` | the draw from that vector (holdout included) and its exact propensity |
 | ``reasons`` | the human-readable reason of a decision |
-| ``records`` | typed records: ``Decision``, ``Ranking``, pending decisions, log records |
+| ``records`` | typed records: decisions (made now or ahead), rankings, pending, log records |
 | ``state`` | reading saved states, with errors that name the key path |
 | ``drift`` | Page-Hinkley drift detection on rewards |
 | ``priors`` | additive statistics and the site → segment → visitor prior hierarchy |

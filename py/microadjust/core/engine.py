@@ -8,6 +8,9 @@ mean and an uncertainty, turns them into a probability vector with the policy
 and draws the action from the result with the engine's single seeded generator
 (:mod:`microadjust.core.sampling`): ``Decision.probability`` is the exact probability of that
 draw. ``rank_cascade`` ranks a list of items by one such decision per position.
+``rank_ahead`` (and ``rank_cascade_ahead``) draw the same way for a later page view but keep
+nothing pending; ``adopt`` makes such a decision pending once it is shown, with the propensity
+it was drawn with.
 
 The decision waits (bounded: ``max_pending``) for its reward for ``attribution_window_s``
 seconds; ``reward`` updates the chosen action's model (rank-1), the slot's drift detector
@@ -34,7 +37,8 @@ import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -57,12 +61,20 @@ from .params import DEFAULTS, as_float, check_params, is_finite_number
 from .policies import AUTO_PARAMS, AUTO_POLICY, POLICIES, Policy, Scores
 from .priors import PRIOR_LEVELS, make_schema, parse_stats, prior_scale
 from .reasons import explain
-from .records import Decision, LogRecord, PendingDecision, Ranking
+from .records import AheadDecision, Decision, LogRecord, PendingDecision, Ranking
 from .sampling import draw
 from .slots import Prior, PriorStats, SlotState
 from .state import StateReader
 
-__all__ = ["Engine", "Decision", "Ranking", "DEFAULTS", "AUTO_POLICY", "AUTO_PARAMS"]
+__all__ = [
+    "Engine",
+    "Decision",
+    "Ranking",
+    "AheadDecision",
+    "DEFAULTS",
+    "AUTO_POLICY",
+    "AUTO_PARAMS",
+]
 
 STATE_FORMAT = "microadjust.core.engine"
 #: Version 2 added ``event_id`` to log records; version 1 states are migrated on load.
@@ -141,70 +153,105 @@ class Engine:
         Raises :class:`InvalidContext`, :class:`InvalidActions`, :class:`InvalidSlot` or
         :class:`InvalidParameter` (for ``now``) and then changes nothing.
         """
-        self._check_slot(slot, creating=True)
-        ctx = self._features.parse(context, "context")
-        names, afeats = self._features.parse_actions(actions, self.params["max_actions"])
+        choice = self._choose(context, actions, slot, now, ahead=False)
+        self._pend(choice)
+        return choice.decision
+
+    def rank_ahead(
+        self,
+        context: Mapping[str, Any],
+        actions: Sequence[str] | Mapping[str, Mapping[str, Any]],
+        *,
+        slot: str = "default",
+        now: float | None = None,
+    ) -> AheadDecision:
+        """Decide now, for a later page view in ``context``, as :meth:`rank` would (model,
+        guardrails, holdout, exact propensity, a new event id), but keep nothing pending.
+
+        The caller keeps the result; :meth:`adopt` makes it pending once it is shown. One that
+        is never adopted teaches nothing. The online feature scaling does not learn from
+        ``context`` (it is a guess). Raises what :meth:`rank` raises, and then changes nothing.
+
+        >>> eng = Engine(seed=0)
+        >>> ahead = eng.rank_ahead({"visits": 2}, ["a", "b"], slot="cta", now=0.0)
+        >>> [d.event_id for d in eng.adopt([ahead], now=60.0)] == [ahead.decision.event_id]
+        True
+        >>> eng.reward(ahead.decision.event_id, 1.0, now=61.0)
+        >>> eng.log()[0]["propensity"] == ahead.decision.probability
+        True
+        """
+        choice = self._choose(context, actions, slot, now, ahead=True)
+        pending = choice.pending  # with ahead, its context and actions are always kept
+        x = tuple(pending.x.tolist())
+        return AheadDecision(
+            choice.decision, x, pending.context or {}, pending.actions or [], pending.t
+        )
+
+    def rank_cascade_ahead(
+        self,
+        context: Mapping[str, Any],
+        items: Sequence[str] | Mapping[str, Mapping[str, Any]],
+        *,
+        slot: str = "default",
+        now: float | None = None,
+    ) -> list[AheadDecision]:
+        """:meth:`rank_cascade` for a later page view: one :meth:`rank_ahead` per position,
+        top first (the last item follows them)."""
+        return self._cascade(self.rank_ahead, context, items, slot, now)[0]
+
+    def adopt(
+        self, decisions: Sequence[AheadDecision], *, now: float | None = None
+    ) -> list[Decision]:
+        """The decisions made ahead (by :meth:`rank_ahead` of this engine) are shown now: each
+        waits for its reward from ``now`` on, as one of :meth:`rank`'s, with its logged
+        propensity, and counts for the guardrails.
+
+        Raises :class:`UnknownEvent` (not issued by this engine, or already adopted),
+        :class:`InvalidState` (a malformed record) or :class:`InvalidParameter` (for ``now``),
+        and then changes nothing.
+        """
         now = self._now(now)
-        # ---- validated: from here on the call succeeds and may change state ----
+        dim = self.params["dim"]
+        choices: list[_Choice] = []
+        for ahead in decisions:
+            if not isinstance(ahead, AheadDecision):
+                raise InvalidState(f"expected an AheadDecision, got {type(ahead).__name__}")
+            d = ahead.decision
+            prefix, _, number = d.event_id.partition("-")
+            issued = prefix == self._prefix and number.isdigit() and int(number) < self._counter
+            again = d.event_id in self._pending or any(c.decision == d for c in choices)
+            if not issued or again:
+                raise UnknownEvent(
+                    f"event {d.event_id!r} was not made ahead by this engine, or is adopted"
+                )
+            names = list(ahead.actions)
+            if d.action not in names or not 0 < d.probability <= 1 or len(ahead.x) != dim:
+                raise InvalidState(
+                    f"decision {d.event_id!r} made ahead is malformed: action {d.action!r} among"
+                    f" {names}, probability {d.probability!r} in (0, 1], {len(ahead.x)} features"
+                    f" (expected {dim})"
+                )
+            logged = self.params["log_size"] > 0
+            pending = PendingDecision(
+                d.event_id,
+                d.slot,
+                d.action,
+                np.array(ahead.x, dtype=np.float64),
+                now,
+                d.probability,
+                d.holdout,
+                dict(ahead.context) if logged else None,
+                ahead.actions if logged else None,
+            )
+            default = "default" if "default" in names else names[0]
+            forced = d.reason if d.reason.startswith("cooldown") else ""
+            choices.append(_Choice(d, pending, d.action == default, forced))
+        # ---- validated ----
         self._purge(now)
         self._guard.roll_session(now)
-        vc = self._features.observe_scaled(ctx)
-        if afeats is not None:
-            for af in afeats:
-                self._features.observe(af)
-        X = self._features.transform(ctx, afeats, len(names), vc)
-        st = self._slot(slot)
-        idx = self._ensure_actions(st, names)
-        probs, scores = self._policy_probs(st, idx, X, self._rng)
-        p = self.params
-        st.boost *= p["drift_explore_decay"]
-        default = names.index("default") if "default" in names else 0
-        confidence = None
-        if self._guard.min_confidence > 0:
-            confidence = beat_probability(scores.mean, scores.std * st.sigma(), default)
-        q, forced = self._guard.constrain(
-            probs, names, default, slot, now, confidence, self._uniform_share
-        )
-        pl = probs.tolist()
-        drawn = draw(pl if q is probs else q.tolist(), self._rng, default, self._guard.holdout)
-        k = drawn.index
-        reason = explain(
-            pl,
-            k,
-            default=default,
-            forced=forced,
-            holdout=drawn.holdout,
-            score=float(scores.mean[k]),
-            spread=float(scores.std[k]) * st.sigma(),
-        )
-        event_id = f"{self._prefix}-{self._counter}"
-        self._counter += 1
-        action = names[k]
-        self._guard.record(
-            slot, action, k == default, bool(forced and forced.startswith("cooldown")), now
-        )
-        st.models.touch(idx[k], float(self._counter))
-        logged_context = logged_actions = None
-        if p["log_size"] > 0:  # shallow copies now; plain JSON types when the log is read
-            logged_context = dict(context)
-            logged_actions = (
-                names if afeats is None else {a: dict(actions[a]) for a in names}  # type: ignore[index]
-            )
-        self._pending[event_id] = PendingDecision(
-            event_id,
-            slot,
-            action,
-            np.array(X[k], dtype=np.float64),
-            now,
-            drawn.propensity,
-            drawn.holdout,
-            logged_context,
-            logged_actions,
-        )
-        while len(self._pending) > p["max_pending"]:
-            old_id, old = self._pending.popitem(last=False)
-            self._expire(old_id, old)
-        return Decision(action, drawn.propensity, event_id, slot, reason, drawn.holdout)
+        for choice in choices:
+            self._pend(choice)
+        return [choice.decision for choice in choices]
 
     def rank_cascade(
         self,
@@ -227,16 +274,7 @@ class Engine:
         >>> ranking.order[:2] == [d.action for d in ranking.decisions]
         True
         """
-        names, _ = self._features.parse_actions(items, self.params["max_actions"])
-        self._check_slot(slot, creating=len(names) > 1)  # one item: no decision, no new slot
-        self._features.parse(context, "context")
-        now = self._now(now)
-        # ---- validated: each rank below gets a subset of valid input, so none can fail ----
-        left, decisions = list(names), []
-        while len(left) > 1:
-            offered = {a: items[a] for a in left} if isinstance(items, Mapping) else left
-            decisions.append(self.rank(context, offered, slot=slot, now=now))
-            left.remove(decisions[-1].action)
+        decisions, left = self._cascade(self.rank, context, items, slot, now)
         return Ranking([d.action for d in decisions] + left, decisions)
 
     def reward(self, event_id: str, value: float, *, now: float | None = None) -> None:
@@ -493,6 +531,109 @@ class Engine:
 
     # -- internals --------------------------------------------------------------------
 
+    def _choose(
+        self,
+        context: Mapping[str, Any],
+        actions: Sequence[str] | Mapping[str, Mapping[str, Any]],
+        slot: str,
+        now: float | None,
+        *,
+        ahead: bool,
+    ) -> _Choice:
+        """Validate, then draw: the decision and its pending record, not yet kept."""
+        self._check_slot(slot, creating=True)
+        ctx = self._features.parse(context, "context")
+        names, afeats = self._features.parse_actions(actions, self.params["max_actions"])
+        now = self._now(now)
+        # ---- validated: from here on the call succeeds and may change state ----
+        self._purge(now)
+        vc = None
+        if not ahead:  # a page view's own context, not a guess of the next one's
+            self._guard.roll_session(now)
+            vc = self._features.observe_scaled(ctx)
+        if afeats is not None:
+            for af in afeats:
+                self._features.observe(af)
+        X = self._features.transform(ctx, afeats, len(names), vc)
+        st = self._slot(slot)
+        idx = self._ensure_actions(st, names)
+        probs, scores = self._policy_probs(st, idx, X, self._rng)
+        p = self.params
+        st.boost *= p["drift_explore_decay"]
+        default = names.index("default") if "default" in names else 0
+        confidence = None
+        if self._guard.min_confidence > 0:
+            confidence = beat_probability(scores.mean, scores.std * st.sigma(), default)
+        q, forced = self._guard.constrain(
+            probs, names, default, slot, now, confidence, self._uniform_share
+        )
+        pl = probs.tolist()
+        drawn = draw(pl if q is probs else q.tolist(), self._rng, default, self._guard.holdout)
+        k = drawn.index
+        reason = explain(
+            pl,
+            k,
+            default=default,
+            forced=forced,
+            holdout=drawn.holdout,
+            score=float(scores.mean[k]),
+            spread=float(scores.std[k]) * st.sigma(),
+        )
+        event_id = f"{self._prefix}-{self._counter}"
+        self._counter += 1
+        action = names[k]
+        st.models.touch(idx[k], float(self._counter))
+        logged_context = logged_actions = None
+        if p["log_size"] > 0 or ahead:  # shallow copies now; plain JSON types when read
+            logged_context = dict(context)
+            logged_actions = (
+                names if afeats is None else {a: dict(actions[a]) for a in names}  # type: ignore[index]
+            )
+        pending = PendingDecision(
+            event_id,
+            slot,
+            action,
+            np.array(X[k], dtype=np.float64),
+            now,
+            drawn.propensity,
+            drawn.holdout,
+            logged_context,
+            logged_actions,
+        )
+        decision = Decision(action, drawn.propensity, event_id, slot, reason, drawn.holdout)
+        return _Choice(decision, pending, k == default, forced or "")
+
+    def _pend(self, choice: _Choice) -> None:
+        """The decision is shown: it counts for the guardrails and waits for its reward."""
+        d = choice.decision
+        repeat = choice.forced.startswith("cooldown")
+        self._guard.record(d.slot, d.action, choice.is_default, repeat, choice.pending.t)
+        self._pending[d.event_id] = choice.pending
+        while len(self._pending) > self.params["max_pending"]:
+            old_id, old = self._pending.popitem(last=False)
+            self._expire(old_id, old)
+
+    def _cascade(
+        self,
+        rank_one: Callable[..., _Ranked],
+        context: Mapping[str, Any],
+        items: Sequence[str] | Mapping[str, Mapping[str, Any]],
+        slot: str,
+        now: float | None,
+    ) -> tuple[list[_Ranked], list[str]]:
+        """One ``rank_one`` per position among the items left; the decisions and the last item."""
+        names, _ = self._features.parse_actions(items, self.params["max_actions"])
+        self._check_slot(slot, creating=len(names) > 1)  # one item: no decision, no new slot
+        self._features.parse(context, "context")
+        now = self._now(now)
+        # ---- validated: each rank below gets a subset of valid input, so none can fail ----
+        left, decisions = list(names), []
+        while len(left) > 1:
+            offered = {a: items[a] for a in left} if isinstance(items, Mapping) else left
+            decisions.append(rank_one(context, offered, slot=slot, now=now))
+            left.remove(decisions[-1].action)
+        return decisions, left
+
     def _now(self, now: float | None) -> float:
         if now is None:
             return time.time()
@@ -581,6 +722,19 @@ class Engine:
                 break
             del self._pending[eid]
             self._expire(eid, rec)
+
+
+@dataclass(slots=True)
+class _Choice:
+    """A drawn decision before it is kept: its pending record, and what the guardrails need."""
+
+    decision: Decision
+    pending: PendingDecision
+    is_default: bool
+    forced: str  # the guardrail's reason when one constrained the draw, else ""
+
+
+_Ranked = TypeVar("_Ranked", Decision, AheadDecision)
 
 
 def _hex(state: StateReader) -> int:

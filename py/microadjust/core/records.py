@@ -1,6 +1,8 @@
 """Typed records of the engine: decisions, rankings, pending decisions and log records.
 
 ``Decision`` and ``Ranking`` are what ``Engine.rank`` and ``Engine.rank_cascade`` return.
+``AheadDecision`` is what ``Engine.rank_ahead`` returns: a decision for a later page view, kept
+by its caller until ``Engine.adopt`` makes it pending (it was shown).
 ``PendingDecision`` is a decision waiting for its reward; once rewarded (or expired with a
 default reward) it becomes a ``LogRecord`` in the bounded log used for off-policy evaluation.
 The log's ``event_id`` lets a reader (the sync client) remember how far it has read.
@@ -20,7 +22,7 @@ import numpy as np
 
 from .state import StateReader, json_features
 
-__all__ = ["Decision", "Ranking", "PendingDecision", "LogRecord"]
+__all__ = ["Decision", "Ranking", "AheadDecision", "PendingDecision", "LogRecord"]
 
 #: Offered actions as given to ``rank``: ids, or id -> that action's features.
 Actions = list[str] | dict[str, dict[str, Any]]
@@ -52,6 +54,48 @@ class Ranking:
 
     order: list[str]
     decisions: list[Decision]
+
+
+@dataclass(frozen=True, slots=True)
+class AheadDecision:
+    """A decision drawn now for a later page view, with what it was drawn from.
+
+    It is not pending: nothing waits for its reward, and an unused one teaches nothing, until
+    ``Engine.adopt`` says it is shown. ``t`` is when it was drawn.
+    """
+
+    decision: Decision
+    x: tuple[float, ...]  # the chosen action's feature vector, learned from once rewarded
+    context: dict[str, Any]
+    actions: Actions
+    t: float
+
+    @property
+    def action(self) -> str:
+        return self.decision.action
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            **self.decision.to_dict(),
+            "x": list(self.x),
+            "context": json_features(self.context),
+            "actions": _json_actions(self.actions),
+            "t": self.t,
+        }
+
+    @classmethod
+    def from_state(cls, state: StateReader, dim: int) -> AheadDecision:
+        decision = Decision(
+            state["action"].str(),
+            state["probability"].float(),
+            state["event_id"].str(),
+            state["slot"].str(),
+            state["reason"].str(),
+            state["holdout"].bool(),
+        )
+        context = dict(state["context"].mapping())
+        x = tuple(state["x"].floats(dim).tolist())
+        return cls(decision, x, context, _read_actions(state["actions"]), state["t"].float())
 
 
 def _json_actions(actions: Actions) -> list[str] | dict[str, dict[str, Any]]:
