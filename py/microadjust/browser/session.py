@@ -29,6 +29,7 @@ from ..core.engine import Engine
 from ..core.errors import InvalidState, MicroadjustError, UnknownEvent
 from ..core.records import Decision
 from .attribution import Attribution
+from .automation import Automation
 from .protocol import (
     Message,
     ProtocolError,
@@ -51,7 +52,7 @@ from .triggers import Trigger, parse_trigger
 
 STATE_SCHEMA = 1
 # options for the worker itself; the rest of the page's config configures the Engine
-WORKER_OPTIONS = frozenset({"segments", "sync"})
+WORKER_OPTIONS = frozenset({"segments", "sync", "automation"})
 SIGNALS = frozenset(
     {
         "dwell_s",
@@ -64,6 +65,10 @@ SIGNALS = frozenset(
         "hour",
         "weekday",
         "visible_s",
+        "rage_clicks",
+        "dead_clicks",
+        "exit_intent",
+        "scroll_back",
     }
 )
 
@@ -97,8 +102,15 @@ class WorkerSession:
         self.persist = False  # the visitor allows keeping state on this device
         self.sync = Sync.off()  # the optional sync server: priors down, bounded counts up
         self.segments: Segments | None = None  # behavioural micro-segments, when configured
+        self.automation = Automation()  # does this page view look automated, and does it learn
         self.saved = ""  # the fingerprint of the last checkpoint
         self.routes = routes(self)
+
+    @property
+    def keeps(self) -> bool:
+        """Whether to store state on this device: the visitor allows it, and the page view may
+        learn (an automated one, unless the site says ``"automation": "learn"``, keeps nothing)."""
+        return self.persist and self.automation.learns
 
     @property
     def dirty(self) -> bool:
@@ -135,7 +147,7 @@ class WorkerSession:
         if self.engine is None and message["type"] != "init":
             raise ProtocolError(f"{message['type']!r} message before 'init'")
         replies = route.handler(message)
-        if self.persist and self.dirty:
+        if self.keeps and self.dirty:
             replies.append(reply("unsaved"))
         return replies
 
@@ -158,6 +170,9 @@ class WorkerSession:
             raise ProtocolError("'init' message: the session is already initialized")
         config = dict(require_field(message, "config", Mapping))
         context = check_context(message)
+        automation = Automation.configure(
+            config.get("automation", "ignore"), webdriver=message.get("automated") is True
+        )
         saved = message.get("state")
         notes, restored = [], None
         if saved is not None:
@@ -190,6 +205,7 @@ class WorkerSession:
         self.engine, self.rewards, self.attribution = engine, rewards, attribution
         self.config, self.context, self.visits = config, context, visits + 1
         self.segments, self.sync, self.persist = segments, sync, persist
+        self.automation = automation
         priors = sync.load_priors(message.get("priors"))  # before windows close: their 0s count
         ready = reply(
             "ready",
@@ -216,6 +232,7 @@ class WorkerSession:
     def on_events(self, message: Message) -> Replies:
         events = check_events(message)
         now_ms = message.get("t")
+        self.automation.observe(events)
         self.signals.ingest(events)
         for event in events:
             slot = event.get("slot", "")
@@ -235,7 +252,7 @@ class WorkerSession:
         self._close_windows()
         # the page is hidden, maybe for good: offer the sync server a batch now, not later
         hidden = any(event["kind"] == "hidden" for event in events)
-        return [*self._decisions(ready, None), *(self.sync.upload() if hidden else [])]
+        return [*self._decisions(ready, None), *(self._upload() if hidden else [])]
 
     def on_decide(self, message: Message) -> Replies:
         slots = check_slots(message)
@@ -268,6 +285,11 @@ class WorkerSession:
         goal = require_field(message, "goal", str)
         value = require_finite(message, "value")
         slot, item = optional_str(message, "slot"), optional_str(message, "item")
+        t_ms = None if message.get("t") is None else require_finite(message, "t")
+        self.automation.goal(t_ms)
+        if not self.automation.learns:  # a bot's goal teaches nothing; its decisions stay open
+            ignored = f"this page view looks automated: {self.automation.reason}"
+            return [reply("rewarded", goal=goal, value=value, event_ids=[], ignored=ignored)]
         if slot is None:
             shares = [(event_id, 1.0) for event_id in self.attribution.conversions()]
         else:
@@ -307,13 +329,13 @@ class WorkerSession:
 
     def on_checkpoint(self, message: Message) -> Replies:
         """The state to store, when it changed and the visitor allows keeping it."""
-        if not (self.persist and self.dirty):
+        if not (self.keeps and self.dirty):
             return []
         self.saved = self.fingerprint()
         return [reply("save", state=self.snapshot())]
 
     def on_sync_upload(self, message: Message) -> Replies:
-        return self.sync.upload()
+        return self._upload()
 
     def on_sync_result(self, message: Message) -> Replies:
         batch_id = require_field(message, "batch_id", str)
@@ -326,6 +348,11 @@ class WorkerSession:
         return []
 
     # --- helpers ----------------------------------------------------------------------------
+
+    def _upload(self) -> Replies:
+        """A batch for the sync server, unless this page view looks automated (and the site
+        does not learn from those): then nothing goes up."""
+        return self.sync.upload() if self.automation.learns else []
 
     def _context(self, now_ms: float | None = None) -> dict[str, Any]:
         """What the engine sees: page context, behaviour so far, visits."""
@@ -395,7 +422,7 @@ class WorkerSession:
         earn a site-wide goal, and the sync server counts the exposure of the first time."""
         newly = [event_id for event_id, _ in placed.events if self.attribution.see(event_id)]
         d = placed.counted
-        if d is not None and d.event_id in newly:
+        if d is not None and d.event_id in newly and self.automation.learns:
             self.sync.client.record_shown(
                 d.event_id,
                 slot,
@@ -407,7 +434,10 @@ class WorkerSession:
             )
 
     def _close_windows(self) -> None:
-        """Seen decisions whose attribution window closed without a reward learn 0."""
+        """Seen decisions whose attribution window closed without a reward learn 0 (nothing
+        is learned while the page view looks automated)."""
+        if not self.automation.learns:
+            return
         window = self.engine.params["attribution_window_s"]
         for event_id, closed_at in self.attribution.closed(time.time(), window):
             self.sync.client.record_reward(event_id, 0.0, now=closed_at)
