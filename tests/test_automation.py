@@ -114,7 +114,7 @@ def test_learn_lets_an_automated_session_learn_keep_and_upload():
         ([], 3000, "a goal before any pointer, touch or key input"),
         ([{**HUMAN, "t": 100}], MIN_GOAL_MS - 1, f"a goal {MIN_GOAL_MS - 1} ms after the page"),
         (
-            [HUMAN, {"kind": "click", "t": 950}, {"kind": "click", "t": 950 + MIN_CLICK_GAP_MS - 1}],
+            [HUMAN, {"kind": "click", "t": 950}, {"kind": "click", "t": 949 + MIN_CLICK_GAP_MS}],
             3000,
             f"two clicks {MIN_CLICK_GAP_MS - 1} ms apart",
         ),

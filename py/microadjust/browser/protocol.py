@@ -29,9 +29,10 @@ events          ``events``: list of ``{kind, t, ...}``, ``t`` in ms since naviga
                 visitor's first trusted pointer, touch, key or wheel input), ``rage_click``,
                 ``dead_click``, ``exit_intent``, ``scroll_back`` (behaviour the loader
                 detected, README "Signals"), ``hidden``, ``visible``, ``slot_in`` /
-                ``slot_out`` (``slot`` is / is no longer at least half visible), ``applied`` (``slot``: its decision is
-                on screen), ``impression`` (``slot``: seen, half visible for a second;
-                the sync server counts the decision's exposure then, and its reward later).
+                ``slot_out`` (``slot`` is / is no longer at least half visible), ``applied``
+                (``slot``: its decision is on screen), ``impression`` (``slot``: seen, half
+                visible for a second; the sync server counts the decision's exposure then,
+                and its reward later).
                 The loader sends a batch at once when the page is hidden; a ``hidden``
                 event makes the worker try a sync upload right away (an ``upload`` reply)
 decide          ``slots``: list of ``{slot, variants}`` (variant names, ``"default"`` the
