@@ -72,6 +72,10 @@ export interface MicroadjustConfig {
   debug?: boolean;
   /** The default content stays if the engine has not started within this many seconds. */
   boot_timeout_s?: number;
+  /** Automated page views (`navigator.webdriver`, a goal before any pointer, touch or key input,
+   * or faster than a person): `"ignore"` (default) shows their decisions but learns, keeps and
+   * uploads nothing from them; `"learn"` treats them as any visitor (e.g. for end-to-end tests). */
+  automation?: 'ignore' | 'learn';
   /** Micro-segments (scikit-learn, loaded lazily after the first decision). */
   segments?: boolean;
   sync?: MicroadjustSyncConfig;

@@ -10,6 +10,12 @@
   const ASSETS = /*ASSETS*/null; // written by build/bundle.py: content-named worker, wheel, pyodide
   const FLUSH_MS = 1000; // behaviour goes to the worker in batches, at most once a second
   const SEEN_MS = 1000; // an impression: at least half visible for a second
+  const RAGE = { clicks: 3, ms: 1000, px: 30 }; // rage_clicks: 3 clicks within 1 s and 30 px
+  const SCROLL_BACK = { viewports: 0.5, ms: 500 }; // scroll_back: half a viewport up in 0.5 s
+  const INTERACTIVE = 'a[href],button,input,select,textarea,label,summary,option,video,audio,' +
+    '[contenteditable]:not([contenteditable=false]),[tabindex]:not([tabindex="-1"]),[onclick],' +
+    '[role=button],[role=link],[role=checkbox],[role=menuitem],[role=tab],[role=switch],[data-ma-goal]';
+  const HUMAN_INPUT = ['pointerdown', 'touchstart', 'keydown', 'wheel']; // trusted ones: a person
   const CACHE_KEY = 'microadjust:last'; // the last decisions, shown before first paint next time
   const CONSENT_KEY = 'microadjust:consent';
   const HOSTS = '[data-ma-slot],[data-ma-rank]';
@@ -402,6 +408,8 @@
   function observe() {
     let maxDepth = -1;
     let scrollQueued = false;
+    let lastY = scrollY;
+    let upFrom = null; // where and when the current upward scroll began: scroll_back
     addEventListener('scroll', () => {
       if (scrollQueued) return;
       scrollQueued = true;
@@ -412,9 +420,26 @@
           maxDepth = depth;
           record('scroll', { depth: Math.round(depth * 100) / 100 });
         }
+        const y = scrollY;
+        if (y >= lastY || (upFrom && now() - upFrom.t > SCROLL_BACK.ms)) upFrom = null;
+        if (y < lastY && !upFrom) upFrom = { y: lastY, t: now() };
+        if (upFrom && upFrom.y - y >= innerHeight * SCROLL_BACK.viewports) {
+          record('scroll_back', {});
+          upFrom = null;
+        }
+        lastY = y;
       });
     }, { passive: true });
     addEventListener('click', onClick, { capture: true, passive: true });
+    const onInput = (event) => { // the first input of a person: a goal before it teaches nothing
+      if (!event.isTrusted) return;
+      record('input', {});
+      for (const type of HUMAN_INPUT) removeEventListener(type, onInput, true);
+    };
+    for (const type of HUMAN_INPUT) addEventListener(type, onInput, { capture: true, passive: true });
+    document.addEventListener('mouseout', (event) => { // exit_intent: toward the tab bar
+      if (event.isTrusted && !event.relatedTarget && event.clientY <= 0 && matchMedia('(pointer: fine)').matches) record('exit_intent', {});
+    }, { passive: true });
     document.addEventListener('visibilitychange', () => {
       record(document.hidden ? 'hidden' : 'visible', {});
       if (!document.hidden) return;
@@ -442,7 +467,8 @@
   }
 
   function onClick(event) {
-    record('click', {});
+    record('click', { trusted: event.isTrusted });
+    if (event.isTrusted) noticeClick(event);
     const goal = event.target.closest && event.target.closest('[data-ma-goal]');
     const host = goal && goal.closest(HOSTS);
     if (!host) return;
@@ -451,8 +477,27 @@
     send({
       type: 'reward', goal: goal.dataset.maGoal || 'click', value: Number.isFinite(value) ? value : 1,
       slot: host.dataset.maRank ?? host.dataset.maSlot,
-      ...(item && host.contains(item) ? { item: item.dataset.maItem } : {}),
+      ...(item && host.contains(item) ? { item: item.dataset.maItem } : {}), t: now(),
     });
+  }
+
+  let burst = []; // the clicks of the current burst on one spot: rage_clicks
+  function noticeClick({ target, clientX: x, clientY: y, timeStamp: t }) {
+    const first = burst[0];
+    if (first && (t - first.t > RAGE.ms || Math.hypot(x - first.x, y - first.y) > RAGE.px)) burst = [];
+    burst.push({ x, y, t });
+    if (burst.length === RAGE.clicks) {
+      record('rage_click', {});
+      burst = [];
+    }
+    if (target instanceof Element && !interactive(target)) record('dead_click', {});
+  }
+
+  function interactive(target) { // a handler added with addEventListener cannot be seen
+    for (let node = target; node; node = node.parentElement) {
+      if (node.matches(INTERACTIVE) || typeof node.onclick === 'function') return true;
+    }
+    return getComputedStyle(target).cursor === 'pointer'; // what sites style clickable things with
   }
 
   function pageView() { // a single-page app changed route: a new page view, same visitor
@@ -504,6 +549,7 @@
     const engineConfig = Object.fromEntries(Object.entries(config).filter(([key]) => !PAGE_KEYS.includes(key)));
     worker.postMessage({
       v: PROTOCOL, type: 'init', config: engineConfig, context: context(), persist, gpc,
+      automated: navigator.webdriver === true,
       assets: { pyodide: asset(ASSETS.pyodide), wheel: asset(ASSETS.wheel) },
     });
     observe();
@@ -514,7 +560,7 @@
   function reward(name, value = 1) {
     if (typeof name !== 'string' || !name) throw new TypeError('microadjust.reward(name, value): name must be a non-empty string');
     if (typeof value !== 'number' || !Number.isFinite(value)) throw new TypeError(`microadjust.reward("${name}", value): value must be a finite number`);
-    ready.then(() => send({ type: 'reward', goal: name, value }), () => {});
+    ready.then(() => send({ type: 'reward', goal: name, value, t: now() }), () => {});
   }
 
   /** @param {string} name @param {string[]} [variants] @returns {Promise<?Decision>} */

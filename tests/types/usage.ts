@@ -5,6 +5,7 @@ const config: MicroadjustConfig = {
   policy: 'auto',
   holdout: 0.05,
   consent: 'required',
+  automation: 'ignore',
   sync: { site: 'shop', key: 'public-key', upload: true },
 };
 
