@@ -52,7 +52,7 @@ def shown_and_seen(session: WorkerSession) -> str:
     return decisions["decisions"][0]["event_id"]
 
 
-def goal(session: WorkerSession, t: float = 3000) -> dict:
+def click_goal(session: WorkerSession, t: float = 3000) -> dict:
     replies = page(session, "reward", goal="buy", value=1, slot="cta", t=t)
     return next(r for r in replies if r["type"] == "rewarded")
 
@@ -78,7 +78,7 @@ def test_a_person_learns_keeps_and_uploads():
     session = started()
     events(session, HUMAN)
     event_id = shown_and_seen(session)
-    assert goal(session)["event_ids"] == [event_id]
+    assert click_goal(session)["event_ids"] == [event_id]
     assert learned(session) == [1.0] and session.automation.reason is None
     assert [r["type"] for r in host(session, "checkpoint")] == ["save"]
     assert counted(uploads(session)) == {"shown": 1, "reward": 1}
@@ -89,7 +89,7 @@ def test_a_webdriver_session_is_shown_decisions_but_learns_keeps_and_uploads_not
     ready = session.snapshot()
     events(session, HUMAN)
     shown_and_seen(session)  # decided and applied as for anyone: the page looks the same
-    rewarded = goal(session)
+    rewarded = click_goal(session)
     assert rewarded["event_ids"] == []
     assert rewarded["ignored"] == "this page view looks automated: navigator.webdriver is set"
     assert learned(session) == [] and session.rewards == 0
@@ -102,7 +102,7 @@ def test_learn_lets_an_automated_session_learn_keep_and_upload():
     session = started(automated=True, automation="learn")
     events(session, HUMAN)
     event_id = shown_and_seen(session)
-    assert goal(session)["event_ids"] == [event_id] and learned(session) == [1.0]
+    assert click_goal(session)["event_ids"] == [event_id] and learned(session) == [1.0]
     assert [r["type"] for r in host(session, "checkpoint")] == ["save"]
     assert counted(uploads(session)) == {"shown": 1, "reward": 1}
     assert "automation" not in session.engine.params  # a worker option, not the engine's
@@ -125,11 +125,23 @@ def test_evidence_of_automation_stops_learning_for_the_rest_of_the_page_view(bef
     session = started()
     events(session, *before)
     shown_and_seen(session)
-    rewarded = goal(session, t=t)
+    rewarded = click_goal(session, t=t)
     assert rewarded["event_ids"] == [] and reason in rewarded["ignored"]
     events(session, HUMAN)
-    assert goal(session)["event_ids"] == []  # it stays automated: later input does not clear it
+    assert (
+        click_goal(session)["event_ids"] == []
+    )  # it stays automated: later input does not clear it
     assert learned(session) == [] and uploads(session) == []
+
+
+def test_a_goal_from_javascript_on_page_load_is_no_evidence():
+    """A thank-you page rewards on load: the visitor's input was on the page before it."""
+    session = started()
+    event_id = shown_and_seen(session)
+    [rewarded] = [
+        r for r in page(session, "reward", goal="buy", value=1) if r["type"] == "rewarded"
+    ]
+    assert rewarded["event_ids"] == [event_id] and session.automation.reason is None
 
 
 def test_clicks_made_by_a_script_or_a_person_at_human_speed_are_no_evidence():
@@ -138,7 +150,7 @@ def test_clicks_made_by_a_script_or_a_person_at_human_speed_are_no_evidence():
     human_pace = [{"kind": "click", "t": 1500}, {"kind": "click", "t": 1500 + MIN_CLICK_GAP_MS}]
     events(session, HUMAN, *fast_script, *human_pace)
     event_id = shown_and_seen(session)
-    assert goal(session, t=MIN_GOAL_MS)["event_ids"] == [event_id]
+    assert click_goal(session, t=MIN_GOAL_MS)["event_ids"] == [event_id]
 
 
 @pytest.mark.parametrize("mode", ["Ignore", "", 1, None, True])
@@ -160,5 +172,5 @@ def test_a_bad_click_or_goal_time_is_refused_without_a_change():
 
 def test_the_verdict_is_the_first_evidence():
     view = Automation.configure("ignore", webdriver=True)
-    view.goal(t_ms=10)
+    view.goal_clicked(t_ms=10)
     assert view.reason == "navigator.webdriver is set" and not view.learns

@@ -560,8 +560,7 @@
   function reward(name, value = 1) {
     if (typeof name !== 'string' || !name) throw new TypeError('microadjust.reward(name, value): name must be a non-empty string');
     if (typeof value !== 'number' || !Number.isFinite(value)) throw new TypeError(`microadjust.reward("${name}", value): value must be a finite number`);
-    const t = now(); // when the goal happened, not when the engine could take it
-    ready.then(() => send({ type: 'reward', goal: name, value, t }), () => {});
+    ready.then(() => send({ type: 'reward', goal: name, value }), () => {});
   }
 
   /** @param {string} name @param {string[]} [variants] @returns {Promise<?Decision>} */

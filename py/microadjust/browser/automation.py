@@ -2,17 +2,19 @@
 
 The loader reports facts (``automated`` at ``init``: ``navigator.webdriver``; an ``input``
 event at the visitor's first trusted pointer, touch, key or wheel input; ``click`` events with
-``trusted``; a reward's ``t``); the rules are here, so they are tested in one place. Once a page
+``trusted``; the time of a goal clicked in a slot); the rules are here, so they are tested in
+one place. A goal from JavaScript (``microadjust.reward``) is not judged by input or time: a
+thank-you page rewards on load, after input on an earlier page. Once a page
 view looks automated it stays so, and with the site's ``"automation": "ignore"`` (the default)
 the session learns, keeps and uploads nothing from then on. Decisions are still made and
 shown, so the page looks the same to a bot as to a person.
 
 >>> view = Automation.configure("ignore", webdriver=False)
 >>> view.observe([{"kind": "input", "t": 900}])
->>> view.goal(t_ms=1500.0)
+>>> view.goal_clicked(t_ms=1500.0)
 >>> view.learns
 True
->>> view.goal(t_ms=120.0)
+>>> view.goal_clicked(t_ms=120.0)
 >>> view.learns, view.reason
 (False, 'a goal 120 ms after the page started (a person needs at least 500 ms)')
 """
@@ -66,8 +68,9 @@ class Automation:
                     self._flag(f"two clicks {gap} ms apart (a person needs {MIN_CLICK_GAP_MS} ms)")
                 self.last_click_ms = t
 
-    def goal(self, t_ms: float | None) -> None:
-        """Judge a goal reached at page time ``t_ms`` (None: not known)."""
+    def goal_clicked(self, t_ms: float | None) -> None:
+        """Judge a goal clicked in a slot at page time ``t_ms`` (None: not known): a person's
+        click comes after their pointer or key input, and not before they could see the page."""
         if not self.human_input:
             self._flag("a goal before any pointer, touch or key input")
         elif t_ms is not None and t_ms < MIN_GOAL_MS:

@@ -40,7 +40,7 @@ decide          ``slots``: list of ``{slot, variants}`` (variant names, ``"defau
                 order), each with an optional ``trigger`` expression; ``context``, ``t``, ``id``
 reward          ``goal`` (name), ``value`` (number), ``slot`` and ``item`` (optional: where
                 the goal was clicked; without them every seen decision shares the goal),
-                ``t`` (optional: the page's time of the goal, in ms)
+                ``t`` (optional: the page's time of a goal clicked in a slot, in ms)
 consent         ``granted`` (bool): the visitor gave or withdrew consent to keep state on
                 this device (and to contribute to the sync server)
 forget          ``id``: erase what this device learned, and keep nothing more in this page view

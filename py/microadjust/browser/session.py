@@ -286,7 +286,8 @@ class WorkerSession:
         value = require_finite(message, "value")
         slot, item = optional_str(message, "slot"), optional_str(message, "item")
         t_ms = None if message.get("t") is None else require_finite(message, "t")
-        self.automation.goal(t_ms)
+        if slot is not None:  # clicked in a slot (a goal from JavaScript may come on page load)
+            self.automation.goal_clicked(t_ms)
         if not self.automation.learns:  # a bot's goal teaches nothing; its decisions stay open
             ignored = f"this page view looks automated: {self.automation.reason}"
             return [reply("rewarded", goal=goal, value=value, event_ids=[], ignored=ignored)]
