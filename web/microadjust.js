@@ -53,6 +53,7 @@
   const listeners = new Set(); // on('decision', fn)
   let worker = null;
   let failed = false;
+  let toldAutomated = false;
   let nextId = 1;
   let settle;
   const ready = new Promise((resolve, reject) => { settle = { resolve, reject }; });
@@ -514,6 +515,10 @@
     if (!data || data.v !== PROTOCOL) return fail(`the worker speaks protocol ${data && data.v}, expected ${PROTOCOL}`);
     const resolve = requests.get(data.id);
     if (resolve) requests.delete(data.id);
+    if (data.type === 'rewarded' && data.ignored && !toldAutomated) { // once: why nothing learns
+      toldAutomated = true;
+      console.info(`microadjust: ${data.ignored}; it learns nothing (the configuration's "automation": "learn" changes that)`);
+    }
     if (data.type === 'ready') {
       settle.resolve({ engine: data.engine, restored: data.restored, visits: data.visits, boot_ms: data.boot_ms });
       decideSlots([...slots.values()]);

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .helpers import (
     BELOW_THE_FOLD,
+    console_drained,
     decided,
     fixture_page,
     open_fixture,
@@ -51,6 +52,9 @@ def test_an_automated_visit_is_personalized_but_learns_keeps_and_uploads_nothing
     assert stored_state(visit) is None  # nothing kept on the device
     assert not [url for url in visit.requests if "/uploads" in url]
     assert any(url.endswith("/v1/sites/solo/priors") for url in visit.requests)  # sync was on
+    console_drained(visit)
+    told = [m.text for m in visit.console if "looks automated" in m.text]
+    assert len(told) == 1 and '"automation": "learn"' in told[0]  # why, once, for the site owner
     assert visit.errors == []
 
 
