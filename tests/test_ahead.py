@@ -30,7 +30,10 @@ def boot(state=None, ahead=None, **config) -> tuple[WorkerSession, list[dict]]:
     message = {**INIT, "config": {"seed": 7, **config}, "state": state}
     if ahead is not None:
         message["ahead"] = ahead
-    return session, session.handle(message)
+    replies = session.handle(message)
+    # a person's first input: a goal before any would read as automated and teach nothing
+    session.handle({"v": 1, "type": "events", "events": [{"kind": "input", "t": 1}]})
+    return session, replies
 
 
 def decide(session: WorkerSession, *slots: dict, **fields) -> list[dict]:

@@ -30,6 +30,7 @@ CTA = {"slot": "cta", "variants": ["default", "discount", "quiz"]}
 HERO = {"slot": "hero", "variants": ["default", "deal"]}
 CARDS = {"slot": "cards", "items": ["huila", "yirga", "night"]}
 MOBILE = {"device": "mobile"}
+HUMAN = {"kind": "input", "t": 10}  # the first trusted pointer, touch or key input
 MOBILE_CELL = "device=mobile"
 RANDOM = {"policy": "epsilon_greedy", "epsilon": 1.0}  # scripted visitors: uniform exposure
 
@@ -64,7 +65,8 @@ def priors(version: int = 3) -> dict:
 def started(
     document: dict | None = None, context: dict | None = None, **init
 ) -> tuple[WorkerSession, list[dict]]:
-    """A session of a visitor with sync on, given the fetched ``document``; and its replies."""
+    """A session of a visitor with sync on, given the fetched ``document``; and its replies
+    (a person's: their first pointer input came first)."""
     session = WorkerSession()
     config = {
         "seed": init.pop("seed", 7),
@@ -81,7 +83,9 @@ def started(
         "priors": priors() if document is None else document,
         **init,
     }
-    return session, session.handle(message)
+    replies = session.handle(message)
+    page(session, "events", events=[HUMAN])  # a person: their first input came before anything
+    return session, replies
 
 
 def host(session: WorkerSession, kind: str, **fields) -> list[dict]:

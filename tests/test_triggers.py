@@ -105,3 +105,27 @@ def test_deep_nesting_is_an_error_not_a_crash():
 
 def test_strings_with_escapes():
     assert parse_trigger(r'q == "say \"hi\""')({"q": 'say "hi"'})
+
+
+@pytest.mark.parametrize(
+    ("expr", "signals", "expected"),
+    [
+        ("rage_clicks >= 1", {"rage_clicks": 0}, False),
+        ("rage_clicks >= 1", {"rage_clicks": 2}, True),
+        ("dead_clicks > 2 || rage_clicks > 0", {"dead_clicks": 3, "rage_clicks": 0}, True),
+        ("exit_intent", {"exit_intent": True}, True),
+        ("exit_intent && dwell_s > 10", {"exit_intent": True, "dwell_s": 4.0}, False),
+        ("!exit_intent", {"exit_intent": False}, True),
+        ("exit_intent == true", {"exit_intent": True}, True),
+        ("scroll_back >= 2", {"scroll_back": 1}, False),
+    ],
+)
+def test_the_behavioural_anomaly_signals_parse_and_evaluate(expr, signals, expected):
+    trigger = parse_trigger(expr)
+    assert trigger.signals == frozenset(signals)
+    assert trigger(signals) is expected
+
+
+def test_a_count_used_as_a_boolean_says_to_compare_it():
+    with pytest.raises(InvalidTrigger, match="signal 'rage_clicks'.*compare it, e.g. 'x > 0'"):
+        parse_trigger("rage_clicks && exit_intent")({"rage_clicks": 1, "exit_intent": True})

@@ -16,11 +16,14 @@ INIT = {"v": 1, "type": "init", "config": {"seed": 7}, "context": {"device": "mo
 CTA = {"slot": "cta", "variants": ["default", "discount", "quiz"]}
 HERO = {"slot": "hero", "variants": ["default", "deal"]}
 CARDS = {"slot": "cards", "items": ["huila", "yirga", "night"]}
+HUMAN = {"kind": "input", "t": 10}  # the visitor's first trusted pointer, touch or key input
 
 
 def started(**config) -> WorkerSession:
+    """A session of a person: their first pointer input came before anything else."""
     session = WorkerSession()
     session.handle({**INIT, "config": {"seed": 7, **config}})
+    events(session, HUMAN)
     return session
 
 
@@ -158,8 +161,33 @@ def test_a_trigger_that_never_holds_never_decides():
 
 
 @pytest.mark.parametrize(
+    ("trigger", "anomalies"),
+    [
+        ("rage_clicks >= 2", ["rage_click", "rage_click"]),
+        ("dead_clicks > 0 && clicks >= 1", ["click", "dead_click"]),
+        ("exit_intent", ["exit_intent"]),
+        ("scroll_back >= 1 && !exit_intent", ["scroll_back"]),
+    ],
+)
+def test_a_trigger_on_a_behavioural_anomaly_decides_once_the_page_reports_it(trigger, anomalies):
+    session = started()
+    offer = {"slot": "offer", "variants": ["default", "deal"], "trigger": trigger}
+    assert decide(session, offer, t=1000) == {}
+    *before, last = [{"kind": kind, "t": 2000 + i} for i, kind in enumerate(anomalies)]
+    assert events(session, *before, t=3000) == []  # one short of the trigger
+    [reply] = events(session, last, t=4000)
+    assert [d["slot"] for d in reply["decisions"]] == ["offer"]
+    seen_by_the_engine = session.decided["offer"].context  # context features too
+    assert {"rage_clicks", "dead_clicks", "exit_intent", "scroll_back"} <= set(seen_by_the_engine)
+
+
+@pytest.mark.parametrize(
     ("trigger", "complaint"),
-    [("dwell_s > > 3", "position 10"), ("mood == 'happy'", "unknown signal 'mood'")],
+    [
+        ("dwell_s > > 3", "position 10"),
+        ("mood == 'happy'", "unknown signal 'mood'"),
+        ("rage_click > 0", "unknown signal 'rage_click'; known: clicks, dead_clicks, device"),
+    ],
 )
 def test_a_malformed_trigger_is_reported_for_its_slot(trigger, complaint):
     session = started()
@@ -186,6 +214,7 @@ def test_a_checkpoint_restores_engine_counts_and_open_decisions():
     [ready] = to_page(again.handle({**INIT, "state": json.loads(json.dumps(save["state"]))}))
     assert ready["restored"] is True and ready["visits"] == 2
     assert again.engine.state() == session.engine.state()
+    events(again, HUMAN)
     assert reward(again, "buy")["event_ids"]  # a conversion on the next page view counts
 
 

@@ -78,6 +78,10 @@ export interface MicroadjustConfig {
   /** How long a decision made ahead for the next page view stays valid, in seconds (default
    * 86400; 0 decides nothing ahead). */
   ahead_expiry_s?: number;
+  /** Automated page views (`navigator.webdriver`, a goal before any pointer, touch or key input,
+   * or faster than a person): `"ignore"` (default) shows their decisions but learns, keeps and
+   * uploads nothing from them; `"learn"` treats them as any visitor (e.g. for end-to-end tests). */
+  automation?: 'ignore' | 'learn';
   /** Micro-segments (scikit-learn, loaded lazily after the first decision). */
   segments?: boolean;
   sync?: MicroadjustSyncConfig;

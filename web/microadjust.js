@@ -11,6 +11,12 @@
   const FLUSH_MS = 1000; // behaviour goes to the worker in batches, at most once a second
   const SEEN_MS = 1000; // an impression: at least half visible for a second
   const CACHE_KEY = 'microadjust:ahead'; // the worker's decisions for the next page view
+  const RAGE = { clicks: 3, ms: 1000, px: 30 }; // rage_clicks: 3 clicks within 1 s and 30 px
+  const SCROLL_BACK = { viewports: 0.5, ms: 500 }; // scroll_back: half a viewport up in 0.5 s
+  const INTERACTIVE = 'a[href],button,input,select,textarea,label,summary,option,video,audio,' +
+    '[contenteditable]:not([contenteditable=false]),[tabindex]:not([tabindex="-1"]),[onclick],' +
+    '[role=button],[role=link],[role=checkbox],[role=menuitem],[role=tab],[role=switch],[data-ma-goal]';
+  const HUMAN_INPUT = ['pointerdown', 'touchstart', 'keydown', 'wheel']; // trusted ones: a person
   const CONSENT_KEY = 'microadjust:consent';
   const HOSTS = '[data-ma-slot],[data-ma-rank]';
   const ATTRIBUTES = new Set(['maSlot', 'maRank', 'maItem', 'maVariant', 'maTrigger', 'maGoal',
@@ -51,6 +57,7 @@
   let failed = false;
   let maxSlots = Infinity; // the engine's limit (its 'ready' message): the first slots only
   let overLimit = false; // warned that the page has more slots than the engine takes
+  let toldAutomated = false;
   let nextId = 1;
   let settle;
   const ready = new Promise((resolve, reject) => { settle = { resolve, reject }; });
@@ -413,6 +420,8 @@
   function observe() {
     let maxDepth = -1;
     let scrollQueued = false;
+    let lastY = scrollY;
+    let upFrom = null; // where and when the current upward scroll began: scroll_back
     addEventListener('scroll', () => {
       if (scrollQueued) return;
       scrollQueued = true;
@@ -423,9 +432,26 @@
           maxDepth = depth;
           record('scroll', { depth: Math.round(depth * 100) / 100 });
         }
+        const y = scrollY;
+        if (y >= lastY || (upFrom && now() - upFrom.t > SCROLL_BACK.ms)) upFrom = null;
+        if (y < lastY && !upFrom) upFrom = { y: lastY, t: now() };
+        if (upFrom && upFrom.y - y >= innerHeight * SCROLL_BACK.viewports) {
+          record('scroll_back', {});
+          upFrom = null;
+        }
+        lastY = y;
       });
     }, { passive: true });
     addEventListener('click', onClick, { capture: true, passive: true });
+    const onInput = (event) => { // the first input of a person: a goal before it teaches nothing
+      if (!event.isTrusted) return;
+      record('input', {});
+      for (const type of HUMAN_INPUT) removeEventListener(type, onInput, true);
+    };
+    for (const type of HUMAN_INPUT) addEventListener(type, onInput, { capture: true, passive: true });
+    document.addEventListener('mouseout', (event) => { // exit_intent: toward the tab bar
+      if (event.isTrusted && !event.relatedTarget && event.clientY <= 0 && matchMedia('(pointer: fine)').matches) record('exit_intent', {});
+    }, { passive: true });
     document.addEventListener('visibilitychange', () => {
       record(document.hidden ? 'hidden' : 'visible', {});
       if (!document.hidden) return;
@@ -453,7 +479,8 @@
   }
 
   function onClick(event) {
-    record('click', {});
+    record('click', { trusted: event.isTrusted });
+    if (event.isTrusted) noticeClick(event);
     const goal = event.target.closest && event.target.closest('[data-ma-goal]');
     const host = goal && goal.closest(HOSTS);
     if (!host) return;
@@ -462,8 +489,27 @@
     send({
       type: 'reward', goal: goal.dataset.maGoal || 'click', value: Number.isFinite(value) ? value : 1,
       slot: host.dataset.maRank ?? host.dataset.maSlot,
-      ...(item && host.contains(item) ? { item: item.dataset.maItem } : {}),
+      ...(item && host.contains(item) ? { item: item.dataset.maItem } : {}), t: now(),
     });
+  }
+
+  let burst = []; // the clicks of the current burst on one spot: rage_clicks
+  function noticeClick({ target, clientX: x, clientY: y, timeStamp: t }) {
+    const first = burst[0];
+    if (first && (t - first.t > RAGE.ms || Math.hypot(x - first.x, y - first.y) > RAGE.px)) burst = [];
+    burst.push({ x, y, t });
+    if (burst.length === RAGE.clicks) {
+      record('rage_click', {});
+      burst = [];
+    }
+    if (target instanceof Element && !interactive(target)) record('dead_click', {});
+  }
+
+  function interactive(target) { // a handler added with addEventListener cannot be seen
+    for (let node = target; node; node = node.parentElement) {
+      if (node.matches(INTERACTIVE) || typeof node.onclick === 'function') return true;
+    }
+    return getComputedStyle(target).cursor === 'pointer'; // what sites style clickable things with
   }
 
   function pageView() { // a single-page app changed route: a new page view, same visitor
@@ -480,6 +526,10 @@
     if (!data || data.v !== PROTOCOL) return fail(`the worker speaks protocol ${data && data.v}, expected ${PROTOCOL}`);
     const resolve = requests.get(data.id);
     if (resolve) requests.delete(data.id);
+    if (data.type === 'rewarded' && data.ignored && !toldAutomated) { // once: why nothing learns
+      toldAutomated = true;
+      console.info(`microadjust: ${data.ignored}; it learns nothing (the configuration's "automation": "learn" changes that)`);
+    }
     if (data.type === 'ready') {
       if (Number.isInteger(data.max_slots)) maxSlots = data.max_slots;
       settle.resolve({ engine: data.engine, restored: data.restored, visits: data.visits, boot_ms: data.boot_ms });
@@ -522,6 +572,7 @@
     const engineConfig = Object.fromEntries(Object.entries(config).filter(([key]) => !PAGE_KEYS.includes(key)));
     worker.postMessage({
       v: PROTOCOL, type: 'init', config: engineConfig, context: context(), persist, gpc,
+      automated: navigator.webdriver === true,
       assets: { pyodide: asset(ASSETS.pyodide), wheel: asset(ASSETS.wheel) },
       ahead: ahead.map((slot) => ({ ...spec(slot), event_id: slot.ahead.event_id, variant: slot.ahead.variant, ...(slot.isRank ? { order: slot.ahead.order } : {}) })),
     });

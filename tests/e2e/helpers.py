@@ -67,13 +67,17 @@ STORED_STATE = """new Promise((resolve) => {
 FLUSHES = "window.__posted.filter((m) => m.type === 'events').length"
 
 
+LEARN_UNDER_AUTOMATION = {"automation": "learn"}  # Playwright sets navigator.webdriver
+
+
 def fixture_page(
     body: str, config: dict[str, Any] | None = None, head: str = "", defer: bool = True
 ) -> str:
-    """A page that uses the script tag, with ``body`` and an optional JSON configuration."""
-    settings = ""
-    if config is not None:
-        settings = f"<script type='application/json' data-microadjust>{json.dumps(config)}</script>"
+    """A page that uses the script tag, with ``body`` and its JSON configuration: ``config``
+    over ``"automation": "learn"``, since a page driven by Playwright looks automated and would
+    otherwise learn nothing (a test of that passes ``{"automation": "ignore"}``)."""
+    settings = json.dumps({**LEARN_UNDER_AUTOMATION, **(config or {})})
+    settings = f"<script type='application/json' data-microadjust>{settings}</script>"
     return (
         "<!doctype html><html><head><meta charset='utf-8'><link rel='icon' href='data:,'>"
         f"{settings}{head}<script src='/microadjust/microadjust.js'{' defer' if defer else ''}>"

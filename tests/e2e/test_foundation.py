@@ -47,7 +47,8 @@ def test_the_engine_boots_and_personalizes_the_slots(server, visit):
 
 def test_the_demo_shop_personalizes_without_shifting_or_blocking(server, visit):
     record(visit.page)
-    visit.page.goto(server + "/")
+    visit.page.goto(server + "/")  # the demo's own configuration: under Playwright the visit
+    # looks automated, so it learns nothing, and is personalized all the same
     visit.page.evaluate("window.microadjust.ready")
     decided(visit.page, "roasts")
     for _ in range(2):  # the visitor scrolls down and back: held-back slots change out of view

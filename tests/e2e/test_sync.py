@@ -15,7 +15,7 @@ import httpx
 import pytest
 from conftest import serving
 
-from .helpers import decided, record, wait_for_value
+from .helpers import LEARN_UNDER_AUTOMATION, decided, record, wait_for_value
 
 KEY = "e2e-upload-key"
 ADMIN = "e2e-admin-token-0123456789"
@@ -163,7 +163,8 @@ def visitor(
             lambda r: seen.answers.append(r.response().status) if is_upload(r) else None,
         )
         url = base + "/sync-e2e.html"
-        body = html % json.dumps({"boot_timeout_s": BOOT_TIMEOUT_S, **config})
+        settings = {"boot_timeout_s": BOOT_TIMEOUT_S, **LEARN_UNDER_AUTOMATION, **config}
+        body = html % json.dumps(settings)
         context.route(url, lambda route: route.fulfill(body=body, content_type="text/html"))
         if gpc:
             page.add_init_script(

@@ -6,6 +6,7 @@ const config: MicroadjustConfig = {
   holdout: 0.05,
   consent: 'required',
   ahead_expiry_s: 12 * 3600,
+  automation: 'ignore',
   sync: { site: 'shop', key: 'public-key', upload: true },
 };
 

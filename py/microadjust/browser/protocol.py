@@ -18,6 +18,8 @@ init            ``config`` (object: engine parameters such as ``policy``, ``hold
                 what a ``save`` reply held on an earlier visit, added by the worker from
                 IndexedDB), ``boot_ms`` (number, added by the worker); ``persist`` and
                 ``gpc`` (the visitor's consent and Global Privacy Control, from the loader);
+                ``automated`` (bool: ``navigator.webdriver``; with ``config.automation``
+                ``"ignore"``, the default, see :mod:`microadjust.browser.automation`);
                 ``priors`` (object or null: the sync server's priors, fetched by the worker
                 when ``config.sync`` is set, see :mod:`microadjust.browser.sync`);
                 ``ahead`` (optional): the decisions made ahead that the page shows, applied
@@ -27,10 +29,14 @@ init            ``config`` (object: engine parameters such as ``policy``, ``hold
 page            ``context``: a new page view of a single-page app (behaviour starts afresh)
 events          ``events``: list of ``{kind, t, ...}``, ``t`` in ms since navigation start;
                 ``t`` (optional): the page's time now. Kinds: ``scroll`` (``depth`` 0..1),
-                ``click``, ``hidden``, ``visible``, ``slot_in`` / ``slot_out`` (``slot`` is
-                / is no longer at least half visible), ``applied`` (``slot``: its decision is
-                on screen), ``impression`` (``slot``: seen, half visible for a second;
-                the sync server counts the decision's exposure then, and its reward later).
+                ``click`` (``trusted``: false for a click made by a script), ``input`` (the
+                visitor's first trusted pointer, touch, key or wheel input), ``rage_click``,
+                ``dead_click``, ``exit_intent``, ``scroll_back`` (behaviour the loader
+                detected, README "Signals"), ``hidden``, ``visible``, ``slot_in`` /
+                ``slot_out`` (``slot`` is / is no longer at least half visible), ``applied``
+                (``slot``: its decision is on screen), ``impression`` (``slot``: seen, half
+                visible for a second; the sync server counts the decision's exposure then,
+                and its reward later).
                 The loader sends a batch at once when the page is hidden; a ``hidden``
                 event makes the worker try a sync upload right away (an ``upload`` reply)
 decide          ``slots``: list of ``{slot, variants}`` (variant names, ``"default"`` the
@@ -40,7 +46,8 @@ decide          ``slots``: list of ``{slot, variants}`` (variant names, ``"defau
                 ``context``, ``t``, ``id`` (given only by ``microadjust.decide()``; without
                 it the slots, but for triggers, are remembered to be decided ahead)
 reward          ``goal`` (name), ``value`` (number), ``slot`` and ``item`` (optional: where
-                the goal was clicked; without them every seen decision shares the goal)
+                the goal was clicked; without them every seen decision shares the goal),
+                ``t`` (optional: the page's time of a goal clicked in a slot, in ms)
 consent         ``granted`` (bool): the visitor gave or withdrew consent to keep state on
                 this device (and to contribute to the sync server)
 forget          ``id``: erase what this device learned, and keep nothing more in this page view
@@ -57,7 +64,8 @@ ready           ``engine`` (version), ``restored`` (bool: state came from an ear
                 at most ``MAX_SLOTS`` (50) slots each)
 decisions       ``id``, ``decisions``: list of ``{slot, variant, probability, event_id,
                 reason}``; a ranking's also has ``order`` (item ids, top first)
-rewarded        ``goal``, ``value``, ``event_ids`` (the decisions it was attributed to)
+rewarded        ``goal``, ``value``, ``event_ids`` (the decisions it was attributed to);
+                ``ignored`` (why nothing was learned, when the page view looks automated)
 ahead           ``decisions``: the next page view's decisions, made ahead, for every slot
                 seen (after a page view's decisions, after a reward, when the page is
                 hidden), each ``{slot, variant, probability, event_id, reason, expires}``
@@ -122,6 +130,7 @@ from ..core.errors import MicroadjustError
 PROTOCOL_VERSION = 1
 EVENT_KINDS = frozenset(
     {"scroll", "click", "hidden", "visible", "slot_in", "slot_out", "applied", "impression"}
+    | {"input", "rage_click", "dead_click", "exit_intent", "scroll_back"}
 )
 SLOT_EVENTS = frozenset({"slot_in", "slot_out", "applied", "impression"})
 MAX_EVENTS_PER_BATCH = 1000
@@ -261,6 +270,8 @@ def check_events(message: Mapping[str, Any]) -> list[Mapping[str, Any]]:
             depth = event.get("depth")
             if isinstance(depth, bool) or not isinstance(depth, int | float) or not 0 <= depth <= 1:
                 raise ProtocolError(f"{where}: a scroll event needs depth between 0 and 1")
+        if event["kind"] == "click" and not isinstance(event.get("trusted", True), bool):
+            raise ProtocolError(f"{where}: a click's trusted must be a boolean")
         if event["kind"] in SLOT_EVENTS and not isinstance(event.get("slot"), str):
             raise ProtocolError(f"{where}: a {event['kind']} event needs a slot name")
     return events

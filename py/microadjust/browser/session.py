@@ -31,6 +31,7 @@ from ..core.params import is_finite_number
 from ..core.records import Decision
 from .ahead import DEFAULT_EXPIRY_S, AheadBook, Issued
 from .attribution import Attribution
+from .automation import Automation
 from .protocol import (
     Adoption,
     Message,
@@ -55,7 +56,7 @@ from .triggers import Trigger, parse_trigger
 
 STATE_SCHEMA = 1
 # options for the worker itself; the rest of the page's config configures the Engine
-WORKER_OPTIONS = frozenset({"segments", "sync", "ahead_expiry_s"})
+WORKER_OPTIONS = frozenset({"segments", "sync", "automation", "ahead_expiry_s"})
 SIGNALS = frozenset(
     {
         "dwell_s",
@@ -68,6 +69,10 @@ SIGNALS = frozenset(
         "hour",
         "weekday",
         "visible_s",
+        "rage_clicks",
+        "dead_clicks",
+        "exit_intent",
+        "scroll_back",
     }
 )
 
@@ -104,8 +109,15 @@ class WorkerSession:
         self.segments: Segments | None = None  # behavioural micro-segments, when configured
         self.ahead = AheadBook()  # slots seen, and decisions made ahead for the next page view
         self.ahead_expiry_s = DEFAULT_EXPIRY_S  # 0: nothing is decided ahead
+        self.automation = Automation()  # does this page view look automated, and does it learn
         self.saved = ""  # the fingerprint of the last checkpoint
         self.routes = routes(self)
+
+    @property
+    def keeps(self) -> bool:
+        """Whether to store state on this device: the visitor allows it, and the page view may
+        learn (an automated one, unless the site says ``"automation": "learn"``, keeps nothing)."""
+        return self.persist and self.automation.learns
 
     @property
     def dirty(self) -> bool:
@@ -142,7 +154,7 @@ class WorkerSession:
         if self.engine is None and message["type"] != "init":
             raise ProtocolError(f"{message['type']!r} message before 'init'")
         replies = route.handler(message)
-        if self.persist and self.dirty:
+        if self.keeps and self.dirty:
             replies.append(reply("unsaved"))
         return replies
 
@@ -172,6 +184,9 @@ class WorkerSession:
                 "'init' message: ahead_expiry_s must be a number of seconds >= 0 (0: decide"
                 f" nothing ahead), got {expiry_s!r}"
             )
+        automation = Automation.configure(
+            config.get("automation", "ignore"), webdriver=message.get("automated") is True
+        )
         saved = message.get("state")
         notes, restored = [], None
         if saved is not None:
@@ -216,6 +231,7 @@ class WorkerSession:
         self.config, self.context, self.visits = config, context, visits + 1
         self.segments, self.sync, self.persist = segments, sync, persist
         self.ahead, self.ahead_expiry_s = ahead, float(expiry_s)
+        self.automation = automation
         priors = sync.load_priors(message.get("priors"))  # before windows close: their 0s count
         ready = reply(
             "ready",
@@ -244,6 +260,7 @@ class WorkerSession:
     def on_events(self, message: Message) -> Replies:
         events = check_events(message)
         now_ms = message.get("t")
+        self.automation.observe(events)
         self.signals.ingest(events)
         for event in events:
             slot = event.get("slot", "")
@@ -266,7 +283,7 @@ class WorkerSession:
         replies = self._decisions(ready, None)
         if hidden:  # what it learned on this view goes into the next one's decisions, and
             # their save comes before an upload, whose own save must precede the request
-            replies += [*self._decide_ahead(), *self.sync.upload()]
+            replies += [*self._decide_ahead(), *self._upload()]
         return replies
 
     def on_decide(self, message: Message) -> Replies:
@@ -306,6 +323,12 @@ class WorkerSession:
         goal = require_field(message, "goal", str)
         value = require_finite(message, "value")
         slot, item = optional_str(message, "slot"), optional_str(message, "item")
+        t_ms = None if message.get("t") is None else require_finite(message, "t")
+        if slot is not None:  # clicked in a slot (a goal from JavaScript may come on page load)
+            self.automation.goal_clicked(t_ms)
+        if not self.automation.learns:  # a bot's goal teaches nothing; its decisions stay open
+            ignored = f"this page view looks automated: {self.automation.reason}"
+            return [reply("rewarded", goal=goal, value=value, event_ids=[], ignored=ignored)]
         if slot is None:
             shares = [(event_id, 1.0) for event_id in self.attribution.conversions()]
         else:
@@ -347,13 +370,13 @@ class WorkerSession:
 
     def on_checkpoint(self, message: Message) -> Replies:
         """The state to store, when it changed and the visitor allows keeping it."""
-        if not (self.persist and self.dirty):
+        if not (self.keeps and self.dirty):
             return []
         self.saved = self.fingerprint()
         return [reply("save", state=self.snapshot())]
 
     def on_sync_upload(self, message: Message) -> Replies:
-        return self.sync.upload()
+        return self._upload()
 
     def on_sync_result(self, message: Message) -> Replies:
         batch_id = require_field(message, "batch_id", str)
@@ -366,6 +389,11 @@ class WorkerSession:
         return []
 
     # --- helpers ----------------------------------------------------------------------------
+
+    def _upload(self) -> Replies:
+        """A batch for the sync server, unless this page view looks automated (and the site
+        does not learn from those): then nothing goes up."""
+        return self.sync.upload() if self.automation.learns else []
 
     def _context(self, now_ms: float | None = None) -> dict[str, Any]:
         """What the engine sees: page context, behaviour so far, visits."""
@@ -457,8 +485,9 @@ class WorkerSession:
 
     def _decide_ahead(self) -> Replies:
         """The next page view's decision of every slot seen, stored (``save``) before the
-        page gets them (``ahead``); nothing when the visitor does not allow storing."""
-        if not (self.persist and self.ahead_expiry_s and self.ahead.declared):
+        page gets them (``ahead``); nothing when nothing is kept (no consent, or an automated
+        page view)."""
+        if not (self.keeps and self.ahead_expiry_s and self.ahead.declared):
             return []
         now = time.time()
         self.ahead.prune(now)
@@ -497,7 +526,7 @@ class WorkerSession:
         earn a site-wide goal, and the sync server counts the exposure of the first time."""
         newly = [event_id for event_id, _ in placed.events if self.attribution.see(event_id)]
         d = placed.counted
-        if d is not None and d.event_id in newly:
+        if d is not None and d.event_id in newly and self.automation.learns:
             self.sync.client.record_shown(
                 d.event_id,
                 slot,
@@ -509,7 +538,10 @@ class WorkerSession:
             )
 
     def _close_windows(self) -> None:
-        """Seen decisions whose attribution window closed without a reward learn 0."""
+        """Seen decisions whose attribution window closed without a reward learn 0 (nothing
+        is learned while the page view looks automated)."""
+        if not self.automation.learns:
+            return
         window = self.engine.params["attribution_window_s"]
         for event_id, closed_at in self.attribution.closed(time.time(), window):
             self.sync.client.record_reward(event_id, 0.0, now=closed_at)

@@ -4,6 +4,13 @@
 >>> s.ingest([{"kind": "scroll", "t": 2000, "depth": 0.4}, {"kind": "click", "t": 5000}])
 >>> s.snapshot(now_ms=10000)["scroll_depth"], s.snapshot(now_ms=10000)["idle_s"]
 (0.4, 5.0)
+>>> s.ingest([{"kind": "rage_click", "t": 5100}, {"kind": "exit_intent", "t": 9000}])
+>>> s.snapshot()["rage_clicks"], s.snapshot()["exit_intent"], s.snapshot()["scroll_back"]
+(1, True, 0)
+
+The loader detects the anomalies (``rage_click``, ``dead_click``, ``exit_intent``,
+``scroll_back``; thresholds in web/microadjust.js and the README's signal table); here they
+are counted.
 """
 
 from __future__ import annotations
@@ -15,10 +22,15 @@ from typing import Any
 
 @dataclass
 class Signals:
-    """Dwell, scroll depth, clicks, idle time and per-slot visible time, in one page view."""
+    """Dwell, scroll depth, clicks, idle time, anomalies and per-slot visible time, in one
+    page view."""
 
     scroll_depth: float = 0.0
     clicks: int = 0
+    rage_clicks: int = 0
+    dead_clicks: int = 0
+    exit_intent: bool = False
+    scroll_back: int = 0
     last_t_ms: float = 0.0
     last_interaction_ms: float = 0.0
     hidden_since_ms: float | None = None
@@ -37,6 +49,14 @@ class Signals:
             elif kind == "click":
                 self.clicks += 1
                 self.last_interaction_ms = t
+            elif kind == "rage_click":
+                self.rage_clicks += 1
+            elif kind == "dead_click":
+                self.dead_clicks += 1
+            elif kind == "exit_intent":
+                self.exit_intent = True
+            elif kind == "scroll_back":
+                self.scroll_back += 1
             elif kind == "hidden" and self.hidden_since_ms is None:
                 self.hidden_since_ms = t
             elif kind == "visible" and self.hidden_since_ms is not None:
@@ -56,7 +76,7 @@ class Signals:
         running = now_ms - since if since is not None else 0.0
         return (self.slot_visible_ms.get(slot, 0.0) + running) / 1000
 
-    def snapshot(self, now_ms: float | None = None) -> dict[str, float]:
+    def snapshot(self, now_ms: float | None = None) -> dict[str, float | bool]:
         """The signals as context features; ``now_ms`` defaults to the latest event's time."""
         now = max(self.last_t_ms, now_ms or 0.0)
         hidden = self.hidden_total_ms + (
@@ -67,4 +87,8 @@ class Signals:
             "scroll_depth": self.scroll_depth,
             "clicks": self.clicks,
             "idle_s": round((now - self.last_interaction_ms) / 1000, 3),
+            "rage_clicks": self.rage_clicks,
+            "dead_clicks": self.dead_clicks,
+            "exit_intent": self.exit_intent,
+            "scroll_back": self.scroll_back,
         }
