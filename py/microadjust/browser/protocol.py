@@ -19,7 +19,9 @@ init            ``config`` (object: engine parameters such as ``policy``, ``hold
                 IndexedDB), ``boot_ms`` (number, added by the worker); ``persist`` and
                 ``gpc`` (the visitor's consent and Global Privacy Control, from the loader);
                 ``priors`` (object or null: the sync server's priors, fetched by the worker
-                when ``config.sync`` is set, see :mod:`microadjust.browser.sync`)
+                when ``config.sync`` is set, see :mod:`microadjust.browser.sync`);
+                ``explain`` (bool: the page's debug panel is open, so each decision says
+                why; off, decisions pay nothing for it)
 page            ``context``: a new page view of a single-page app (behaviour starts afresh)
 events          ``events``: list of ``{kind, t, ...}``, ``t`` in ms since navigation start;
                 ``t`` (optional): the page's time now. Kinds: ``scroll`` (``depth`` 0..1),
@@ -46,7 +48,10 @@ Worker → page:
 ready           ``engine`` (version), ``restored`` (bool: state came from an earlier
                 visit), ``visits``, ``rewards`` (counts on this device), ``boot_ms``
 decisions       ``id``, ``decisions``: list of ``{slot, variant, probability, event_id,
-                reason}``; a ranking's also has ``order`` (item ids, top first)
+                reason, holdout}``; a ranking's also has ``order`` (item ids, top first);
+                with ``explain`` on, ``why``: ``{score, terms: [{feature, contribution}],
+                runner_up: {action, score} or null}`` (:mod:`microadjust.core.why`; for a
+                ranking, its top position's)
 rewarded        ``goal``, ``value``, ``event_ids`` (the decisions it was attributed to)
 forgotten       ``id``
 exported        ``id``, ``data`` (all this device keeps, as JSON)

@@ -56,11 +56,12 @@ from .models import ArmModels
 from .params import DEFAULTS, as_float, check_params, is_finite_number
 from .policies import AUTO_PARAMS, AUTO_POLICY, POLICIES, Policy, Scores
 from .priors import PRIOR_LEVELS, make_schema, parse_stats, prior_scale
-from .reasons import explain
+from .reasons import explain as reason_of
 from .records import Decision, LogRecord, PendingDecision, Ranking
 from .sampling import draw
 from .slots import Prior, PriorStats, SlotState
 from .state import StateReader
+from .why import Why, top_terms, why
 
 __all__ = ["Engine", "Decision", "Ranking", "DEFAULTS", "AUTO_POLICY", "AUTO_PARAMS"]
 
@@ -134,10 +135,13 @@ class Engine:
         *,
         slot: str = "default",
         now: float | None = None,
+        explain: bool = False,
     ) -> Decision:
         """Choose one of ``actions`` for ``slot`` given ``context``; remember it for reward.
 
         The default action is the one named ``"default"`` if present, else the first.
+        With ``explain``, ``Decision.why`` says why (:mod:`microadjust.core.why`; it costs a
+        little, so only a debug view asks).
         Raises :class:`InvalidContext`, :class:`InvalidActions`, :class:`InvalidSlot` or
         :class:`InvalidParameter` (for ``now``) and then changes nothing.
         """
@@ -168,7 +172,7 @@ class Engine:
         pl = probs.tolist()
         drawn = draw(pl if q is probs else q.tolist(), self._rng, default, self._guard.holdout)
         k = drawn.index
-        reason = explain(
+        reason = reason_of(
             pl,
             k,
             default=default,
@@ -177,6 +181,7 @@ class Engine:
             score=float(scores.mean[k]),
             spread=float(scores.std[k]) * st.sigma(),
         )
+        reason_why = self._why(st, idx, X, names, k, scores, context, actions) if explain else None
         event_id = f"{self._prefix}-{self._counter}"
         self._counter += 1
         action = names[k]
@@ -204,7 +209,7 @@ class Engine:
         while len(self._pending) > p["max_pending"]:
             old_id, old = self._pending.popitem(last=False)
             self._expire(old_id, old)
-        return Decision(action, drawn.propensity, event_id, slot, reason, drawn.holdout)
+        return Decision(action, drawn.propensity, event_id, slot, reason, drawn.holdout, reason_why)
 
     def rank_cascade(
         self,
@@ -213,6 +218,7 @@ class Engine:
         *,
         slot: str = "default",
         now: float | None = None,
+        explain: bool = False,
     ) -> Ranking:
         """Rank ``items`` top first: each position is a :meth:`rank` among the items left.
 
@@ -235,7 +241,7 @@ class Engine:
         left, decisions = list(names), []
         while len(left) > 1:
             offered = {a: items[a] for a in left} if isinstance(items, Mapping) else left
-            decisions.append(self.rank(context, offered, slot=slot, now=now))
+            decisions.append(self.rank(context, offered, slot=slot, now=now, explain=explain))
             left.remove(decisions[-1].action)
         return Ranking([d.action for d in decisions] + left, decisions)
 
@@ -549,6 +555,25 @@ class Engine:
         scores = self._policy.score(st.models, idx, X, st.sigma())
         floor = max(p["explore_floor"], p["drift_explore"] * st.boost)
         return self._policy.probabilities(scores, floor, rng), scores
+
+    def _why(
+        self,
+        st: SlotState,
+        idx: list[int],
+        X: np.ndarray,
+        names: list[str],
+        k: int,
+        scores: Scores,
+        context: Mapping[str, Any],
+        actions: Sequence[str] | Mapping[str, Mapping[str, Any]],
+    ) -> Why:
+        """Why ``names[k]``: its score's largest terms (linear policies) and the runner-up."""
+        terms = []
+        if scores.beta_a is None:  # a linear score x . theta, term by term
+            own = actions[names[k]] if isinstance(actions, Mapping) else None
+            sources = self._features.sources(context, own)
+            terms = top_terms(X[k], st.models.theta[idx[k]], sources)
+        return why(names, k, scores.mean, terms)
 
     def _learn(self, rec: PendingDecision, value: float) -> None:
         st = self._slots.get(rec.slot)
