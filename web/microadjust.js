@@ -16,11 +16,14 @@
   const ATTRIBUTES = new Set(['maSlot', 'maRank', 'maItem', 'maVariant', 'maTrigger', 'maGoal',
     'maValue', 'maLive', 'maManual', 'maPage', 'maApplied', 'maSrc', 'maSrcset', 'maAlt',
     'maHref', 'maClass']);
-  const PAGE_KEYS = ['debug', 'consent', 'boot_timeout_s'];
+  const PAGE_KEYS = ['debug', 'consent', 'boot_timeout_s', 'datalayer'];
+  const ORDER_SEPARATOR = '.'; // a ranking's order in a preview link: cards=b.a.c
+  const MAX_MEASURES = 200; // dev-tools timings kept (microadjust:decide:*, :apply:*), then cleared
 
   const script = document.currentScript;
   const base = new URL('.', script ? script.src : location.href);
   const asset = (path) => new URL(path, base).href;
+  const modes = readModes();
   const config = readConfig();
   const gpc = navigator.globalPrivacyControl === true;
   let persist = storage('get', CONSENT_KEY) === 'granted' || (config.consent !== 'required' && !gpc);
@@ -34,9 +37,9 @@
    *   items: Map<string, HTMLElement>, decision: ?Decision, waiting: ?Decision, next: ?Decision,
    *   seenDecision: ?Decision, shown: string, remembered: boolean, inView: boolean,
    *   halfVisible: boolean, seenTimer: number, defaults: ?Object, replaced: boolean,
-   *   classes: string[]}} Slot
-   * @typedef {{slot: string, variant: string, probability: number, event_id: string,
-   *   reason: string, order?: string[]}} Decision
+   *   classes: string[], preview: ?Decision}} Slot
+   * @typedef {{slot: string, variant: string, probability: number, event_id: ?string,
+   *   reason: string, holdout?: boolean, order?: string[], why?: Object, preview?: boolean}} Decision
    */
   const slots = /** @type {Map<string, Slot>} */ (new Map());
   const slotOf = /** @type {WeakMap<Element, Slot>} */ (new WeakMap());
@@ -48,6 +51,9 @@
   let worker = null;
   let failed = false;
   let nextId = 1;
+  const asked = new Map(); // slot -> when its decision was requested (for microadjust:decide)
+  const measures = new Set(); // names of the timings this page added
+  let measured = 0;
   let settle;
   const ready = new Promise((resolve, reject) => { settle = { resolve, reject }; });
   ready.catch(() => {}); // a failed boot is reported once, as a warning, never as an exception
@@ -62,8 +68,30 @@
       console.warn('microadjust: ignoring the configuration, it is not a JSON object:', error.message, element);
       parsed = {};
     }
-    if (/(^|[?&])microadjust=debug(&|$)/.test(location.search)) parsed.debug = true;
+    if (modes.debug) parsed.debug = true;
     return { boot_timeout_s: 30, ...parsed };
+  }
+
+  /**
+   * The page's modes from the URL: ?microadjust=debug,preview:cta=quiz,cards=b.a.c (comma-separated;
+   * the parameter may also repeat). Each slot=variant after "preview:" is shown as is, never decided.
+   * @returns {{debug: boolean, preview: Map<string, string>, bad: string[]}} bad: parts not understood
+   */
+  function readModes() {
+    const found = { debug: false, preview: new Map(), bad: [] };
+    const decode = (text) => { try { return decodeURIComponent(text.replace(/\+/g, ' ')); } catch { return text; } };
+    for (const pair of location.search.slice(1).split('&')) {
+      const at = pair.indexOf('=');
+      if (at < 0 || decode(pair.slice(0, at)) !== 'microadjust') continue;
+      for (const raw of pair.slice(at + 1).split(',')) {
+        const part = raw.startsWith('preview:') ? raw.slice('preview:'.length) : raw;
+        const entry = /^([^=]+)=([^=]+)$/.exec(part);
+        if (raw === 'debug') found.debug = true;
+        else if (entry && !found.preview.has(decode(entry[1]))) found.preview.set(decode(entry[1]), decode(entry[2]));
+        else if (raw) found.bad.push(`"${decode(raw)}" (${entry ? 'slot named twice' : 'expected debug or preview:slot=variant'})`);
+      }
+    }
+    return found;
   }
 
   function storage(operation, key, value) {
@@ -130,7 +158,11 @@
   }
 
   function post(message) {
-    if (worker && !failed) worker.postMessage({ v: PROTOCOL, ...message });
+    if (!worker || failed) return;
+    if (message.type === 'decide') { // a round trip starts (microadjust:decide); a trigger's waits
+      for (const { slot, trigger } of message.slots) if (!trigger) asked.set(slot, performance.now());
+    }
+    worker.postMessage({ v: PROTOCOL, ...message });
   }
 
   function send(message) { // behaviour first, so the worker knows what was shown and seen
@@ -189,6 +221,7 @@
       variants: new Map([['default', null]]), items: new Map(),
       decision: null, waiting: null, next: null, seenDecision: null, shown: 'default', remembered: false,
       inView: false, halfVisible: false, seenTimer: 0, defaults: null, replaced: false, classes: [],
+      preview: null,
     };
     if (isRank) {
       for (const item of element.querySelectorAll(':scope > [data-ma-item]')) {
@@ -215,8 +248,39 @@
     slots.set(name, slot);
     slotOf.set(element, slot);
     visibility.observe(element);
-    showRemembered(slot);
+    if (modes.preview.has(name)) showPreview(slot, modes.preview.get(name));
+    else showRemembered(slot);
     return slot;
+  }
+
+  /** Preview: this choice is written now and never decided, learned from or cached. */
+  function showPreview(slot, wanted) {
+    modes.preview.delete(slot.name);
+    const part = `"${slot.name}=${wanted}"`;
+    let order = null;
+    if (slot.isRank) {
+      const named = wanted.split(ORDER_SEPARATOR);
+      const wrong = named.find((id, i) => !slot.items.has(id) || named.indexOf(id) !== i);
+      if (wrong !== undefined) {
+        modes.bad.push(`${part} (ranking "${slot.name}" has no item "${wrong}" or names it twice; its items: ${[...slot.items.keys()].join(', ')})`);
+        return showRemembered(slot);
+      }
+      order = [...named, ...[...slot.items.keys()].filter((id) => !named.includes(id))];
+    } else if (!slot.variants.has(wanted)) {
+      modes.bad.push(`${part} (slot "${slot.name}" has no variant "${wanted}"; its variants: ${[...slot.variants.keys()].join(', ')})`);
+      return showRemembered(slot);
+    }
+    slot.preview = {
+      slot: slot.name, variant: order ? order[0] : wanted, probability: 1, event_id: null,
+      reason: 'preview', holdout: false, preview: true, ...(order ? { order } : {}),
+    };
+    write(slot, order || wanted);
+  }
+
+  function warnPreview() { // once, after the first scan: the parts of the preview link not applied
+    for (const name of modes.preview.keys()) modes.bad.push(`"${name}=${modes.preview.get(name)}" (no slot or ranking "${name}" on this page)`);
+    modes.preview.clear();
+    if (modes.bad.length) warn(`ignoring part of the ?microadjust= link: ${modes.bad.join('; ')}. The rest applies.`);
   }
 
   function spec(slot) {
@@ -224,9 +288,21 @@
     return { slot: slot.name, ...names, ...(slot.trigger ? { trigger: slot.trigger } : {}) };
   }
 
-  function decideSlots(list) {
-    const wanted = list.filter((slot) => !slot.manual).map(spec);
+  function decideSlots(list) { // a previewed slot is never the engine's to decide
+    for (const slot of list) if (slot.preview && slot.decision !== slot.preview) show(slot, slot.preview);
+    const wanted = list.filter((slot) => !slot.manual && !slot.preview).map(spec);
     if (wanted.length) send({ type: 'decide', context: context(), slots: wanted, t: now() });
+  }
+
+  /** A dev-tools timing (Performance panel, getEntriesByType('measure')); bounded in number. */
+  function measure(name, start) {
+    if (++measured > MAX_MEASURES) { // a long-lived page: drop the old ones, keep measuring
+      for (const old of measures) performance.clearMeasures(old);
+      measures.clear();
+      measured = 1;
+    }
+    measures.add(name);
+    performance.measure(name, { start, end: performance.now() });
   }
 
   // --- applying decisions: never under the visitor's eyes, in one animation frame -----------
@@ -256,7 +332,9 @@
 
   function applyNow(slot, decision) {
     slot.next = slot.waiting = null;
+    const start = performance.now();
     write(slot, decision.order || decision.variant);
+    measure(`microadjust:apply:${slot.name}`, start);
     show(slot, decision);
   }
 
@@ -329,22 +407,41 @@
   function show(slot, decision) {
     slot.decision = decision;
     slot.element.dataset.maApplied = slot.shown;
-    record('applied', { slot: slot.name });
-    if (slot.halfVisible) startSeenTimer(slot);
-    remember();
-    const { slot: name, variant, probability, event_id: eventId, reason, order } = decision;
-    const detail = { slot: name, variant, probability, event_id: eventId, reason, ...(order ? { order } : {}) };
+    if (!decision.preview) {
+      record('applied', { slot: slot.name });
+      if (slot.halfVisible) startSeenTimer(slot);
+      remember();
+      if (config.datalayer === true) pushDataLayer(decision);
+    }
+    const detail = detailOf(decision);
     document.dispatchEvent(new CustomEvent('microadjust:decision', { detail }));
     for (const fn of listeners) {
       try { fn(detail); } catch (error) { console.error(error); }
     }
   }
 
+  /** @param {Decision} decision @returns {Object} what the page's listeners get */
+  function detailOf({ slot, variant, probability, event_id: eventId, reason, holdout, order, why, preview }) {
+    return {
+      slot, variant, probability, event_id: eventId, reason, holdout: holdout === true,
+      ...(order ? { order } : {}), ...(why ? { why } : {}), ...(preview ? { preview } : {}),
+    };
+  }
+
+  /** The GTM / GA4 convention, opted into with "datalayer": true; no identifier. */
+  function pushDataLayer({ slot, variant, holdout, reason, order }) {
+    (window.dataLayer = window.dataLayer || []).push({
+      event: 'microadjust_decision', microadjust_slot: slot, microadjust_variant: variant,
+      microadjust_holdout: holdout === true, microadjust_reason: reason.split(':')[0],
+      ...(order ? { microadjust_order: order.join(',') } : {}),
+    });
+  }
+
   function remember() {
     if (!persist) return;
     const last = {};
     for (const slot of slots.values()) {
-      if ((slot.decision || slot.remembered) && !slot.trigger) last[slot.name] = slot.shown;
+      if ((slot.decision || slot.remembered) && !slot.trigger && !slot.preview) last[slot.name] = slot.shown;
     }
     storage('set', CACHE_KEY, JSON.stringify(last));
   }
@@ -389,7 +486,7 @@
   }, { threshold: [0, 0.5] });
 
   function startSeenTimer(slot) {
-    if (slot.seenTimer || slot.seenDecision === slot.decision) return;
+    if (slot.preview || slot.seenTimer || slot.seenDecision === slot.decision) return;
     slot.seenTimer = setTimeout(() => {
       slot.seenTimer = 0;
       if (slot.halfVisible && slot.decision && slot.seenDecision !== slot.decision) {
@@ -445,7 +542,7 @@
     record('click', {});
     const goal = event.target.closest && event.target.closest('[data-ma-goal]');
     const host = goal && goal.closest(HOSTS);
-    if (!host) return;
+    if (!host || (slotOf.get(host) || {}).preview) return; // a previewed slot's goals teach nothing
     const value = Number(goal.dataset.maValue ?? 1);
     const item = goal.closest('[data-ma-item]');
     send({
@@ -470,14 +567,21 @@
     const resolve = requests.get(data.id);
     if (resolve) requests.delete(data.id);
     if (data.type === 'ready') {
+      performance.measure('microadjust:boot', 'microadjust:start');
       settle.resolve({ engine: data.engine, restored: data.restored, visits: data.visits, boot_ms: data.boot_ms });
       decideSlots([...slots.values()]);
     } else if (data.type === 'decisions') {
+      for (const decision of data.decisions) {
+        const since = asked.get(decision.slot);
+        asked.delete(decision.slot);
+        if (since !== undefined) measure(`microadjust:decide:${decision.slot}`, since);
+      }
       data.decisions.forEach(receive);
       if (resolve) resolve(data.decisions[0] || null);
     } else if (data.type === 'error' && data.fatal) {
       fail(`the engine could not start (${data.message})`);
     } else if (data.type === 'error') {
+      asked.delete(data.slot);
       const slot = data.slot && slots.get(data.slot);
       warn(slot ? `slot "${data.slot}" keeps its default, ${data.message}:` : data.message, slot && slot.element);
       if (resolve) resolve(null);
@@ -491,6 +595,8 @@
     if (typeof Worker !== 'function' || typeof WebAssembly !== 'object') return fail('this browser has no Web Worker or WebAssembly');
     performance.mark('microadjust:start');
     scan(document);
+    warnPreview();
+    for (const slot of slots.values()) if (slot.preview) show(slot, slot.preview);
     if (config.debug) document.head.append(Object.assign(document.createElement('script'), { src: asset(ASSETS.debug) }));
     try {
       worker = new Worker(asset(ASSETS.worker));
@@ -503,7 +609,7 @@
     ready.then(() => clearTimeout(timer), () => clearTimeout(timer));
     const engineConfig = Object.fromEntries(Object.entries(config).filter(([key]) => !PAGE_KEYS.includes(key)));
     worker.postMessage({
-      v: PROTOCOL, type: 'init', config: engineConfig, context: context(), persist, gpc,
+      v: PROTOCOL, type: 'init', config: engineConfig, context: context(), persist, gpc, explain: config.debug === true,
       assets: { pyodide: asset(ASSETS.pyodide), wheel: asset(ASSETS.wheel) },
     });
     observe();
@@ -520,6 +626,7 @@
   /** @param {string} name @param {string[]} [variants] @returns {Promise<?Decision>} */
   function decide(name, variants) {
     const slot = slots.get(name);
+    if (slot && slot.preview) return Promise.resolve(detailOf(slot.preview));
     if (slot) return request({ type: 'decide', context: context(), slots: [{ ...spec(slot), trigger: undefined }], t: now() });
     if (!Array.isArray(variants) || variants.length < 2 || !variants.every((v) => typeof v === 'string')) {
       return Promise.reject(new TypeError(`microadjust.decide("${name}"): no such slot on the page; pass its variants, e.g. decide("${name}", ["default", "b"])`));
@@ -557,9 +664,18 @@
         device, page: { last_decisions: storage('get', CACHE_KEY), consent: storage('get', CONSENT_KEY) },
       }));
     },
+    ...(config.debug ? { debug: { slots: debugSlots } } : {}),
   });
+
+  /** For the debug panel (web/debug.js), only in debug mode: every slot and what it shows. */
+  function debugSlots() {
+    return [...slots.values()].map((slot) => ({
+      slot: slot.name, ranking: slot.isRank, shown: slot.isRank ? slot.shown.split(',') : slot.shown,
+      decision: slot.decision && detailOf(slot.decision), preview: Boolean(slot.preview),
+    }));
+  }
   if (document.readyState === 'loading') {
-    if (Object.keys(remembered).length) watchParsing();
+    if (Object.keys(remembered).length || modes.preview.size) watchParsing();
     document.addEventListener('DOMContentLoaded', start, { once: true });
   } else {
     start();

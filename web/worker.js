@@ -52,7 +52,7 @@ async function boot(init) {
   await handle({
     v: PROTOCOL, type: 'init', config: init.config, context: init.context,
     state: saved ? JSON.parse(saved) : null, boot_ms: Math.round(performance.now() - started),
-    persist, gpc: init.gpc === true, priors: fetched,
+    persist, gpc: init.gpc === true, priors: fetched, explain: init.explain === true,
   });
   for (const message of pending.splice(0)) handle(message); // Python takes them in order
   if (plan.upload_interval_ms) startUploads(plan.upload_interval_ms);
