@@ -18,8 +18,8 @@
   const copy = make('button', 'Copy preview link', 'font:inherit;color:#14141c;background:#9fd3ff;border:0;'
     + 'border-radius:5px;padding:2px 8px;cursor:pointer');
   copy.type = 'button';
-  const link = css(Object.assign(document.createElement('input'), { readOnly: true, hidden: true }),
-    'display:block;width:100%;box-sizing:border-box;margin-top:4px;font:11px ui-monospace,monospace;'
+  const link = css(Object.assign(document.createElement('input'), { readOnly: true }),
+    'display:none;width:100%;box-sizing:border-box;margin-top:4px;font:11px ui-monospace,monospace;'
     + 'background:#0c0c12;color:#e8e8f0;border:1px solid #444;border-radius:4px;padding:2px 4px');
   link.setAttribute('aria-label', 'preview link');
   const copied = make('span', '', 'color:#aab;margin-left:8px');
@@ -47,12 +47,13 @@
     const title = make('div', `${decision.slot} → ${decision.order ? decision.order.join(' · ') : decision.variant}`, 'font-weight:bold');
     if (decision.preview) title.append(make('span', 'PREVIEW', 'margin-left:8px;padding:0 5px;border-radius:4px;background:#ffb454;color:#14141c;font-size:11px'));
     const lines = [title, make('div', decision.preview ? 'previewed by link: not decided, learned from or cached'
-      : `p=${decision.probability.toFixed(3)} · ${decision.reason}${decision.holdout ? ' · holdout' : ''}`, 'color:#aab')];
+      : `p=${decision.probability.toFixed(3)} · ${decision.reason}`, 'color:#aab')];
     const { why } = decision;
     if (why && why.terms.length) {
       lines.push(make('div', 'why (score terms):', 'color:#9fd3ff'));
       for (const term of why.terms) lines.push(make('div', `  ${signed(term.contribution)}  ${term.feature}`, 'white-space:pre;color:#d8f5c0'));
     }
+    if (why && !why.terms.length) lines.push(make('div', 'why: no feature weighs in yet', 'color:#9fd3ff'));
     if (why) {
       const runnerUp = why.runner_up ? `runner-up ${why.runner_up.action} ${why.runner_up.score.toFixed(3)}` : 'no runner-up';
       lines.push(make('div', `score ${why.score.toFixed(3)} · ${runnerUp}`, 'color:#aab'));
@@ -74,7 +75,7 @@
 
   copy.addEventListener('click', () => {
     link.value = previewLink();
-    link.hidden = false;
+    link.style.display = 'block';
     link.select();
     const clipboard = navigator.clipboard ? navigator.clipboard.writeText(link.value) : Promise.reject();
     clipboard.then(() => { copied.textContent = 'copied'; }, () => { copied.textContent = 'select and copy it'; });
