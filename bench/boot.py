@@ -11,6 +11,9 @@ Time to first decision is measured in the page, from navigation start to the fir
 (sum of each long task's time beyond 50 ms) from navigation start to the first decision.
 A first visit's transfer is the files the cold load requested, at the size of the brotli
 (or gzip) twin the server sends; the machine's other load makes times noisy, not bytes.
+The loader's own dev-tools timings (``performance.measure`` entries ``microadjust:boot``,
+``microadjust:decide:<slot>``, ``microadjust:apply:<slot>``) are read from the page after the
+first decisions and printed too.
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ new PerformanceObserver((l) => l.getEntries().forEach((t) => window.__tasks.push
 window.__first = new Promise((resolve) => document.addEventListener(
   'microadjust:decision', () => resolve(performance.now()), {once: true}));
 """
+# The loader's timings once the first decisions are applied (two frames after the first one).
+MEASURES = """window.__first.then(() => new Promise((done) => requestAnimationFrame(() =>
+  requestAnimationFrame(() => done(performance.getEntriesByType('measure')
+    .filter((m) => m.name.startsWith('microadjust:'))
+    .map((m) => [m.name.split(':')[1], m.duration]))))))"""
 
 
 @dataclass
@@ -84,6 +92,8 @@ def time_boot(base: str, runs: int) -> Figures:
                     else:
                         page.reload()
                     figures.times[kind + label].append(page.evaluate("window.__first"))
+                    for name, duration in page.evaluate(MEASURES):  # boot, decide, apply
+                        figures.times[f"{name}_{kind}{label}"].append(duration)
                     blocking = page.evaluate(
                         "window.__tasks.reduce((s, d) => s + Math.max(0, d - 50), 0)"
                     )
@@ -141,6 +151,14 @@ def main() -> int:
             "main-thread blocking time until then, cold / warm (4x: cold / warm)",
             f"{median['tbt_cold']:.0f} ms / {median['tbt_warm']:.0f} ms"
             f" ({median['tbt_cold_4x']:.0f} ms / {median['tbt_warm_4x']:.0f} ms)",
+        ),
+        (
+            "dev-tools timings (`microadjust:*` measures), cold / warm: boot; decision round"
+            " trip; DOM write",
+            "; ".join(
+                f"{median[f'{name}_cold']:.{digits}f} ms / {median[f'{name}_warm']:.{digits}f} ms"
+                for name, digits in (("boot", 0), ("decide", 0), ("apply", 2))
+            ),
         ),
     ]
     if args.markdown:
