@@ -54,6 +54,7 @@
   const asked = new Map(); // slot -> when its decision was requested (for microadjust:decide)
   const measures = new Set(); // names of the timings this page added
   let measured = 0;
+  let booted = 0; // when start() began: microadjust:boot runs from here to the engine ready
   let settle;
   const ready = new Promise((resolve, reject) => { settle = { resolve, reject }; });
   ready.catch(() => {}); // a failed boot is reported once, as a warning, never as an exception
@@ -567,7 +568,7 @@
     const resolve = requests.get(data.id);
     if (resolve) requests.delete(data.id);
     if (data.type === 'ready') {
-      performance.measure('microadjust:boot', 'microadjust:start');
+      performance.measure('microadjust:boot', { start: booted }); // not the mark: a page may clear marks
       settle.resolve({ engine: data.engine, restored: data.restored, visits: data.visits, boot_ms: data.boot_ms });
       decideSlots([...slots.values()]);
     } else if (data.type === 'decisions') {
@@ -594,6 +595,7 @@
     if (!ASSETS) return fail('this is the unbuilt loader; serve dist/microadjust/microadjust.js');
     if (typeof Worker !== 'function' || typeof WebAssembly !== 'object') return fail('this browser has no Web Worker or WebAssembly');
     performance.mark('microadjust:start');
+    booted = performance.now();
     scan(document);
     warnPreview();
     for (const slot of slots.values()) if (slot.preview) show(slot, slot.preview);
