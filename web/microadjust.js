@@ -289,8 +289,12 @@
     return { slot: slot.name, ...names, ...(slot.trigger ? { trigger: slot.trigger } : {}) };
   }
 
-  function decideSlots(list) { // a previewed slot is never the engine's to decide
+  function showPreviews(list) { // their decision events; they were written when registered
     for (const slot of list) if (slot.preview && slot.decision !== slot.preview) show(slot, slot.preview);
+  }
+
+  function decideSlots(list) { // a previewed slot is never the engine's to decide
+    showPreviews(list);
     const wanted = list.filter((slot) => !slot.manual && !slot.preview).map(spec);
     if (wanted.length) send({ type: 'decide', context: context(), slots: wanted, t: now() });
   }
@@ -598,7 +602,7 @@
     booted = performance.now();
     scan(document);
     warnPreview();
-    for (const slot of slots.values()) if (slot.preview) show(slot, slot.preview);
+    showPreviews([...slots.values()]);
     if (config.debug) document.head.append(Object.assign(document.createElement('script'), { src: asset(ASSETS.debug) }));
     try {
       worker = new Worker(asset(ASSETS.worker));
