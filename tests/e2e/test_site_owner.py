@@ -17,7 +17,8 @@ from .helpers import (
 )
 
 SLOTS = (  # the headline may change in view, so its decisions show at once
-    "<h2 data-ma-slot='headline' data-ma-live>Plain<template data-ma-variant='bold'>Bold</template></h2>"
+    "<h2 data-ma-slot='headline' data-ma-live>Plain"
+    "<template data-ma-variant='bold'>Bold</template></h2>"
     "<div data-ma-slot='cta'><a href='#' data-ma-goal='cta'>Buy</a>"
     "<template data-ma-variant='deal'><a href='#' data-ma-goal='cta'>Deal</a></template></div>"
     "<ol data-ma-rank='cards'><li data-ma-item='a'>a</li><li data-ma-item='b'>b</li>"
