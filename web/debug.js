@@ -1,6 +1,7 @@
 // microadjust debug panel: loaded only with ?microadjust=debug. One row per slot: what it shows,
-// the propensity, the engine's reason, why (the score's largest terms and the runner-up) and
-// a mark on previewed slots; a button copies a preview link of what the page shows now.
+// the latest decision (applied, or waiting until the slot is out of view), its propensity and
+// reason, why (the score's largest terms and the runner-up) and a mark on previewed slots; a
+// button copies a preview link of what the page shows now.
 // Reads the public decision events and microadjust.debug (debug mode only); changes nothing.
 (() => {
   'use strict';
@@ -35,20 +36,24 @@
 
   const signed = (n) => `${n >= 0 ? '+' : '−'}${Math.abs(n).toFixed(2)}`;
 
-  /** @param {import('./microadjust').MicroadjustDecision} decision */
-  function showDecision(decision) {
-    let row = rows.get(decision.slot);
+  /** One slot's row: what it shows, the latest decision (applied, or waiting to be) and why. */
+  function renderSlot({ slot, ranking, shown, decision, waiting, preview }) {
+    let row = rows.get(slot);
     if (!row) {
       row = css(document.createElement('div'), 'border-top:1px solid #3a3a48;padding:5px 0');
-      row.dataset.slot = decision.slot;
-      rows.set(decision.slot, row);
+      row.dataset.slot = slot;
+      rows.set(slot, row);
       panel.append(row);
     }
-    const title = make('div', `${decision.slot} → ${decision.order ? decision.order.join(' · ') : decision.variant}`, 'font-weight:bold');
-    if (decision.preview) title.append(make('span', 'PREVIEW', 'margin-left:8px;padding:0 5px;border-radius:4px;background:#ffb454;color:#14141c;font-size:11px'));
-    const lines = [title, make('div', decision.preview ? 'previewed by link: not decided, learned from or cached'
-      : `p=${decision.probability.toFixed(3)} · ${decision.reason}`, 'color:#aab')];
-    const { why } = decision;
+    const title = make('div', `${slot} → ${ranking ? shown.join(' · ') : shown}`, 'font-weight:bold');
+    if (preview) title.append(make('span', 'PREVIEW', 'margin-left:8px;padding:0 5px;border-radius:4px;background:#ffb454;color:#14141c;font-size:11px'));
+    const lines = [title];
+    const latest = waiting || decision;
+    if (preview) lines.push(make('div', 'previewed by link: not decided, learned from or cached', 'color:#aab'));
+    else if (!latest) lines.push(make('div', 'no decision yet: its default, or last visit\'s choice', 'color:#aab'));
+    else lines.push(make('div', `p=${latest.probability.toFixed(3)} · ${latest.reason}`, 'color:#aab'));
+    if (waiting) lines.push(make('div', `decided ${waiting.order ? waiting.order.join(' · ') : waiting.variant}: shown once out of view`, 'color:#ffb454'));
+    const why = latest && latest.why;
     if (why && why.terms.length) {
       lines.push(make('div', 'why (score terms):', 'color:#9fd3ff'));
       for (const term of why.terms) lines.push(make('div', `  ${signed(term.contribution)}  ${term.feature}`, 'white-space:pre;color:#d8f5c0'));
@@ -60,6 +65,8 @@
     }
     row.replaceChildren(...lines);
   }
+
+  const render = () => { for (const view of api.debug.slots()) renderSlot(view); };
 
   /** This page with ?microadjust=preview:slot=variant,ranking=a.b.c for what every slot shows now. */
   function previewLink() {
@@ -81,6 +88,7 @@
     clipboard.then(() => { copied.textContent = 'copied'; }, () => { copied.textContent = 'select and copy it'; });
   });
 
-  for (const { decision } of api.debug.slots()) if (decision) showDecision(decision); // before this loaded
-  document.addEventListener('microadjust:decision', ({ detail }) => showDecision(detail));
+  render(); // what happened before this script loaded
+  document.addEventListener('microadjust:decision', render);
+  setInterval(render, 1000); // decisions waiting to be shown send no event
 })();

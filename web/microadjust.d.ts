@@ -137,7 +137,10 @@ export interface MicroadjustSlotView {
   ranking: boolean;
   /** The variant on screen, or a ranking's items in screen order. */
   shown: string | string[];
+  /** The decision on screen. */
   decision: MicroadjustDecision | null;
+  /** A newer decision, held until the slot is out of view. */
+  waiting: MicroadjustDecision | null;
   preview: boolean;
 }
 

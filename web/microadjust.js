@@ -677,7 +677,8 @@
   function debugSlots() {
     return [...slots.values()].map((slot) => ({
       slot: slot.name, ranking: slot.isRank, shown: slot.isRank ? slot.shown.split(',') : slot.shown,
-      decision: slot.decision && detailOf(slot.decision), preview: Boolean(slot.preview),
+      decision: slot.decision && detailOf(slot.decision), waiting: slot.waiting && detailOf(slot.waiting),
+      preview: Boolean(slot.preview),
     }));
   }
   if (document.readyState === 'loading') {
