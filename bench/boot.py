@@ -15,6 +15,9 @@ A first visit's transfer is the files the cold load requested, at the size of th
 The warm load starts without the decisions made ahead, so it times the engine's own boot. A
 third load, the returning page view, has them: the share of the demo's slots (not triggers,
 not manual ones) that show a decision made ahead applied before first paint.
+The loader's own dev-tools timings (``performance.measure`` entries ``microadjust:boot``,
+``microadjust:decide:<slot>``, ``microadjust:apply:<slot>``) are read from the page after the
+first decisions and printed too.
 """
 
 from __future__ import annotations
@@ -72,6 +75,12 @@ AHEAD_BEFORE_PAINT = """new Promise((resolve) => requestAnimationFrame(() =>
   requestAnimationFrame(() => resolve(
     [...window.__ahead].filter((slot) => window.__beforePaint.has(slot)).length))))"""
 
+# The loader's timings once the first decisions are applied (two frames after the first one).
+MEASURES = """window.__first.then(() => new Promise((done) => requestAnimationFrame(() =>
+  requestAnimationFrame(() => done(performance.getEntriesByType('measure')
+    .filter((m) => m.name.startsWith('microadjust:'))
+    .map((m) => [m.name.split(':')[1], m.duration]))))))"""
+
 
 @dataclass
 class Figures:
@@ -127,6 +136,8 @@ def time_boot(base: str, runs: int) -> Figures:
                     if rate == 1:
                         for step, at in worker_marks(page).items():
                             figures.times[f"{kind}:{step}"].append(at)
+                    for name, duration in page.evaluate(MEASURES):  # boot, decide, apply
+                        figures.times[f"{name}_{kind}{label}"].append(duration)
                     blocking = page.evaluate(
                         "window.__tasks.reduce((s, d) => s + Math.max(0, d - 50), 0)"
                     )
@@ -205,6 +216,14 @@ def main() -> int:
             "main-thread blocking time until then, cold / warm (4x: cold / warm)",
             f"{median['tbt_cold']:.0f} ms / {median['tbt_warm']:.0f} ms"
             f" ({median['tbt_cold_4x']:.0f} ms / {median['tbt_warm_4x']:.0f} ms)",
+        ),
+        (
+            "dev-tools timings (`microadjust:*` measures), cold / warm: boot; decision round"
+            " trip; DOM write",
+            "; ".join(
+                f"{median[f'{name}_cold']:.{digits}f} ms / {median[f'{name}_warm']:.{digits}f} ms"
+                for name, digits in (("boot", 0), ("decide", 0), ("apply", 2))
+            ),
         ),
     ]
     if args.markdown:

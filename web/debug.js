@@ -1,32 +1,94 @@
-// microadjust debug panel: loaded only with ?microadjust=debug. Lists each decision, its
-// propensity and the engine's reason. Reads the public events; touches nothing else.
+// microadjust debug panel: loaded only with ?microadjust=debug. One row per slot: what it shows,
+// the latest decision (applied, or waiting until the slot is out of view), its propensity and
+// reason, why (the score's largest terms and the runner-up) and a mark on previewed slots; a
+// button copies a preview link of what the page shows now.
+// Reads the public decision events and microadjust.debug (debug mode only); changes nothing.
 (() => {
   'use strict';
-  const panel = document.createElement('aside');
-  panel.setAttribute('aria-label', 'microadjust decisions');
-  panel.style.cssText = 'position:fixed;right:12px;bottom:12px;z-index:2147483647;width:340px;max-height:45vh;'
-    + 'overflow:auto;font:12px/1.45 ui-monospace,Menlo,monospace;background:rgba(20,20,28,.92);color:#e8e8f0;'
-    + 'border-radius:10px;padding:10px 12px;box-shadow:0 8px 30px rgba(0,0,0,.3)';
-  const status = document.createElement('div');
-  status.textContent = 'microadjust: starting the engine…';
-  status.style.cssText = 'color:#9fd3ff;margin-bottom:6px';
-  panel.append(status);
-  const show = () => document.body.append(panel);
-  if (document.body) show(); else addEventListener('DOMContentLoaded', show, { once: true });
+  const api = window.microadjust;
+  const css = (element, text) => { element.style.cssText = text; return element; };
+  const make = (tag, text, style = '') => css(Object.assign(document.createElement(tag), { textContent: text }), style);
 
-  window.microadjust.ready.then(
+  const panel = css(document.createElement('aside'), 'position:fixed;right:12px;bottom:12px;z-index:2147483647;'
+    + 'width:400px;max-height:60vh;overflow:auto;font:12px/1.5 ui-monospace,Menlo,Consolas,monospace;'
+    + 'background:rgba(20,20,28,.95);color:#e8e8f0;border-radius:10px;padding:10px 12px;'
+    + 'box-shadow:0 8px 30px rgba(0,0,0,.35)');
+  panel.setAttribute('aria-label', 'microadjust decisions');
+  panel.dataset.maDebug = '';
+  const status = make('div', 'microadjust: starting the engine…', 'color:#9fd3ff;margin-bottom:6px');
+  const copy = make('button', 'Copy preview link', 'font:inherit;color:#14141c;background:#9fd3ff;border:0;'
+    + 'border-radius:5px;padding:2px 8px;cursor:pointer');
+  copy.type = 'button';
+  const link = css(Object.assign(document.createElement('input'), { readOnly: true }),
+    'display:none;width:100%;box-sizing:border-box;margin-top:4px;font:11px ui-monospace,monospace;'
+    + 'background:#0c0c12;color:#e8e8f0;border:1px solid #444;border-radius:4px;padding:2px 4px');
+  link.setAttribute('aria-label', 'preview link');
+  const copied = make('span', '', 'color:#aab;margin-left:8px');
+  const rows = new Map(); // slot -> its row
+  panel.append(status, copy, copied, link);
+  const mount = () => document.body.append(panel);
+  if (document.body) mount(); else addEventListener('DOMContentLoaded', mount, { once: true });
+
+  api.ready.then(
     (info) => { status.textContent = `engine ${info.engine} ready in ${info.boot_ms} ms · ${info.restored ? 'state restored' : 'fresh state'}`; },
     (error) => { status.textContent = `engine failed: ${error.message}`; status.style.color = '#ff9f9f'; },
   );
-  document.addEventListener('microadjust:decision', ({ detail }) => {
-    const row = document.createElement('div');
-    row.style.cssText = 'border-top:1px solid #333;padding:4px 0';
-    const strong = document.createElement('b');
-    strong.textContent = `${detail.slot} → ${detail.variant}`;
-    const meta = document.createElement('div');
-    meta.style.color = '#aab';
-    meta.textContent = `p=${detail.probability.toFixed(3)} · ${detail.reason || ''}`;
-    row.append(strong, meta);
-    panel.append(row);
+
+  const signed = (n) => `${n >= 0 ? '+' : '−'}${Math.abs(n).toFixed(2)}`;
+
+  /** One slot's row: what it shows, the latest decision (applied, or waiting to be) and why. */
+  function renderSlot({ slot, ranking, shown, decision, waiting, preview }) {
+    let row = rows.get(slot);
+    if (!row) {
+      row = css(document.createElement('div'), 'border-top:1px solid #3a3a48;padding:5px 0');
+      row.dataset.slot = slot;
+      rows.set(slot, row);
+      panel.append(row);
+    }
+    const title = make('div', `${slot} → ${ranking ? shown.join(' · ') : shown}`, 'font-weight:bold');
+    if (preview) title.append(make('span', 'PREVIEW', 'margin-left:8px;padding:0 5px;border-radius:4px;background:#ffb454;color:#14141c;font-size:11px'));
+    const lines = [title];
+    const latest = waiting || decision;
+    if (preview) lines.push(make('div', 'previewed by link: not decided, learned from or cached', 'color:#aab'));
+    else if (!latest) lines.push(make('div', 'no decision yet: its default, or last visit\'s choice', 'color:#aab'));
+    else lines.push(make('div', `p=${latest.probability.toFixed(3)} · ${latest.reason}`, 'color:#aab'));
+    if (waiting) lines.push(make('div', `decided ${waiting.order ? waiting.order.join(' · ') : waiting.variant}: shown once out of view`, 'color:#ffb454'));
+    const why = latest && latest.why;
+    if (why && why.terms.length) {
+      lines.push(make('div', 'why (score terms):', 'color:#9fd3ff'));
+      for (const term of why.terms) lines.push(make('div', `  ${signed(term.contribution)}  ${term.feature}`, 'white-space:pre;color:#d8f5c0'));
+    }
+    if (why && !why.terms.length) lines.push(make('div', 'why: no feature weighs in yet', 'color:#9fd3ff'));
+    if (why) {
+      const runnerUp = why.runner_up ? `runner-up ${why.runner_up.action} ${why.runner_up.score.toFixed(3)}` : 'no runner-up';
+      lines.push(make('div', `score ${why.score.toFixed(3)} · ${runnerUp}`, 'color:#aab'));
+    }
+    row.replaceChildren(...lines);
+  }
+
+  const render = () => { for (const view of api.debug.slots()) renderSlot(view); };
+
+  /** This page with ?microadjust=preview:slot=variant,ranking=a.b.c for what every slot shows now. */
+  function previewLink() {
+    const encode = encodeURIComponent; // keeps "." (the order separator) and encodes , : =
+    const parts = api.debug.slots().map(({ slot, ranking, shown }) =>
+      `${encode(slot)}=${ranking ? shown.map(encode).join('.') : encode(shown)}`);
+    const others = new URLSearchParams(location.search);
+    others.delete('microadjust');
+    const url = new URL(location.href);
+    url.search = [others.toString(), `microadjust=preview:${parts.join(',')}`].filter(Boolean).join('&');
+    return url.href;
+  }
+
+  copy.addEventListener('click', () => {
+    link.value = previewLink();
+    link.style.display = 'block';
+    link.select();
+    const clipboard = navigator.clipboard ? navigator.clipboard.writeText(link.value) : Promise.reject();
+    clipboard.then(() => { copied.textContent = 'copied'; }, () => { copied.textContent = 'select and copy it'; });
   });
+
+  render(); // what happened before this script loaded
+  document.addEventListener('microadjust:decision', render);
+  setInterval(render, 1000); // decisions waiting to be shown send no event
 })();

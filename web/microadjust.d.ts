@@ -14,12 +14,40 @@ export interface MicroadjustDecision {
   order?: string[];
   /** The exact probability the engine had of making this choice (for off-policy evaluation). */
   probability: number;
-  /** Opaque id of the decision; `null` for a ranking of a single item. */
+  /** Opaque id of the decision; `null` for a ranking of a single item, or a preview. */
   event_id: string | null;
-  /** Why it was chosen, in words (e.g. `"explore"`, `"exploit: score 0.07 ± 0.02"`, `"holdout: default"`). */
+  /** Why it was chosen, in words (e.g. `"explore"`, `"exploit: score 0.07 ± 0.02"`, `"holdout: default"`, `"preview"`). */
   reason: string;
   /** `true` for a decision made ahead, on an earlier page view, and applied before first paint. */
   ahead?: true;
+  /** Whether this decision shows the default content to measure lift (the holdout). */
+  holdout: boolean;
+  /** Only in debug mode: the score's largest terms and the runner-up. */
+  why?: MicroadjustWhy;
+  /** Set on a slot shown by a preview link (`?microadjust=preview:slot=variant`): never learned from. */
+  preview?: true;
+}
+
+/** Why a decision (debug mode): the chosen variant's predicted score and what made it. */
+export interface MicroadjustWhy {
+  score: number;
+  /** The largest weight × feature value terms, largest first; `feature` names the context
+   * (or action) features that hash there, e.g. `"device=mobile"`, `"(bias)"`, `"a | b"` on a collision. */
+  terms: { feature: string; contribution: number }[];
+  /** The best of the other variants (a ranking: of the other items), by the same score. */
+  runner_up: { action: string; score: number } | null;
+}
+
+/** What `"datalayer": true` pushes to `window.dataLayer` for each applied decision (no identifier). */
+export interface MicroadjustDataLayerEvent {
+  event: 'microadjust_decision';
+  microadjust_slot: string;
+  microadjust_variant: string;
+  microadjust_holdout: boolean;
+  /** The reason's kind: `"explore"`, `"exploit"`, `"holdout"`, `"cooldown"`, … */
+  microadjust_reason: string;
+  /** A ranking's items, top first, comma-separated. */
+  microadjust_order?: string;
 }
 
 /** What `microadjust.ready` resolves with once the engine runs in its worker. */
@@ -71,8 +99,10 @@ export interface MicroadjustConfig {
   attribution_window_s?: number;
   /** `"required"`: nothing is stored or uploaded until `microadjust.consent(true)`. */
   consent?: 'implied' | 'required';
-  /** Shows the debug panel (also `?microadjust=debug`). */
+  /** Shows the debug panel (also `?microadjust=debug`); decisions then carry `why`. */
   debug?: boolean;
+  /** Push each applied decision to `window.dataLayer` (Google Tag Manager / GA4). */
+  datalayer?: boolean;
   /** The default content stays if the engine has not started within this many seconds. */
   boot_timeout_s?: number;
   /** How long a decision made ahead for the next page view stays valid, in seconds (default
@@ -112,6 +142,21 @@ export interface Microadjust {
   /** Erases everything microadjust keeps on this device. */
   forget(): Promise<unknown>;
   export(): Promise<MicroadjustExport>;
+  /** Debug mode only (for the debug panel): every slot, what it shows and its decision. */
+  readonly debug?: { slots(): MicroadjustSlotView[] };
+}
+
+/** A slot as the debug panel sees it. */
+export interface MicroadjustSlotView {
+  slot: string;
+  ranking: boolean;
+  /** The variant on screen, or a ranking's items in screen order. */
+  shown: string | string[];
+  /** The decision on screen. */
+  decision: MicroadjustDecision | null;
+  /** A newer decision, held until the slot is out of view. */
+  waiting: MicroadjustDecision | null;
+  preview: boolean;
 }
 
 /** The markup's attributes, as written in HTML. */
@@ -136,6 +181,7 @@ export type MicroadjustAttribute =
 declare global {
   interface Window {
     microadjust: Microadjust;
+    dataLayer?: unknown[];
   }
   interface DocumentEventMap {
     'microadjust:decision': CustomEvent<MicroadjustDecision>;

@@ -22,12 +22,15 @@
   const ATTRIBUTES = new Set(['maSlot', 'maRank', 'maItem', 'maVariant', 'maTrigger', 'maGoal',
     'maValue', 'maLive', 'maManual', 'maPage', 'maApplied', 'maSrc', 'maSrcset', 'maAlt',
     'maHref', 'maClass']);
-  const PAGE_KEYS = ['debug', 'consent', 'boot_timeout_s'];
+  const PAGE_KEYS = ['debug', 'consent', 'boot_timeout_s', 'datalayer'];
   const DECIDE_BATCH = 50; // slots per 'decide' message (protocol.py MAX_SLOTS)
+  const ORDER_SEPARATOR = '.'; // a ranking's order in a preview link: cards=b.a.c
+  const MAX_MEASURES = 200; // dev-tools timings kept (microadjust:decide:*, :apply:*), then cleared
 
   const script = document.currentScript;
   const base = new URL('.', script ? script.src : location.href);
   const asset = (path) => new URL(path, base).href;
+  const modes = readModes();
   const config = readConfig();
   const gpc = navigator.globalPrivacyControl === true;
   const saveData = Boolean(navigator.connection && navigator.connection.saveData); // data saver: start nothing
@@ -42,9 +45,10 @@
    *   items: Map<string, HTMLElement>, decision: ?Decision, waiting: ?Decision, next: ?Decision,
    *   seenDecision: ?Decision, shown: string, ahead: ?Decision, inView: boolean,
    *   halfVisible: boolean, seenTimer: number, defaults: ?Object, replaced: boolean,
-   *   classes: string[]}} Slot
-   * @typedef {{slot: string, variant: string, probability: number, event_id: string,
-   *   reason: string, order?: string[], ahead?: boolean}} Decision
+   *   classes: string[], preview: ?Decision}} Slot
+   * @typedef {{slot: string, variant: string, probability: number, event_id: ?string,
+   *   reason: string, holdout?: boolean, order?: string[], why?: Object, preview?: boolean,
+   *   ahead?: boolean}} Decision
    */
   const slots = /** @type {Map<string, Slot>} */ (new Map());
   const slotOf = /** @type {WeakMap<Element, Slot>} */ (new WeakMap());
@@ -59,6 +63,10 @@
   let overLimit = false; // warned that the page has more slots than the engine takes
   let toldAutomated = false;
   let nextId = 1;
+  const asked = new Map(); // slot -> when its decision was requested (for microadjust:decide)
+  const measures = new Set(); // names of the timings this page added
+  let measured = 0;
+  let booted = 0; // when start() began: microadjust:boot runs from here to the engine ready
   let settle;
   const ready = new Promise((resolve, reject) => { settle = { resolve, reject }; });
   ready.catch(() => {}); // a failed boot is reported once, as a warning, never as an exception
@@ -73,8 +81,30 @@
       console.warn('microadjust: ignoring the configuration, it is not a JSON object:', error.message, element);
       parsed = {};
     }
-    if (/(^|[?&])microadjust=debug(&|$)/.test(location.search)) parsed.debug = true;
+    if (modes.debug) parsed.debug = true;
     return { boot_timeout_s: 30, ...parsed };
+  }
+
+  /**
+   * The page's modes from the URL: ?microadjust=debug,preview:cta=quiz,cards=b.a.c (comma-separated;
+   * the parameter may also repeat). Each slot=variant after "preview:" is shown as is, never decided.
+   * @returns {{debug: boolean, preview: Map<string, string>, bad: string[]}} bad: parts not understood
+   */
+  function readModes() {
+    const found = { debug: false, preview: new Map(), bad: [] };
+    const decode = (text) => { try { return decodeURIComponent(text.replace(/\+/g, ' ')); } catch { return text; } };
+    for (const pair of location.search.slice(1).split('&')) {
+      const at = pair.indexOf('=');
+      if (at < 0 || decode(pair.slice(0, at)) !== 'microadjust') continue;
+      for (const raw of pair.slice(at + 1).split(',')) {
+        const part = raw.startsWith('preview:') ? raw.slice('preview:'.length) : raw;
+        const entry = /^([^=]+)=([^=]+)$/.exec(part);
+        if (raw === 'debug') found.debug = true;
+        else if (entry && !found.preview.has(decode(entry[1]))) found.preview.set(decode(entry[1]), decode(entry[2]));
+        else if (raw) found.bad.push(`"${decode(raw)}" (${entry ? 'slot named twice' : 'expected debug or preview:slot=variant'})`);
+      }
+    }
+    return found;
   }
 
   function storage(operation, key, value) {
@@ -141,7 +171,11 @@
   }
 
   function post(message) {
-    if (worker && !failed) worker.postMessage({ v: PROTOCOL, ...message });
+    if (!worker || failed) return;
+    if (message.type === 'decide') { // a round trip starts (microadjust:decide); a trigger's waits
+      for (const { slot, trigger } of message.slots) if (!trigger) asked.set(slot, performance.now());
+    }
+    worker.postMessage({ v: PROTOCOL, ...message });
   }
 
   function send(message) { // behaviour first, so the worker knows what was shown and seen
@@ -200,6 +234,7 @@
       variants: new Map([['default', null]]), items: new Map(),
       decision: null, waiting: null, next: null, seenDecision: null, shown: 'default', ahead: null,
       inView: false, halfVisible: false, seenTimer: 0, defaults: null, replaced: false, classes: [],
+      preview: null,
     };
     if (isRank) {
       for (const item of element.querySelectorAll(':scope > [data-ma-item]')) {
@@ -226,8 +261,39 @@
     slots.set(name, slot);
     slotOf.set(element, slot);
     visibility.observe(element);
-    applyAhead(slot);
+    if (modes.preview.has(name)) showPreview(slot, modes.preview.get(name));
+    else applyAhead(slot);
     return slot;
+  }
+
+  /** Preview: this choice is written now and never decided, learned from or cached. */
+  function showPreview(slot, wanted) {
+    modes.preview.delete(slot.name);
+    const part = `"${slot.name}=${wanted}"`;
+    let order = null;
+    if (slot.isRank) {
+      const named = wanted.split(ORDER_SEPARATOR);
+      const wrong = named.find((id, i) => !slot.items.has(id) || named.indexOf(id) !== i);
+      if (wrong !== undefined) {
+        modes.bad.push(`${part} (ranking "${slot.name}" has no item "${wrong}" or names it twice; its items: ${[...slot.items.keys()].join(', ')})`);
+        return applyAhead(slot);
+      }
+      order = [...named, ...[...slot.items.keys()].filter((id) => !named.includes(id))];
+    } else if (!slot.variants.has(wanted)) {
+      modes.bad.push(`${part} (slot "${slot.name}" has no variant "${wanted}"; its variants: ${[...slot.variants.keys()].join(', ')})`);
+      return applyAhead(slot);
+    }
+    slot.preview = {
+      slot: slot.name, variant: order ? order[0] : wanted, probability: 1, event_id: null,
+      reason: 'preview', holdout: false, preview: true, ...(order ? { order } : {}),
+    };
+    write(slot, order || wanted);
+  }
+
+  function warnPreview() { // once, after the first scan: the parts of the preview link not applied
+    for (const name of modes.preview.keys()) modes.bad.push(`"${name}=${modes.preview.get(name)}" (no slot or ranking "${name}" on this page)`);
+    modes.preview.clear();
+    if (modes.bad.length) warn(`ignoring part of the ?microadjust= link: ${modes.bad.join('; ')}. The rest applies.`);
   }
 
   function spec(slot) {
@@ -235,16 +301,32 @@
     return { slot: slot.name, ...names, ...(slot.trigger ? { trigger: slot.trigger } : {}), ...(slot.live ? { live: true } : {}) };
   }
 
-  function decideSlots(list) {
+  function showPreviews(list) { // their decision events; they were written when registered
+    for (const slot of list) if (slot.preview && slot.decision !== slot.preview) show(slot, slot.preview);
+  }
+
+  function decideSlots(list) { // a previewed slot is never the engine's to decide
+    showPreviews(list);
     const taken = new Set([...slots.keys()].slice(0, maxSlots)); // the first ones, in document order
     if (slots.size > taken.size && !overLimit) {
       overLimit = true;
       warn(`the engine takes ${maxSlots} slots (max_slots); ${slots.size - taken.size} of this page's ${slots.size} keep their default content, from "${[...slots.keys()][taken.size]}" on.`);
     }
-    const wanted = list.filter((slot) => !slot.manual && taken.has(slot.name)).map(spec);
+    const wanted = list.filter((slot) => !slot.manual && !slot.preview && taken.has(slot.name)).map(spec);
     for (let start = 0; start < wanted.length; start += DECIDE_BATCH) {
       send({ type: 'decide', context: context(), slots: wanted.slice(start, start + DECIDE_BATCH), t: now() });
     }
+  }
+
+  /** A dev-tools timing (Performance panel, getEntriesByType('measure')); bounded in number. */
+  function measure(name, start) {
+    if (++measured > MAX_MEASURES) { // a long-lived page: drop the old ones, keep measuring
+      for (const old of measures) performance.clearMeasures(old);
+      measures.clear();
+      measured = 1;
+    }
+    measures.add(name);
+    performance.measure(name, { start, end: performance.now() });
   }
 
   // --- applying decisions: never under the visitor's eyes, in one animation frame -----------
@@ -274,7 +356,9 @@
 
   function applyNow(slot, decision) {
     slot.next = slot.waiting = null;
+    const start = performance.now();
     write(slot, decision.order || decision.variant);
+    measure(`microadjust:apply:${slot.name}`, start);
     show(slot, decision);
   }
 
@@ -347,14 +431,33 @@
   function show(slot, decision) {
     slot.decision = decision;
     slot.element.dataset.maApplied = slot.shown;
-    record('applied', { slot: slot.name });
-    if (slot.halfVisible) startSeenTimer(slot);
-    const { slot: name, variant, probability, event_id: eventId, reason, order, ahead } = decision;
-    const detail = { slot: name, variant, probability, event_id: eventId, reason, ...(order ? { order } : {}), ...(ahead ? { ahead } : {}) };
+    if (!decision.preview) {
+      record('applied', { slot: slot.name });
+      if (slot.halfVisible) startSeenTimer(slot);
+      if (config.datalayer === true) pushDataLayer(decision);
+    }
+    const detail = detailOf(decision);
     document.dispatchEvent(new CustomEvent('microadjust:decision', { detail }));
     for (const fn of listeners) {
       try { fn(detail); } catch (error) { console.error(error); }
     }
+  }
+
+  /** @param {Decision} decision @returns {Object} what the page's listeners get */
+  function detailOf({ slot, variant, probability, event_id: eventId, reason, holdout, order, why, preview, ahead }) {
+    return {
+      slot, variant, probability, event_id: eventId, reason, holdout: holdout === true,
+      ...(order ? { order } : {}), ...(why ? { why } : {}), ...(preview ? { preview } : {}), ...(ahead ? { ahead } : {}),
+    };
+  }
+
+  /** The GTM / GA4 convention, opted into with "datalayer": true; no identifier. */
+  function pushDataLayer({ slot, variant, holdout, reason, order }) {
+    (window.dataLayer = window.dataLayer || []).push({
+      event: 'microadjust_decision', microadjust_slot: slot, microadjust_variant: variant,
+      microadjust_holdout: holdout === true, microadjust_reason: reason.split(':')[0],
+      ...(order ? { microadjust_order: order.join(',') } : {}),
+    });
   }
 
   /** The worker's decision made ahead for this page view, written before the slot is painted
@@ -375,7 +478,7 @@
     if (!fits || !typed) return;
     delete cache[slot.name];
     write(slot, order || variant);
-    slot.ahead = { slot: slot.name, variant, probability, event_id: eventId, reason, ...(slot.isRank ? { order } : {}), ahead: true };
+    slot.ahead = { slot: slot.name, variant, probability, event_id: eventId, reason, holdout: entry.holdout === true, ...(slot.isRank ? { order } : {}), ahead: true };
   }
 
   function watchParsing() { // a synchronous script tag: slots get their decision made ahead as parsed
@@ -407,7 +510,7 @@
   }, { threshold: [0, 0.5] });
 
   function startSeenTimer(slot) {
-    if (slot.seenTimer || slot.seenDecision === slot.decision) return;
+    if (slot.preview || slot.seenTimer || slot.seenDecision === slot.decision) return;
     slot.seenTimer = setTimeout(() => {
       slot.seenTimer = 0;
       if (slot.halfVisible && slot.decision && slot.seenDecision !== slot.decision) {
@@ -483,7 +586,7 @@
     if (event.isTrusted) noticeClick(event);
     const goal = event.target.closest && event.target.closest('[data-ma-goal]');
     const host = goal && goal.closest(HOSTS);
-    if (!host) return;
+    if (!host || (slotOf.get(host) || {}).preview) return; // a previewed slot's goals teach nothing
     const value = Number(goal.dataset.maValue ?? 1);
     const item = goal.closest('[data-ma-item]');
     send({
@@ -532,9 +635,15 @@
     }
     if (data.type === 'ready') {
       if (Number.isInteger(data.max_slots)) maxSlots = data.max_slots;
+      performance.measure('microadjust:boot', { start: booted }); // not the mark: a page may clear marks
       settle.resolve({ engine: data.engine, restored: data.restored, visits: data.visits, boot_ms: data.boot_ms });
       decideSlots([...slots.values()]);
     } else if (data.type === 'decisions') {
+      for (const decision of data.decisions) {
+        const since = asked.get(decision.slot);
+        asked.delete(decision.slot);
+        if (since !== undefined) measure(`microadjust:decide:${decision.slot}`, since);
+      }
       data.decisions.forEach(receive);
       if (resolve) resolve(data.decisions[0] || null);
     } else if (data.type === 'ahead') {
@@ -542,6 +651,7 @@
     } else if (data.type === 'error' && data.fatal) {
       fail(`the engine could not start (${data.message})`);
     } else if (data.type === 'error') {
+      asked.delete(data.slot);
       const slot = data.slot && slots.get(data.slot);
       warn(slot ? `slot "${data.slot}" keeps its default, ${data.message}:` : data.message, slot && slot.element);
       if (resolve) resolve(null);
@@ -555,7 +665,10 @@
     if (typeof Worker !== 'function' || typeof WebAssembly !== 'object') return fail('this browser has no Web Worker or WebAssembly');
     if (saveData) return fail('the visitor asked to save data (navigator.connection.saveData), so nothing is downloaded');
     performance.mark('microadjust:start');
+    booted = performance.now();
     scan(document);
+    warnPreview();
+    showPreviews([...slots.values()]);
     const ahead = [...slots.values()].filter((slot) => slot.ahead);
     if (ahead.length) storage('set', CACHE_KEY, JSON.stringify(cache)); // each is shown once
     for (const slot of ahead) show(slot, slot.ahead);
@@ -571,7 +684,7 @@
     ready.then(() => clearTimeout(timer), () => clearTimeout(timer));
     const engineConfig = Object.fromEntries(Object.entries(config).filter(([key]) => !PAGE_KEYS.includes(key)));
     worker.postMessage({
-      v: PROTOCOL, type: 'init', config: engineConfig, context: context(), persist, gpc,
+      v: PROTOCOL, type: 'init', config: engineConfig, context: context(), persist, gpc, explain: config.debug === true,
       automated: navigator.webdriver === true,
       assets: { pyodide: asset(ASSETS.pyodide), wheel: asset(ASSETS.wheel) },
       ahead: ahead.map((slot) => ({ ...spec(slot), event_id: slot.ahead.event_id, variant: slot.ahead.variant, ...(slot.isRank ? { order: slot.ahead.order } : {}) })),
@@ -590,6 +703,7 @@
   /** @param {string} name @param {string[]} [variants] @returns {Promise<?Decision>} */
   function decide(name, variants) {
     const slot = slots.get(name);
+    if (slot && slot.preview) return Promise.resolve(detailOf(slot.preview));
     if (slot) return request({ type: 'decide', context: context(), slots: [{ ...spec(slot), trigger: undefined }], t: now() });
     if (!Array.isArray(variants) || variants.length < 2 || !variants.every((v) => typeof v === 'string')) {
       return Promise.reject(new TypeError(`microadjust.decide("${name}"): no such slot on the page; pass its variants, e.g. decide("${name}", ["default", "b"])`));
@@ -627,9 +741,19 @@
         device, page: { ahead_decisions: storage('get', CACHE_KEY), consent: storage('get', CONSENT_KEY) },
       }));
     },
+    ...(config.debug ? { debug: { slots: debugSlots } } : {}),
   });
+
+  /** For the debug panel (web/debug.js), only in debug mode: every slot and what it shows. */
+  function debugSlots() {
+    return [...slots.values()].map((slot) => ({
+      slot: slot.name, ranking: slot.isRank, shown: slot.isRank ? slot.shown.split(',') : slot.shown,
+      decision: slot.decision && detailOf(slot.decision), waiting: slot.waiting && detailOf(slot.waiting),
+      preview: Boolean(slot.preview),
+    }));
+  }
   if (document.readyState === 'loading') {
-    if (Object.keys(cache).length) watchParsing();
+    if (Object.keys(cache).length || modes.preview.size) watchParsing();
     document.addEventListener('DOMContentLoaded', start, { once: true });
   } else {
     start();

@@ -64,7 +64,7 @@ async function boot(init) {
     v: PROTOCOL, type: 'init', config: init.config, context: init.context,
     state: saved ? JSON.parse(saved) : null, boot_ms: Math.round(performance.now() - started),
     persist, gpc: init.gpc === true, automated: init.automated === true, priors: fetched,
-    ahead: init.ahead,
+    explain: init.explain === true, ahead: init.ahead,
   });
   mark('ready');
   for (const message of pending.splice(0)) handle(message); // Python takes them in order

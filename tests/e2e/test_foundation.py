@@ -135,7 +135,7 @@ def test_a_broken_engine_leaves_the_default_content(server, visit, missing):
 def test_the_debug_panel_explains_each_decision(server, visit):
     open_fixture(visit, server, TWO_SLOTS, query="?microadjust=debug")
     panel = visit.page.locator("aside[aria-label='microadjust decisions']")
-    panel.get_by_text("cta →").wait_for()
+    panel.locator("[data-slot=cta]").get_by_text("p=").wait_for()  # a row, then its decision
     assert "ready in" in panel.inner_text() and "p=" in panel.inner_text()
 
 

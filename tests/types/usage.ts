@@ -1,5 +1,7 @@
 // Compiled by `tsc --noEmit` in CI: a site's typed use of the loader, checked against microadjust.d.ts.
-import type { MicroadjustAttribute, MicroadjustConfig, MicroadjustDecision } from '../../web/microadjust';
+import type {
+  MicroadjustAttribute, MicroadjustConfig, MicroadjustDataLayerEvent, MicroadjustDecision,
+} from '../../web/microadjust';
 
 const config: MicroadjustConfig = {
   policy: 'auto',
@@ -8,6 +10,7 @@ const config: MicroadjustConfig = {
   ahead_expiry_s: 12 * 3600,
   automation: 'ignore',
   sync: { site: 'shop', key: 'public-key', upload: true },
+  datalayer: true,
 };
 
 const slotAttribute: MicroadjustAttribute = 'data-ma-slot';
@@ -20,7 +23,14 @@ function track(decision: MicroadjustDecision): string {
 
 document.addEventListener('microadjust:decision', (event) => {
   console.log(track(event.detail));
+  const { why, preview, holdout } = event.detail;
+  if (why) console.log(why.score, why.terms.map((t) => `${t.feature} ${t.contribution}`), why.runner_up?.action);
+  if (preview || holdout) console.log('not personalized');
 });
+
+const pushed = (window.dataLayer ?? []) as MicroadjustDataLayerEvent[];
+console.log(pushed.filter((e) => e.event === 'microadjust_decision').map((e) => e.microadjust_slot));
+for (const view of window.microadjust.debug?.slots() ?? []) console.log(view.slot, view.shown, view.preview);
 
 async function main(): Promise<void> {
   const { visits, boot_ms } = await window.microadjust.ready;

@@ -82,6 +82,7 @@ class Issued:
             "probability": d.probability,
             "event_id": d.event_id,
             "reason": d.reason,
+            "holdout": d.holdout,
             "expires": round(self.expires * 1000),  # ms, as the page's Date.now()
             **offered,
         }

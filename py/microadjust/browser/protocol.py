@@ -26,6 +26,8 @@ init            ``config`` (object: engine parameters such as ``policy``, ``hold
                 before first paint, each ``{slot, variants}`` or ``{slot, items}`` (what
                 the page offers now), ``live`` (optional bool), ``event_id``, ``variant``
                 and, for a ranking, ``order`` (see :mod:`microadjust.browser.ahead`)
+                ``explain`` (bool: the page's debug panel is open, so each decision says
+                why; off, decisions pay nothing for it)
 page            ``context``: a new page view of a single-page app (behaviour starts afresh)
 events          ``events``: list of ``{kind, t, ...}``, ``t`` in ms since navigation start;
                 ``t`` (optional): the page's time now. Kinds: ``scroll`` (``depth`` 0..1),
@@ -63,12 +65,16 @@ ready           ``engine`` (version), ``restored`` (bool: state came from an ear
                 ``max_slots`` slots in document order, and asks in ``decide`` messages of
                 at most ``MAX_SLOTS`` (50) slots each)
 decisions       ``id``, ``decisions``: list of ``{slot, variant, probability, event_id,
-                reason}``; a ranking's also has ``order`` (item ids, top first)
+                reason, holdout}``; a ranking's also has ``order`` (item ids, top first);
+                with ``explain`` on, ``why``: ``{score, terms: [{feature, contribution}],
+                runner_up: {action, score} or null}`` (:mod:`microadjust.core.why`; for a
+                ranking, its top position's)
 rewarded        ``goal``, ``value``, ``event_ids`` (the decisions it was attributed to);
                 ``ignored`` (why nothing was learned, when the page view looks automated)
 ahead           ``decisions``: the next page view's decisions, made ahead, for every slot
                 seen (after a page view's decisions, after a reward, when the page is
-                hidden), each ``{slot, variant, probability, event_id, reason, expires}``
+                hidden), each ``{slot, variant, probability, event_id, reason, holdout,
+                expires}``
                 (``expires`` in ms since the epoch) and ``variants`` or, for a ranking,
                 ``items`` and ``order``; the page keeps them, replacing the earlier ones,
                 and shows each at most once. Sent only when the visitor allows storing, and

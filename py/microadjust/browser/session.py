@@ -105,6 +105,7 @@ class WorkerSession:
         self.visits = 0
         self.rewards = 0  # rewards received on this device, over all visits
         self.persist = False  # the visitor allows keeping state on this device
+        self.explain = False  # the page's debug panel is open: decisions say why
         self.sync = Sync.off()  # the optional sync server: priors down, bounded counts up
         self.segments: Segments | None = None  # behavioural micro-segments, when configured
         self.ahead = AheadBook()  # slots seen, and decisions made ahead for the next page view
@@ -232,6 +233,7 @@ class WorkerSession:
         self.segments, self.sync, self.persist = segments, sync, persist
         self.ahead, self.ahead_expiry_s = ahead, float(expiry_s)
         self.automation = automation
+        self.explain = message.get("explain") is True
         priors = sync.load_priors(message.get("priors"))  # before windows close: their 0s count
         ready = reply(
             "ready",
@@ -435,17 +437,22 @@ class WorkerSession:
     ) -> tuple[dict[str, Any], Placed]:
         """The decision for the page, and what the attribution and the sync server need of it."""
         now = time.time()  # one clock for the engine and the attribution window
+        explain = self.explain
         if spec.items is None:
-            d = self.engine.rank(context, spec.variants, slot=spec.slot, now=now)
+            d = self.engine.rank(context, spec.variants, slot=spec.slot, now=now, explain=explain)
             decision = {
                 "slot": spec.slot,
                 "variant": d.action,
                 "probability": d.probability,
                 "event_id": d.event_id,
                 "reason": d.reason,
+                "holdout": d.holdout,
+                **({"why": d.why.to_dict()} if d.why else {}),
             }
             return decision, Placed([(d.event_id, None)], d, spec.variants, context, now)
-        ranking = self.engine.rank_cascade(context, spec.items, slot=spec.slot, now=now)
+        ranking = self.engine.rank_cascade(
+            context, spec.items, slot=spec.slot, now=now, explain=explain
+        )
         top = ranking.decisions[0] if ranking.decisions else None
         decision = {
             "slot": spec.slot,
@@ -454,6 +461,8 @@ class WorkerSession:
             "probability": top.probability if top else 1.0,
             "event_id": top.event_id if top else None,
             "reason": top.reason if top else "a single item",
+            "holdout": top.holdout if top else False,
+            **({"why": top.why.to_dict()} if top and top.why else {}),
         }
         events = [(d.event_id, d.action) for d in ranking.decisions]
         return decision, Placed(events, top, spec.items, context, now)

@@ -38,6 +38,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -60,11 +61,12 @@ from .models import ArmModels
 from .params import DEFAULTS, as_float, check_params, is_finite_number
 from .policies import AUTO_PARAMS, AUTO_POLICY, POLICIES, Policy, Scores
 from .priors import PRIOR_LEVELS, make_schema, parse_stats, prior_scale
-from .reasons import explain
+from .reasons import explain as reason_of
 from .records import AheadDecision, Decision, LogRecord, PendingDecision, Ranking
 from .sampling import draw
 from .slots import Prior, PriorStats, SlotState
 from .state import StateReader
+from .why import Why, top_terms, why
 
 __all__ = [
     "Engine",
@@ -146,14 +148,17 @@ class Engine:
         *,
         slot: str = "default",
         now: float | None = None,
+        explain: bool = False,
     ) -> Decision:
         """Choose one of ``actions`` for ``slot`` given ``context``; remember it for reward.
 
         The default action is the one named ``"default"`` if present, else the first.
+        With ``explain``, ``Decision.why`` says why (:mod:`microadjust.core.why`; it costs a
+        little, so only a debug view asks).
         Raises :class:`InvalidContext`, :class:`InvalidActions`, :class:`InvalidSlot` or
         :class:`InvalidParameter` (for ``now``) and then changes nothing.
         """
-        choice = self._choose(context, actions, slot, now, ahead=False)
+        choice = self._choose(context, actions, slot, now, ahead=False, explain=explain)
         self._pend(choice)
         return choice.decision
 
@@ -260,6 +265,7 @@ class Engine:
         *,
         slot: str = "default",
         now: float | None = None,
+        explain: bool = False,
     ) -> Ranking:
         """Rank ``items`` top first: each position is a :meth:`rank` among the items left.
 
@@ -274,7 +280,8 @@ class Engine:
         >>> ranking.order[:2] == [d.action for d in ranking.decisions]
         True
         """
-        decisions, left = self._cascade(self.rank, context, items, slot, now)
+        rank = partial(self.rank, explain=explain)
+        decisions, left = self._cascade(rank, context, items, slot, now)
         return Ranking([d.action for d in decisions] + left, decisions)
 
     def reward(self, event_id: str, value: float, *, now: float | None = None) -> None:
@@ -539,6 +546,7 @@ class Engine:
         now: float | None,
         *,
         ahead: bool,
+        explain: bool = False,
     ) -> _Choice:
         """Validate, then draw: the decision and its pending record, not yet kept."""
         self._check_slot(slot, creating=True)
@@ -570,7 +578,7 @@ class Engine:
         pl = probs.tolist()
         drawn = draw(pl if q is probs else q.tolist(), self._rng, default, self._guard.holdout)
         k = drawn.index
-        reason = explain(
+        reason = reason_of(
             pl,
             k,
             default=default,
@@ -579,6 +587,7 @@ class Engine:
             score=float(scores.mean[k]),
             spread=float(scores.std[k]) * st.sigma(),
         )
+        reason_why = self._why(st, idx, X, names, k, scores, context, actions) if explain else None
         event_id = f"{self._prefix}-{self._counter}"
         self._counter += 1
         action = names[k]
@@ -600,8 +609,29 @@ class Engine:
             logged_context,
             logged_actions,
         )
-        decision = Decision(action, drawn.propensity, event_id, slot, reason, drawn.holdout)
+        decision = Decision(
+            action, drawn.propensity, event_id, slot, reason, drawn.holdout, reason_why
+        )
         return _Choice(decision, pending, k == default, forced or "")
+
+    def _why(
+        self,
+        st: SlotState,
+        idx: list[int],
+        X: np.ndarray,
+        names: list[str],
+        k: int,
+        scores: Scores,
+        context: Mapping[str, Any],
+        actions: Sequence[str] | Mapping[str, Mapping[str, Any]],
+    ) -> Why:
+        """Why ``names[k]``: its score's largest terms (linear policies) and the runner-up."""
+        terms = []
+        if scores.beta_a is None:  # a linear score x . theta, term by term
+            own = actions[names[k]] if isinstance(actions, Mapping) else None
+            sources = self._features.sources(context, own)
+            terms = top_terms(X[k], st.models.theta[idx[k]], sources)
+        return why(names, k, scores.mean, terms)
 
     def _pend(self, choice: _Choice) -> None:
         """The decision is shown: it counts for the guardrails and waits for its reward."""

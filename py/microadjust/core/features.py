@@ -236,13 +236,17 @@ class Featurizer:
         # clip with the two ufuncs: np.clip's Python wrapper costs more than the clipping
         return np.minimum(np.maximum(out, -self.clip, out=out), self.clip, out=out)
 
-    def _interactions(
-        self, out: np.ndarray, hc: list[int], vc: np.ndarray, ha: list[int], va: np.ndarray
-    ) -> None:
+    def _pair_hashes(self, hc: list[int], ha: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Hash and vector index of each (context, action) feature pair, context-major."""
         h = ((np.array(hc, dtype=np.uint64)[:, None] * _FNV_PRIME)
              ^ np.array(ha, dtype=np.uint64)[None, :]) & _MASK32  # fmt: skip
         h = h.ravel()
-        idx = (h % np.uint64(self.dim - 1) + np.uint64(1)).astype(np.intp)
+        return h, (h % np.uint64(self.dim - 1) + np.uint64(1)).astype(np.intp)
+
+    def _interactions(
+        self, out: np.ndarray, hc: list[int], vc: np.ndarray, ha: list[int], va: np.ndarray
+    ) -> None:
+        h, idx = self._pair_hashes(hc, ha)
         sign = 1.0 - 2.0 * (h >> np.uint64(31)).astype(np.float64)
         # values carry their own hash signs already: undo them, then apply the pair's sign
         vc_raw = vc * np.array([-1.0 if x >> 31 else 1.0 for x in hc])
@@ -280,6 +284,43 @@ class Featurizer:
                     self._interactions(row, context.hashes, vc, af.hashes, va)
             X[k] = row
         return X
+
+    def sources(
+        self, context: Mapping[str, object], action: Mapping[str, object] | None = None
+    ) -> dict[int, list[str]]:
+        """Readable names of what lands on each index of the vector of (``context``,
+        ``action``'s own features), validated inputs: ``"(bias)"``, ``"device=mobile"``, a
+        number's name, ``"a:color=red"``, interactions as ``"device=mobile × a:color=red"``.
+        Two names on one index are a hash collision. For explanations only (debug mode)."""
+        names: dict[int, list[str]] = {0: ["(bias)"]}
+        ctx = self.parse(context, "context")
+        ctx_names = _readable(context, "")
+        for i, name in zip(ctx.index, ctx_names, strict=True):
+            names.setdefault(i, []).append(name)
+        if action:
+            act = self.parse(action, "action", "a:")
+            act_names = _readable(action, "a:")
+            for i, name in zip(act.index, act_names, strict=True):
+                names.setdefault(i, []).append(name)
+            if self.interactions and ctx.index:
+                _, idx = self._pair_hashes(ctx.hashes, act.hashes)
+                pairs = [f"{c} × {a}" for c in ctx_names for a in act_names]
+                for i, name in zip(idx.tolist(), pairs, strict=True):
+                    names.setdefault(i, []).append(name)
+        return names
+
+
+def _readable(mapping: Mapping[str, object], prefix: str) -> list[str]:
+    """Each entry's display name, in the mapping's order: a number's name, else name=value."""
+    out = []
+    for key, value in mapping.items():
+        if isinstance(value, bool):
+            out.append(f"{prefix}{key}={'true' if value else 'false'}")
+        elif isinstance(value, str):
+            out.append(f"{prefix}{key}={value}")
+        else:
+            out.append(f"{prefix}{key}")
+    return out
 
 
 def _plain_values(mapping: Mapping[str, object], what: str) -> dict[str, float | int | str | bool]:

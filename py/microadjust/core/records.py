@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .state import StateReader, json_features
+from .why import Why
 
 __all__ = ["Decision", "Ranking", "AheadDecision", "PendingDecision", "LogRecord"]
 
@@ -38,6 +39,7 @@ class Decision:
     slot: str = "default"
     reason: str = ""
     holdout: bool = False
+    why: Why | None = None  # only with rank(..., explain=True)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serializable view."""
