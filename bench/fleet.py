@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import heapq
-import math
 import os
 import sys
 import tempfile
@@ -225,6 +224,8 @@ class ServerSettings:
 
     half_life_days: float
     publications_per_day: int = 20  # the day's privacy budget split evenly over them
+    max_shown: int = SyncSettings.__dataclass_fields__["max_shown"].default
+    rho_per_day: float = SyncSettings.__dataclass_fields__["rho_per_day"].default
     noise: bool = True  # False: no central noise at all
     priors_refresh_s: float = 300.0  # how often the simulated browsers' priors are re-fetched
 
@@ -238,7 +239,7 @@ class SyncServer:
         self.tmp = tempfile.TemporaryDirectory(
             prefix="fleet-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None
         )
-        rho_per_day = SyncSettings.__dataclass_fields__["rho_per_day"].default
+        rho_per_day = settings.rho_per_day
         if not settings.noise:  # a budget so large that sigma is ~1e-6 (rho = inf breaks JSON)
             rho_per_day = 1e12
         declaration = SiteDeclaration(
@@ -248,7 +249,8 @@ class SyncServer:
             SyncSettings(
                 sites={SITE: declaration},
                 data_dir=Path(self.tmp.name),
-                rate_per_s=math.inf,  # the limiter runs on wall-clock time, not the simulated one
+                max_shown=settings.max_shown,
+                rate_per_s=1e9,  # the limiter runs on wall-clock time, not the simulated one
                 half_life_days=settings.half_life_days,
                 publish_interval_s=DAY / settings.publications_per_day,
                 rho_per_day=rho_per_day,
@@ -523,7 +525,9 @@ def simulate(
 def policies(site: SiteShape, n: int, args: argparse.Namespace) -> dict[str, Callable[[], Policy]]:
     slots = {s.name: s.variants for s in site.slots}
     shift_at = n / args.per_day * DAY / 2 if site.name == "shift" else None
-    settings = ServerSettings(args.half_life_days, args.publications_per_day)
+    settings = ServerSettings(
+        args.half_life_days, args.publications_per_day, args.max_shown, args.rho_per_day
+    )
 
     def deployed(sync: dict[str, Any], noise: bool = True) -> Callable[[], Policy]:
         def make() -> Policy:
@@ -563,6 +567,18 @@ def main(argv: list[str] | None = None) -> None:
         default=20,
         help="the server's rho_per_day is split evenly over this many publications",
     )
+    parser.add_argument(
+        "--max-shown",
+        type=int,
+        default=ServerSettings.max_shown,
+        help="the server's per-visitor bound (exposures and reward units per slot and period)",
+    )
+    parser.add_argument(
+        "--rho-per-day",
+        type=float,
+        default=ServerSettings.rho_per_day,
+        help="the server's zCDP budget a day, split evenly over the publications",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--sync",
@@ -578,7 +594,8 @@ def main(argv: list[str] | None = None) -> None:
     shapes = site_shapes()
     print(
         f"# fleet benchmark, {datetime.date.today()}: {args.per_day:.0f} visitors/day, server "
-        f"half-life {args.half_life_days:g} days, {args.publications_per_day} publications/day",
+        f"half-life {args.half_life_days:g} days, {args.publications_per_day} publications/day, "
+        f"max_shown {args.max_shown}, rho {args.rho_per_day:g} a day",
         flush=True,
     )
     if args.sync:

@@ -68,6 +68,17 @@ def test_the_budget_bounds_a_slot_per_period_and_rolls_over():
     assert budget.take_shown("cta", now=100.0, **rules)  # a new period
 
 
+def test_periods_are_aligned_to_the_servers_days():
+    # one period's contribution must land in one aggregation day: a period starting at 23:59
+    # would spread the bound over two days, each capped and noised on its own
+    day = 86_400.0
+    budget = ContributionBudget()
+    assert budget.take_shown("cta", now=day - 60.0, max_shown=1, period_s=day)
+    assert budget.take_shown("cta", now=day + 60.0, max_shown=1, period_s=day)
+    assert not budget.take_shown("cta", now=2 * day - 60.0, max_shown=1, period_s=day)
+    assert budget.period_start == day
+
+
 def test_the_budget_survives_a_reload_and_a_broken_one_is_refused():
     budget = ContributionBudget()
     budget.take_shown("cta", now=0.0, max_shown=1, period_s=10.0)

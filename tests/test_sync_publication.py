@@ -12,7 +12,14 @@ import pytest
 from microadjust.server.aggregate import BucketRow, SlotSums, robust_totals, visitor_norm
 from microadjust.server.config import SyncSettings
 from microadjust.server.models import Counts, SiteDeclaration, SlotUpload
-from microadjust.server.publication import Budget, Rules, noise_sigma, priors_document
+from microadjust.server.publication import (
+    Budget,
+    Rules,
+    epsilon_of,
+    noise_sigma,
+    period_rho,
+    priors_document,
+)
 
 MAX_SHOWN = 4
 SITE = SiteDeclaration(
@@ -86,7 +93,8 @@ def test_one_visitor_moves_a_publication_by_at_most_the_sensitivity(cap):
 
 
 def test_the_noise_has_the_documented_scale_and_costs_rho():
-    rules = Rules(MAX_SHOWN, 86_400, rho_per_publication=0.05, rho_per_day=1.0)
+    rules = Rules(MAX_SHOWN, 86_400, rho_per_publication=0.05, rho_per_day=1.0,
+                  half_life_days=30.0)  # fmt: skip
     sigma = noise_sigma(max_shown=MAX_SHOWN, slots=2, rho=0.05)
     sensitivity = visitor_norm(MAX_SHOWN) * math.sqrt(2)
     assert sensitivity**2 / (2 * sigma**2) == pytest.approx(0.05)
@@ -103,7 +111,8 @@ def test_the_noise_has_the_documented_scale_and_costs_rho():
 
 
 def test_published_counts_are_clamped_and_empty_cells_left_out():
-    rules = Rules(MAX_SHOWN, 86_400, rho_per_publication=0.05, rho_per_day=1.0)
+    rules = Rules(MAX_SHOWN, 86_400, rho_per_publication=0.05, rho_per_day=1.0,
+                  half_life_days=30.0)  # fmt: skip
     document = priors_document(
         "shop", SITE, {}, rules, version=3, published_at=0.0, rng=np.random.default_rng(0)
     )
@@ -145,3 +154,33 @@ def test_the_default_cadence_spreads_the_daily_budget_over_the_whole_day():
         assert spent is not None, f"budget spent before {now / 3600:.1f} h"
         budget, published = spent, published + 1
     assert published == publications
+
+
+@pytest.mark.parametrize("half_life", [3.0, 30.0])
+def test_a_periods_lifetime_cost_sums_what_it_moves_every_later_publication(half_life):
+    # one visitor's day-0 contribution, published 20 times a day for as long as the server keeps
+    # rows (20 half-lives): each publication costs (how far it moves the published vector /
+    # sensitivity)^2 * rho_per_publication; the sum is what the priors document states
+    rho_pub, per_day = 0.05, 20
+    settings = SyncSettings(half_life_days=half_life)
+    mine = SlotSums({"device=mobile": {"quiz": [4.0, 4.0]}}, {})
+    spent = 0.0
+    for today in range(math.ceil(20 * half_life)):
+        totals = robust_totals([BucketRow(0, "cta", 1, mine)], bucket_cap=8.0,
+                               max_shown=MAX_SHOWN, half_life_days=half_life,
+                               today=today)  # fmt: skip
+        moved = totals["cta"].norm() / visitor_norm(MAX_SHOWN)  # its cell and *, decayed
+        spent += per_day * rho_pub * moved**2
+    assert spent == pytest.approx(
+        period_rho(rho_per_day=per_day * rho_pub, half_life_days=settings.half_life_days),
+        rel=1e-6,
+    )
+    header = Rules(MAX_SHOWN, 86_400, rho_pub, per_day * rho_pub, half_life).header("shop", SITE)
+    assert header["privacy"]["rho_per_period"] == pytest.approx(spent, rel=1e-4)
+    assert epsilon_of(spent) > spent  # the (epsilon, 1e-5) conversion only adds
+
+
+def test_without_decay_a_period_is_never_paid_off():
+    assert period_rho(rho_per_day=1.0, half_life_days=math.inf) == math.inf
+    rules = Rules(MAX_SHOWN, 86_400, 0.05, 1.0, math.inf)
+    assert rules.header("shop", SITE)["privacy"]["rho_per_period"] is None

@@ -4,13 +4,13 @@ This runs on the visitor's device (numpy only). Raw events, contexts and identif
 it: an upload holds, per slot, one context cell's exposure and reward counts (see
 ``docs/sync-protocol.md``).
 
-**The unit is the visitor.** Per slot and per contribution period (``period_s``, a day by default)
-one device contributes, over *all* its uploads of the period, at most ``max_shown`` exposures
-(variants and holdout together) and at most ``max_shown`` reward units (each decision's reward
-clipped to [0, 1]). :class:`ContributionBudget` enforces this across uploads and keeps its
-running totals in the device's state. Two consequences, for any split of a period's counts over
-uploads, variants and cells (all counts are non-negative, so a sum of squares is at most the
-square of the sum):
+**The unit is the visitor.** Per slot and per contribution period (``period_s``, a UTC day by
+default) one device contributes, over *all* its uploads of the period, at most ``max_shown``
+exposures (variants and holdout together) and at most ``max_shown`` reward units (each
+decision's reward clipped to [0, 1]). :class:`ContributionBudget` enforces this across uploads
+and keeps its running totals in the device's state. Two consequences, for any split of a
+period's counts over uploads, variants and cells (all counts are non-negative, so a sum of
+squares is at most the square of the sum):
 
 * adding or removing one visitor moves the vector of everything it uploaded for a slot in a
   period by at most ``sqrt(2) * max_shown`` in L2 norm (exposures and rewards ``max_shown``
@@ -21,7 +21,8 @@ square of the sum):
 **Mode "aggregate"** (exact counts): the site's own server sees one visitor's minimized counts
 (a cell, a handful of integers, no identifier) and adds Gaussian noise once to what it
 publishes: readers of the priors get central differential privacy (zCDP, ``rho`` per
-publication, see the protocol). It does not protect against the server itself or a breach of
+publication, ``rho_per_period`` for everything ever published about one visitor-period; the
+protocol's section 5 states both). It does not protect against the server itself or a breach of
 its database: they see each upload's exact small counts (but no identifier, no event, no context
 beyond the cell).
 
@@ -44,6 +45,8 @@ Retries resend the same body (never a fresh draw), so they cost no privacy.
 [True, True, False]
 >>> budget.take_shown("cta", now=10.0, max_shown=2, period_s=10.0)  # a new period
 True
+>>> budget.period_start  # periods are aligned: [10, 20), never [3, 13)
+10.0
 """
 
 from __future__ import annotations
@@ -144,8 +147,12 @@ class ContributionBudget:
         return granted
 
     def _roll(self, now: float, period_s: float) -> None:
+        """Start a new period when the current one is over. Periods are aligned to multiples
+        of ``period_s`` since the epoch (UTC days by default), the server's aggregation days, so
+        one period's contribution lands in one day's totals and its bound holds there."""
         if self.period_start is None or now >= self.period_start + period_s:
-            self.period_start, self.shown, self.reward = now, {}, {}
+            self.period_start = math.floor(now / period_s) * period_s
+            self.shown, self.reward = {}, {}
 
     def to_state(self) -> dict[str, Any]:
         return {"period_start": self.period_start, "shown": self.shown, "reward": self.reward}

@@ -152,6 +152,7 @@ class SyncAPI:
             settings.period_s,
             settings.rho_per_publication,
             settings.rho_per_day,
+            settings.half_life_days,
         )
         self.sites: dict[str, SiteDeclaration] = dict(settings.sites)
         self._sites_loaded_at = -math.inf

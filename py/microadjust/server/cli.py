@@ -10,6 +10,8 @@ from pathlib import Path
 from .config import SyncSettings, load_sites, parse_site_option
 from .limits import add_limit_arguments, limits_from_args
 
+DEFAULT = SyncSettings()  # the one copy of the defaults: the options show them
+
 __all__ = ["add_sync_arguments", "settings_from_args"]
 
 
@@ -52,9 +54,9 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
         "--bucket-cap", type=float, default=8.0,
         help="visitors' worth one source (IP) may weigh per slot and day ('inf': no cap)",
     )  # fmt: skip
-    group.add_argument("--rho-per-publication", type=float, default=0.05,
+    group.add_argument("--rho-per-publication", type=float, default=DEFAULT.rho_per_publication,
                        help="zCDP spent by one publication of the priors")  # fmt: skip
-    group.add_argument("--rho-per-day", type=float, default=1.0,
+    group.add_argument("--rho-per-day", type=float, default=DEFAULT.rho_per_day,
                        help="zCDP a site may spend a day")  # fmt: skip
     group.add_argument("--keep-versions", type=int, default=50,
                        help="published prior versions kept")  # fmt: skip
@@ -64,12 +66,14 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     group.add_argument("--burst", type=int, default=60, help="burst of priors requests per client")
     group.add_argument(
-        "--half-life-days", type=float, default=30.0, help="decay of old contributions"
-    )
+        "--half-life-days", type=float, default=DEFAULT.half_life_days,
+        help="decay of old contributions (with --rho-per-day, it sets what one visitor-period "
+        "costs over all publications: docs/sync-protocol.md section 5)",
+    )  # fmt: skip
     group.add_argument(
-        "--publish-interval", type=float, default=4320.0,
+        "--publish-interval", type=float, default=DEFAULT.publish_interval_s,
         help="seconds between automatic publications of a changed prior (default: 20 a day, "
-        "which with --rho-per-publication 0.05 spreads --rho-per-day 1.0 over the whole day)",
+        "which spreads --rho-per-day over the whole day)",
     )  # fmt: skip
     add_limit_arguments(parser)
 

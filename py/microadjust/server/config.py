@@ -67,10 +67,14 @@ class SyncSettings:
     max_shown: int = 4
     period_s: int = 86_400
     # aggregation and publication (protocol section 5)
-    half_life_days: float = 30.0  # priors: older contributions decay with this half-life
+    # The half-life and the daily budget together set what one visitor-period costs over every
+    # publication it enters: rho_per_day / (1 - 4 ** (-1 / half_life_days)), 21.6 here, as
+    # with the earlier 30 days at 1.0 a day (22.1). A short memory buys 8x the daily budget
+    # (noise / 2.8): bench/fleet.py, README.
+    half_life_days: float = 3.0  # priors: older contributions decay with this half-life
     bucket_cap: float = 8.0  # one source bucket counts for at most this many visitors a day
-    rho_per_publication: float = 0.05  # zCDP spent by one publication
-    rho_per_day: float = 1.0  # zCDP a site may spend a day (UTC)
+    rho_per_publication: float = 0.4  # zCDP spent by one publication
+    rho_per_day: float = 8.0  # zCDP a site may spend a day (UTC)
     # a changed prior is re-published at most this often: 20 a day, so that rho_per_day lasts
     # the whole day (at 60 s it was spent in the first 20 minutes with uploads)
     publish_interval_s: float = 4_320.0

@@ -310,6 +310,7 @@ class PublicationPrivacy(BaseModel):
     mechanism: Literal["central-gaussian-zcdp"]
     rho_per_publication: float
     rho_per_day: float
+    rho_per_period: float | None  # over every publication a period's counts enter; None: no decay
     sigma: float
 
 

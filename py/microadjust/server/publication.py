@@ -15,6 +15,15 @@ Budget(day=3, spent=1.0)
 True
 >>> Budget(day=3, spent=1.0).spend(today=4, rho=0.05, rho_per_day=1.0)
 Budget(day=4, spent=0.05)
+
+A day's counts stay in every later publication, decayed by ``0.5 ** (days / half_life)``: a
+publication ``k`` days later moves by that factor less, so it costs ``4 ** (-k / half_life)``
+of its rho. Over its whole life, one visitor's contribution of one period costs:
+
+>>> round(period_rho(rho_per_day=1.0, half_life_days=30.0), 1)
+22.1
+>>> round(period_rho(rho_per_day=1.0, half_life_days=7.0), 2)
+5.57
 """
 
 from __future__ import annotations
@@ -28,7 +37,15 @@ import numpy as np
 from .aggregate import SlotSums, visitor_norm
 from .models import SiteDeclaration
 
-__all__ = ["Budget", "Rules", "noise_sigma", "empty_document", "priors_document"]
+__all__ = [
+    "Budget",
+    "Rules",
+    "noise_sigma",
+    "period_rho",
+    "epsilon_of",
+    "empty_document",
+    "priors_document",
+]
 
 CELL_THRESHOLD_SIGMAS = 3.0  # a cell's variant is listed once its noisy shown reaches this
 BUDGET_SLACK = 1e-9  # float sums of rho must not refuse the last publication of a day
@@ -38,6 +55,24 @@ def noise_sigma(*, max_shown: int, slots: int, rho: float) -> float:
     """The Gaussian noise that makes one publication ``rho``-zCDP for one visitor-period."""
     sensitivity = visitor_norm(max_shown) * math.sqrt(max(slots, 1))
     return sensitivity / math.sqrt(2.0 * rho)
+
+
+def period_rho(*, rho_per_day: float, half_life_days: float) -> float:
+    """The zCDP one visitor-period costs over every publication that will ever include it:
+    ``rho_per_day`` on its own day, ``rho_per_day * 4 ** (-k / half_life_days)`` ``k`` days
+    later (its counts decayed by ``2 ** (-k / half_life_days)``). Infinite without decay."""
+    if not math.isfinite(half_life_days):
+        return math.inf
+    return rho_per_day / (1.0 - 4.0 ** (-1.0 / half_life_days))
+
+
+def epsilon_of(rho: float, delta: float = 1e-5) -> float:
+    """The (epsilon, delta)-DP that rho-zCDP implies (Bun & Steinke 2016, Prop. 1.3).
+
+    >>> round(epsilon_of(1.0), 2)
+    7.79
+    """
+    return rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta))
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +98,13 @@ class Rules:
     period_s: int
     rho_per_publication: float
     rho_per_day: float
+    half_life_days: float
 
     def header(self, site: str, declaration: SiteDeclaration) -> dict:
         sigma = noise_sigma(
             max_shown=self.max_shown, slots=len(declaration.slots), rho=self.rho_per_publication
         )
+        lifetime = period_rho(rho_per_day=self.rho_per_day, half_life_days=self.half_life_days)
         return {
             "v": 2,
             "site": site,
@@ -82,6 +119,7 @@ class Rules:
                 "mechanism": "central-gaussian-zcdp",
                 "rho_per_publication": self.rho_per_publication,
                 "rho_per_day": self.rho_per_day,
+                "rho_per_period": round(lifetime, 4) if math.isfinite(lifetime) else None,
                 "sigma": round(sigma, 4),
             },
         }
