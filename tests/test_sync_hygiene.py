@@ -305,10 +305,13 @@ def postgres_url():
             "PostgreSQL not configured: set MICROADJUST_TEST_DATABASE_URL=postgresql://... "
             "(.ci/run starts a local server and sets it)"
         )
-    import psycopg
-
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS rate_limit_buckets")
+    store = Storage(database_url=PG_URL)
+    try:
+        store.migrate()  # creates rate_limit_buckets (migration 3)
+        with store._transaction() as run:
+            run("DELETE FROM rate_limit_buckets")
+    finally:
+        store.close()
     return PG_URL
 
 

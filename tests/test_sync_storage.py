@@ -10,13 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from test_sync_api import make_upload
 
+from microadjust.server.limits import RateRule
 from microadjust.server.migrations import LATEST
 from microadjust.server.models import Upload
+from microadjust.server.ratelimit import PostgresBuckets
 from microadjust.server.storage import Storage
 
 PG_URL = os.environ.get("MICROADJUST_TEST_DATABASE_URL")
 TABLES = ("uploads", "aggregates", "bucket_sums", "day_secrets", "site_declarations", "priors",
-          "sites", "schema_migrations")  # fmt: skip
+          "sites", "rate_limit_buckets", "schema_migrations")  # fmt: skip
 
 
 def open_store(backend: str, tmp_path) -> Storage:
@@ -58,6 +60,25 @@ def quiz_shown(store: Storage) -> float:
 def test_migrations_reach_the_latest_version(backend, tmp_path):
     store = open_store(backend, tmp_path)
     assert store.migrate() == LATEST and store.up_to_date
+    store.close()
+
+
+def test_the_rate_limit_table_is_created_by_a_migration(backend, tmp_path):
+    """The shared rate-limit buckets come from migration 3, not from the first request: an
+    instance whose database role may not create tables still limits, and the schema version
+    says what is there."""
+    store = open_store(backend, tmp_path)
+    with store._transaction(write=False) as run:
+        name = run("SELECT name FROM schema_migrations WHERE version = 3").fetchone()[0]
+        assert run("SELECT COUNT(*) FROM rate_limit_buckets").fetchone()[0] == 0
+    assert "rate-limit" in name
+    if backend == "postgresql":
+        buckets = PostgresBuckets(PG_URL)
+        try:
+            assert buckets.take([("upload:192.0.2.1", RateRule(0.001, 1))]) is None
+            assert buckets.take([("upload:192.0.2.1", RateRule(0.001, 1))])[0] == 0
+        finally:
+            buckets.close()
     store.close()
 
 
