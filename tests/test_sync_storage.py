@@ -14,7 +14,7 @@ from microadjust.server.limits import RateRule
 from microadjust.server.migrations import LATEST
 from microadjust.server.models import Upload
 from microadjust.server.ratelimit import PostgresBuckets
-from microadjust.server.storage import Storage
+from microadjust.server.storage import Received, Storage
 
 PG_URL = os.environ.get("MICROADJUST_TEST_DATABASE_URL")
 TABLES = ("uploads", "aggregates", "bucket_sums", "day_secrets", "site_declarations", "priors",
@@ -95,6 +95,29 @@ def test_concurrent_uploads_and_retries_count_once(backend, tmp_path):
     assert store.upload_count("shop") == 40
     assert quiz_shown(store) == pytest.approx(40.0)
     assert {row.bucket for row in store.bucket_rows("shop")} == set(range(10))
+    store.close()
+
+
+def test_a_group_commit_stores_each_new_batch_once_and_sums_it_into_its_bucket(backend, tmp_path):
+    """Many uploads in one transaction (the server's group commit): a batch id repeated within
+    the group or stored before is refused, the rest are summed per bucket and day."""
+    store = open_store(backend, tmp_path)
+    assert store.record_upload("shop", upload("0" * 32), bucket=1, now=10.0)
+    group = [
+        Received("shop", upload("1" * 32), 1, 20.0),
+        Received("shop", upload("0" * 32), 1, 20.0),  # stored before
+        Received("shop", upload("2" * 32), 2, 20.0),
+        Received("shop", upload("1" * 32), 1, 21.0),  # repeated within the group
+        Received("other", upload("1" * 32), 1, 21.0),  # same id, another site
+        Received("shop", upload("3" * 32), 2, 86_400.0 + 5),  # the next day
+    ]
+    assert store.record_uploads(group) == [True, False, True, False, True, True]
+    assert store.upload_count("shop") == 4 and store.upload_count("other") == 1
+    shown = {(r.day, r.bucket): r.sums.variants["device=mobile"]["quiz"][0]
+             for r in store.bucket_rows("shop")}  # fmt: skip
+    assert shown == {(0, 1): 2.0, (0, 2): 1.0, (1, 2): 1.0}
+    assert store.site_state("shop").aggregated_at == 86_400.0 + 5
+    assert store.record_uploads([]) == []
     store.close()
 
 
