@@ -16,7 +16,13 @@ uploads >= 1,000 req/s with p99 <= 200 ms, 0 errors. Uploads follow protocol v2 
 site, one slot, at most four exposures). httptools and uvloop are used when
 importable by the server (``pip install httptools uvloop``; they are in the ``server`` extra).
 
-Run: ``.venv/bin/python bench/load_sync.py [--workers 1 2] [--seconds 10] [--markdown]``
+wrk and the server share the machine, so each row also gives what does not depend on it: the
+server's CPU time per request (all its processes, from /proc), and the load average before and
+after the run (other work on the machine inflates latency, not CPU per request). ``--pin`` puts
+wrk on the last CPU and the server on the others (``taskset``), so that they do not preempt
+each other; ``--python-path`` measures another copy of the package (before/after comparisons).
+
+Run: ``.venv/bin/python bench/load_sync.py [--workers 1 2] [--seconds 10] [--pin] [--markdown]``
 """
 
 from __future__ import annotations
@@ -96,6 +102,8 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_us: float  # server CPU time per request, all its processes
+    load: tuple[float, float]  # 1-minute load average before and after the run
 
     @property
     def meets_goal(self) -> bool:
@@ -109,23 +117,53 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def server_env() -> dict[str, str]:
-    path = os.pathsep.join(p for p in (str(ROOT / "py"), os.environ.get("PYTHONPATH")) if p)
+def server_env(package: Path) -> dict[str, str]:
+    path = os.pathsep.join(p for p in (str(package), os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "PYTHONPATH": path, "OPENBLAS_NUM_THREADS": "1"}
 
 
-def implementations() -> str:
+def implementations(package: Path) -> str:
     """Which HTTP parser and event loop the server will use (as uvicorn picks them)."""
     probe = "import importlib.util as u; print(bool(u.find_spec('httptools')), bool(u.find_spec('uvloop')))"  # noqa: E501
     found = subprocess.run(
-        [sys.executable, "-c", probe], env=server_env(), capture_output=True, text=True
+        [sys.executable, "-c", probe], env=server_env(package), capture_output=True, text=True
     ).stdout.split()
     http = "httptools" if found[:1] == ["True"] else "h11"
     loop = "uvloop" if found[1:] == ["True"] else "asyncio"
     return f"{http} + {loop}"
 
 
-def start_server(port: int, data_dir: str, database_url: str | None, workers: int):
+def cpu_sets(pin: bool) -> tuple[list[str], list[str]]:
+    """``taskset`` prefixes for the server and for wrk: wrk on the last CPU, the server on the
+    others (nothing when not pinning, or with a single CPU)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2:
+        return [], []
+    server = ",".join(str(c) for c in cpus[:-1])
+    return ["taskset", "-c", server], ["taskset", "-c", str(cpus[-1])]
+
+
+def cpu_seconds(root: int) -> float:
+    """User + system CPU time of process ``root`` and its children (the worker processes)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        pid, ppid = int(entry.name), int(fields[1])
+        if root in (pid, ppid):
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
+def start_server(
+    port: int, data_dir: str, database_url: str | None, workers: int, args
+) -> subprocess.Popen:
     sites = Path(data_dir) / "sites.json"
     sites.write_text(json.dumps(SITES))
     command = [
@@ -136,7 +174,12 @@ def start_server(port: int, data_dir: str, database_url: str | None, workers: in
     ]  # fmt: skip
     if database_url:
         command += ["--database-url", database_url]
-    process = subprocess.Popen(command, cwd=ROOT, env=server_env(), stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        cpu_sets(args.pin)[0] + command,
+        cwd=ROOT,
+        env=server_env(args.python_path),
+        stdout=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -158,13 +201,14 @@ def post_json(url: str, body: dict) -> int:
         return response.status
 
 
-def run_wrk(url: str, script: str, connections: int, seconds: float, headers: list[str]) -> dict:
+def run_wrk(url: str, script: str, headers: list[str], args) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
         lua.write(script)
+    seconds = args.seconds
     try:
-        command = [
-            "wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds:g}s", "--timeout", "10s",
-            "-s", lua.name, *(arg for h in headers for arg in ("-H", h)), url,
+        command = cpu_sets(args.pin)[1] + [
+            "wrk", "-t", str(args.wrk_threads), "-c", str(args.connections), "-d", f"{seconds:g}s",
+            "--timeout", "10s", "-s", lua.name, *(arg for h in headers for arg in ("-H", h)), url,
         ]  # fmt: skip
         output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
     finally:
@@ -183,7 +227,7 @@ def measure(store: str, database_url: str | None, workers: int, args) -> list[Re
     upload_lua = UPLOAD_LUA % {"key": KEY, "prefix": prefix, "suffix": suffix} + REPORT_LUA
     results = []
     with tempfile.TemporaryDirectory(prefix="microadjust-load-") as data_dir:
-        server = start_server(port, data_dir, database_url, workers)
+        server = start_server(port, data_dir, database_url, workers, args)
         try:
             seed = upload_body(f"{random.getrandbits(128):032x}", random.Random(1))
             post_json(f"{base}/v1/sites/shop/uploads", seed)
@@ -194,7 +238,9 @@ def measure(store: str, database_url: str | None, workers: int, args) -> list[Re
                 ("uploads", f"{base}/v1/sites/shop/uploads", upload_lua, []),
             )
             for kind, url, script, headers in runs:
-                raw = run_wrk(url, script, args.connections, args.seconds, headers)
+                load_before, cpu_before = os.getloadavg()[0], cpu_seconds(server.pid)
+                raw = run_wrk(url, script, headers, args)
+                cpu = cpu_seconds(server.pid) - cpu_before
                 results.append(
                     Result(
                         store,
@@ -205,6 +251,8 @@ def measure(store: str, database_url: str | None, workers: int, args) -> list[Re
                         raw["p50_us"] / 1000,
                         raw["p99_us"] / 1000,
                         raw["errors"],
+                        1e6 * cpu / max(raw["requests"], 1),
+                        (load_before, os.getloadavg()[0]),
                     )  # fmt: skip
                 )
         finally:
@@ -215,12 +263,27 @@ def measure(store: str, database_url: str | None, workers: int, args) -> list[Re
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, nargs="+", default=[2], help="server processes")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2], help="server processes (default 1 2)"
+    )
     parser.add_argument("--connections", type=int, default=200, help="concurrent connections")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each wrk run")
     parser.add_argument(
         "--database-url", default=os.environ.get("MICROADJUST_TEST_DATABASE_URL"),
         help="PostgreSQL to measure as well (default env MICROADJUST_TEST_DATABASE_URL)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--wrk-threads", type=int, default=1,
+        help="wrk threads (default 1: on 2 CPUs a second wrk thread takes CPU from the server)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pin", action="store_true",
+        help="wrk on the last CPU, the server on the others (taskset), so they do not preempt "
+        "each other",
+    )  # fmt: skip
+    parser.add_argument(
+        "--python-path", type=Path, default=ROOT / "py",
+        help="directory holding the microadjust package to measure (default: this checkout's)",
     )  # fmt: skip
     parser.add_argument("--markdown", action="store_true", help="print a dated Markdown table")
     args = parser.parse_args()
@@ -228,9 +291,13 @@ def main() -> int:
         parser.error("--connections in [1, 10000] and --seconds in [1, 120]")
     if any(not 1 <= w <= 16 for w in args.workers):
         parser.error("--workers in [1, 16]")
+    if not 1 <= args.wrk_threads <= 64:
+        parser.error("--wrk-threads in [1, 64]")
     if shutil.which("wrk") is None:
         print("bench/load_sync.py needs wrk: apt-get install -y wrk", file=sys.stderr)
         return 2
+    if args.pin and shutil.which("taskset") is None:
+        parser.error("--pin needs taskset (util-linux)")
 
     stores = [("SQLite", None)] + ([("PostgreSQL", args.database_url)] if args.database_url else [])
     results = [
@@ -239,25 +306,34 @@ def main() -> int:
         for workers in args.workers
         for result in measure(store, url, workers, args)
     ]
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    server_cpus, wrk_cpus = cpu_sets(args.pin)
+    placement = (
+        f"server on CPU {server_cpus[-1]}, wrk on CPU {wrk_cpus[-1]}"
+        if server_cpus
+        else "not pinned"
+    )
     header = (
-        f"wrk, {args.connections} connections, {args.seconds:g} s per run, against "
-        f"`python -m microadjust.server` on 127.0.0.1 ({implementations()}); "
+        f"wrk ({args.wrk_threads} thread{'s' if args.wrk_threads > 1 else ''}), "
+        f"{args.connections} connections, {args.seconds:g} s per run, against "
+        f"`python -m microadjust.server` on 127.0.0.1 ({implementations(args.python_path)}); "
         f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs "
-        f"shared with wrk, load average {load} at the end"
+        f"shared with wrk ({placement}); CPU = server CPU time per request, "
+        "load = 1-minute load average before → after the run"
     )
     goals = "goals: priors >= 5,000/s, p99 <= 50 ms; uploads >= 1,000/s, p99 <= 200 ms; 0 errors"
     if args.markdown:
         print(f"Sync API under load, {datetime.date.today().isoformat()}: {header}.\n")
         print(
-            "| store | workers | requests | count | requests/s | p50 ms | p99 ms | errors | goal |"
+            "| store | workers | requests | count | requests/s | p50 ms | p99 ms | errors "
+            "| CPU µs | load | goal |"
         )
-        print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+        print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
         for r in results:
             goal = "met" if r.meets_goal else "missed"
             print(
                 f"| {r.store} | {r.workers} | {r.kind} | {r.requests} | {r.per_s:.0f} | "
-                f"{r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} | {goal} |"
+                f"{r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} | {r.cpu_us:.0f} | "
+                f"{r.load[0]:.1f} → {r.load[1]:.1f} | {goal} |"
             )
         print(f"\n({goals}; `bench/load_sync.py --markdown`)")
     else:
@@ -267,7 +343,9 @@ def main() -> int:
             print(
                 f"{r.store:>10} x{r.workers} {r.kind:>7}: {r.requests:7d} requests, "
                 f"{r.per_s:7.0f}/s, p50 {r.p50_ms:7.1f} ms, p99 {r.p99_ms:7.1f} ms, "
-                f"{r.errors} errors  {'goal met' if r.meets_goal else 'goal missed'}"
+                f"{r.errors} errors, CPU {r.cpu_us:4.0f} µs/request, "
+                f"load {r.load[0]:4.1f} → {r.load[1]:4.1f}  "
+                f"{'goal met' if r.meets_goal else 'goal missed'}"
             )
     return 1 if any(r.errors for r in results) else 0
 

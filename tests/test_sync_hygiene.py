@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -305,10 +306,13 @@ def postgres_url():
             "PostgreSQL not configured: set MICROADJUST_TEST_DATABASE_URL=postgresql://... "
             "(.ci/run starts a local server and sets it)"
         )
-    import psycopg
-
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS rate_limit_buckets")
+    store = Storage(database_url=PG_URL)
+    try:
+        store.migrate()  # creates rate_limit_buckets (migration 3)
+        with store._transaction() as run:
+            run("DELETE FROM rate_limit_buckets")
+    finally:
+        store.close()
     return PG_URL
 
 
@@ -438,6 +442,42 @@ def test_health_is_503_on_a_read_only_sqlite_file(tmp_path, api, read_only):
     assert response.status_code == 503
     assert response.json()["status"] == "store not writable"
     assert "OperationalError" in response.json()["reason"]  # readonly, or no -shm to open
+
+
+def test_health_is_503_when_the_disk_is_full(tmp_path):
+    """A full disk, as the kernel reports it: in a process that may not grow any file
+    (RLIMIT_FSIZE 0, the limit a full file system imposes on new blocks), the heartbeat fails."""
+    storage = Storage(data_dir=tmp_path)
+    storage.migrate()
+    assert check_health(storage).http_status == 200
+    storage.close()  # as after a restart: the next connection needs a new WAL
+    probe = f"""
+import json, resource, signal, sys
+from microadjust.server.health import check_health
+from microadjust.server.storage import Storage
+storage = Storage(data_dir={str(tmp_path)!r})
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a refused write is an error, not a signal
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+health = check_health(storage)
+sys.stdout.write(json.dumps([health.http_status, health.body()]))
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "py")}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    status, body = json.loads(out.stdout or out.stderr)
+    assert status == 503 and body["status"] == "store not writable"
+    assert "disk" in body["reason"]  # SQLite: "disk I/O error" or "database or disk is full"
+
+
+def test_health_is_503_when_the_disk_has_less_free_space_than_required(tmp_path):
+    """Once SQLite's WAL has grown, a heartbeat rewrites it in place and succeeds on a full disk
+    while the next uploads would not: the free space itself is checked."""
+    storage = Storage(data_dir=tmp_path)
+    storage.migrate()
+    disk = shutil.disk_usage(tmp_path)
+    assert check_health(storage, min_free_bytes=1).http_status == 200
+    health = check_health(storage, min_free_bytes=disk.total + 1)
+    assert health.http_status == 503 and health.reason.startswith("the disk is full")
+    storage.close()
 
 
 def test_a_flood_of_health_probes_writes_once_a_second(tmp_path):

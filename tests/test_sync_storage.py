@@ -10,13 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from test_sync_api import make_upload
 
+from microadjust.server.limits import RateRule
 from microadjust.server.migrations import LATEST
 from microadjust.server.models import Upload
-from microadjust.server.storage import Storage
+from microadjust.server.ratelimit import PostgresBuckets
+from microadjust.server.storage import Received, Storage
 
 PG_URL = os.environ.get("MICROADJUST_TEST_DATABASE_URL")
 TABLES = ("uploads", "aggregates", "bucket_sums", "day_secrets", "site_declarations", "priors",
-          "sites", "schema_migrations")  # fmt: skip
+          "sites", "rate_limit_buckets", "schema_migrations")  # fmt: skip
 
 
 def open_store(backend: str, tmp_path) -> Storage:
@@ -61,6 +63,25 @@ def test_migrations_reach_the_latest_version(backend, tmp_path):
     store.close()
 
 
+def test_the_rate_limit_table_is_created_by_a_migration(backend, tmp_path):
+    """The shared rate-limit buckets come from migration 3, not from the first request: an
+    instance whose database role may not create tables still limits, and the schema version
+    says what is there."""
+    store = open_store(backend, tmp_path)
+    with store._transaction(write=False) as run:
+        name = run("SELECT name FROM schema_migrations WHERE version = 3").fetchone()[0]
+        assert run("SELECT COUNT(*) FROM rate_limit_buckets").fetchone()[0] == 0
+    assert "rate-limit" in name
+    if backend == "postgresql":
+        buckets = PostgresBuckets(PG_URL)
+        try:
+            assert buckets.take([("upload:192.0.2.1", RateRule(0.001, 1))]) is None
+            assert buckets.take([("upload:192.0.2.1", RateRule(0.001, 1))])[0] == 0
+        finally:
+            buckets.close()
+    store.close()
+
+
 def test_concurrent_uploads_and_retries_count_once(backend, tmp_path):
     store = open_store(backend, tmp_path)
     ids = [f"{i:032x}" for i in range(40)] * 3  # every batch sent three times
@@ -74,6 +95,29 @@ def test_concurrent_uploads_and_retries_count_once(backend, tmp_path):
     assert store.upload_count("shop") == 40
     assert quiz_shown(store) == pytest.approx(40.0)
     assert {row.bucket for row in store.bucket_rows("shop")} == set(range(10))
+    store.close()
+
+
+def test_a_group_commit_stores_each_new_batch_once_and_sums_it_into_its_bucket(backend, tmp_path):
+    """Many uploads in one transaction (the server's group commit): a batch id repeated within
+    the group or stored before is refused, the rest are summed per bucket and day."""
+    store = open_store(backend, tmp_path)
+    assert store.record_upload("shop", upload("0" * 32), bucket=1, now=10.0)
+    group = [
+        Received("shop", upload("1" * 32), 1, 20.0),
+        Received("shop", upload("0" * 32), 1, 20.0),  # stored before
+        Received("shop", upload("2" * 32), 2, 20.0),
+        Received("shop", upload("1" * 32), 1, 21.0),  # repeated within the group
+        Received("other", upload("1" * 32), 1, 21.0),  # same id, another site
+        Received("shop", upload("3" * 32), 2, 86_400.0 + 5),  # the next day
+    ]
+    assert store.record_uploads(group) == [True, False, True, False, True, True]
+    assert store.upload_count("shop") == 4 and store.upload_count("other") == 1
+    shown = {(r.day, r.bucket): r.sums.variants["device=mobile"]["quiz"][0]
+             for r in store.bucket_rows("shop")}  # fmt: skip
+    assert shown == {(0, 1): 2.0, (0, 2): 1.0, (1, 2): 1.0}
+    assert store.site_state("shop").aggregated_at == 86_400.0 + 5
+    assert store.record_uploads([]) == []
     store.close()
 
 

@@ -7,7 +7,6 @@ FastAPI turns into ``/openapi.json``; the protocol is docs/sync-protocol.md.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -35,6 +34,7 @@ from .. import __version__
 from .aggregate import restrict, robust_totals
 from .config import SITE_NAME, SyncSettings
 from .encoded import EncodedPrior, etag_of
+from .groupcommit import GroupCommit
 from .health import HealthCheck
 from .hygiene import harden
 from .models import (
@@ -58,7 +58,8 @@ from .security import (
     read_limited,
     source_bucket,
 )
-from .storage import Storage, day_of, dumps
+from .singleflight import SingleFlight
+from .storage import Received, Storage, day_of, dumps
 
 __all__ = ["create_app", "ApiError"]
 
@@ -158,7 +159,8 @@ class SyncAPI:
         self._sites_loaded_at = -math.inf
         self._secrets: dict[int, bytes] = {}
         self._priors: dict[str, CachedPrior] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._flights = SingleFlight()  # one store read for all the requests that need it
+        self._uploads = GroupCommit(storage.record_uploads)  # one commit for concurrent uploads
 
     async def _db(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await run_in_threadpool(partial(function, *args, **kwargs))
@@ -168,19 +170,22 @@ class SyncAPI:
     async def _site(self, name: str) -> SiteDeclaration:
         """The declaration of site ``name`` (the sites file, overridden by the admin API)."""
         if self.clock() - self._sites_loaded_at >= self.settings.refresh_s:
-            try:
-                declared = await self._db(self.storage.declarations)
-            except Exception:  # the store is down: the declarations known here still hold
-                if self._sites_loaded_at == -math.inf:
-                    raise
-                log.exception("reading the declared sites failed; using the ones known here")
-            else:
-                self.sites = {**self.settings.sites, **declared}
-            self._sites_loaded_at = self.clock()
+            await self._flights.run("sites", self._reload_sites)
         site = self.sites.get(name)
         if site is None:
             raise ApiError(404, f"unknown site {name!r}", "site")
         return site
+
+    async def _reload_sites(self) -> None:
+        try:
+            declared = await self._db(self.storage.declarations)
+        except Exception:  # the store is down: the declarations known here still hold
+            if self._sites_loaded_at == -math.inf:
+                raise
+            log.exception("reading the declared sites failed; using the ones known here")
+        else:
+            self.sites = {**self.settings.sites, **declared}
+        self._sites_loaded_at = self.clock()
 
     def _admin(self, request: Request) -> None:
         if not is_admin(request, self.settings.admin_token):
@@ -195,7 +200,9 @@ class SyncAPI:
         day = day_of(self.clock())
         secret = self._secrets.get(day)
         if secret is None:
-            secret = await self._db(self.storage.day_secret, day)
+            secret = await self._flights.run(
+                ("secret", day), partial(self._db, self.storage.day_secret, day)
+            )
             self._secrets = {day: secret}
         return source_bucket(secret, client_address(request))
 
@@ -241,23 +248,22 @@ class SyncAPI:
     async def _served(self, name: str, site: SiteDeclaration) -> EncodedPrior:
         """The prior to serve: from memory, re-read from the store (and re-published when due)
         at most every ``refresh_s``, or at once after an upload here when a publication is due."""
-        now = self.clock()
         cached = self._priors.get(name)
-        if cached is not None and not self._stale(cached, now):
+        if cached is not None and not self._stale(cached, self.clock()):
             return cached.prior
-        async with self._locks.setdefault(name, asyncio.Lock()):
-            cached = self._priors.get(name)
-            if cached is not None and not self._stale(cached, now):
-                return cached.prior
-            try:
-                prior = await self._load(name, site, cached)
-            except Exception:
-                if cached is None:
-                    raise
-                log.exception("priors of %s: the store failed; serving the last good version", name)
-                prior = cached.prior
-            self._priors[name] = CachedPrior(prior, self.clock())
-            return prior
+        return await self._flights.run(("prior", name), partial(self._reload_prior, name, site))
+
+    async def _reload_prior(self, name: str, site: SiteDeclaration) -> EncodedPrior:
+        cached = self._priors.get(name)
+        try:
+            prior = await self._load(name, site, cached)
+        except Exception:
+            if cached is None:
+                raise
+            log.exception("priors of %s: the store failed; serving the last good version", name)
+            prior = cached.prior
+        self._priors[name] = CachedPrior(prior, self.clock())
+        return prior
 
     def _invalidate(self, name: str) -> None:
         """Re-read the store at the next request (the cached prior stays the fallback)."""
@@ -326,9 +332,7 @@ class SyncAPI:
         if accepted:
             kept = upload.model_copy(update={"slots": accepted})
             bucket = await self._bucket(request)
-            stored = await self._db(
-                self.storage.record_upload, site, kept, bucket=bucket, now=self.clock()
-            )
+            stored = await self._uploads.submit(Received(site, kept, bucket, self.clock()))
             duplicate = not stored
             if site in self._priors:
                 self._priors[site].dirty = True

@@ -4,12 +4,16 @@ A ``SELECT`` succeeds on a read-only, full or half-corrupted database, so the ch
 fresh connection (what the next request would get), in one transaction, it upserts a heartbeat
 row and commits. A corrupted file, a read-only file, file system or replica, a full disk, or a
 store that cannot be opened gives 503 with the reason, and so does a schema that is not at the
-latest migration. Since ``/v1/health`` is public, :class:`HealthCheck` writes at most once a
-second per process: a flood of probes cannot turn into a flood of commits.
+latest migration. A heartbeat can still succeed on a full disk (SQLite rewrites its WAL in place
+once it has grown), while the next uploads need new space; so for SQLite the check also wants
+``MIN_FREE_BYTES`` free on the database's file system. Since ``/v1/health`` is public,
+:class:`HealthCheck` writes at most once a second per process: a flood of probes cannot turn
+into a flood of commits.
 """
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import threading
 import time
@@ -29,6 +33,7 @@ _BEAT = (
     "ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at"
 )
 TIMEOUT_S = 5  # waiting for the write lock or a connection longer than this is a problem too
+MIN_FREE_BYTES = 16 << 20  # SQLite: less free space than this on its file system is "full"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +82,18 @@ def _write_postgresql(storage: Storage) -> None:
         conn.execute(_BEAT.format(p="%s"), (time.time(),))
 
 
-def store_problem(storage: Storage) -> str | None:
-    """None if a transaction on a fresh connection can write and commit, else why not."""
+def store_problem(storage: Storage, min_free_bytes: int = MIN_FREE_BYTES) -> str | None:
+    """None if a transaction on a fresh connection can write and commit (and, for SQLite, its
+    file system has ``min_free_bytes`` free), else why not."""
     try:
         if storage.dialect == "sqlite":
             _write_sqlite(storage)
+            free = shutil.disk_usage(storage.path.parent).free
+            if free < min_free_bytes:
+                return (
+                    f"the disk is full: {free} bytes free on {storage.path.parent}, "
+                    f"expected at least {min_free_bytes}"
+                )
         else:
             _write_postgresql(storage)
     except Exception as exc:  # every failure of the store is the answer, not an error
@@ -89,9 +101,9 @@ def store_problem(storage: Storage) -> str | None:
     return None
 
 
-def check_health(storage: Storage) -> Health:
+def check_health(storage: Storage, min_free_bytes: int = MIN_FREE_BYTES) -> Health:
     """The store's health: writable first, then at the latest schema version."""
-    problem = store_problem(storage)
+    problem = store_problem(storage, min_free_bytes)
     if problem is not None:
         return Health("store not writable", storage.dialect, None, problem)
     version = storage.schema_version()

@@ -74,6 +74,17 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "ALTER TABLE sites ADD COLUMN rho_spent DOUBLE PRECISION NOT NULL DEFAULT 0",
         ],
     ),
+    (
+        3,
+        "shared rate-limit buckets (ratelimit.PostgresBuckets; created on first use before)",
+        [
+            """CREATE TABLE IF NOT EXISTS rate_limit_buckets (
+                bucket TEXT PRIMARY KEY,
+                tokens DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                allowed BOOLEAN NOT NULL)""",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -12,7 +12,9 @@ after its transaction is on disk, so a crash never loses an acknowledged batch. 
 write that touches a site locks that site's row (``SELECT ... FOR UPDATE``), so merges from
 different instances serialize. In both, a batch id is a primary key: a retried batch is
 recognized and never counted twice, and the batch's merge happens in the same transaction as
-its id is recorded.
+its id is recorded. Uploads arriving together are stored together (:meth:`Storage.record_uploads`,
+one transaction, one commit, one lock per site for all of them: group commit), each still
+acknowledged only once that commit is durable.
 
 The methods are synchronous (DB-API); the API calls them from a thread pool. Each thread has
 its own connection.
@@ -38,7 +40,7 @@ from .migrations import LATEST, MIGRATIONS
 from .models import SiteDeclaration, Upload
 from .publication import Budget
 
-__all__ = ["Storage", "SiteState", "StoredUpload", "Published", "DAY_S"]
+__all__ = ["Storage", "SiteState", "StoredUpload", "Received", "Published", "DAY_S"]
 
 DAY_S = 86_400
 
@@ -81,6 +83,37 @@ class StoredUpload:
     received_at: float
     bucket: int
     slots: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One validated upload to store: its site, its accepted slots, source bucket and time."""
+
+    site: str
+    upload: Upload
+    bucket: int
+    received_at: float
+
+
+SumsKey = tuple[str, int, str, int]  # site, day, slot, source bucket
+ROWS_PER_STATEMENT = 100  # rows of one multi-row statement (SQLite allows 32,766 parameters)
+
+
+def _rows(count: int, columns: int) -> str:
+    """``(?, ?), (?, ?)``: the VALUES of a multi-row statement."""
+    row = "(" + ", ".join("?" * columns) + ")"
+    return ", ".join([row] * count)
+
+
+def _chunks(items: Sequence[Any], size: int = ROWS_PER_STATEMENT) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _upload_row(received: Received) -> tuple[str, str, float, int, str]:
+    upload = received.upload
+    return (received.site, upload.batch_id, received.received_at, received.bucket,
+            upload.model_dump_json())  # fmt: skip
 
 
 STATE_QUERY = (
@@ -156,20 +189,19 @@ class Storage:
         return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
 
     @contextmanager
-    def _transaction(
-        self, site: str | None = None, *, write: bool = True
-    ) -> Iterator[Callable[..., Any]]:
-        """A transaction; with ``site``, that site's row exists and is locked until commit."""
+    def _transaction(self, *sites: str, write: bool = True) -> Iterator[Callable[..., Any]]:
+        """A transaction; the rows of ``sites`` exist and are locked until commit (in sorted
+        order, so that two instances locking the same sites never deadlock)."""
         conn = self._connection()
 
-        def run(sql: str, params: tuple[Any, ...] = ()) -> Any:
+        def run(sql: str, params: Sequence[Any] = ()) -> Any:
             return conn.execute(self._sql(sql), params)
 
         if self.dialect == "sqlite":
             # a writer takes SQLite's single write lock up front; readers never block (WAL)
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
-                if site is not None:
+                for site in sorted(sites):
                     run("INSERT INTO sites (site) VALUES (?) ON CONFLICT DO NOTHING", (site,))
                 yield run
             except BaseException:
@@ -178,7 +210,7 @@ class Storage:
             conn.execute("COMMIT")
         else:
             with conn.transaction():
-                if site is not None:
+                for site in sorted(sites):
                     run("INSERT INTO sites (site) VALUES (?) ON CONFLICT DO NOTHING", (site,))
                     run("SELECT site FROM sites WHERE site = ? FOR UPDATE", (site,))
                 yield run
@@ -264,34 +296,72 @@ class Storage:
         """Store one validated upload (its accepted slots only) and add it to its bucket's
         sums of the day; False, and nothing changes, if this batch id was already stored."""
         now = time.time() if now is None else now
-        with self._transaction(site) as run:
-            inserted = run(
-                "INSERT INTO uploads (site, batch_id, received_at, bucket, body) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (site, upload.batch_id, now, bucket, upload.model_dump_json()),
-            ).rowcount
-            if inserted != 1:
-                return False
-            self._add_to_buckets(run, site, upload, day_of(now), bucket)
-            run("UPDATE sites SET aggregated_at = ? WHERE site = ?", (now, site))
-        return True
+        return self.record_uploads([Received(site, upload, bucket, now)])[0]
 
-    def _add_to_buckets(
-        self, run: Callable[..., Any], site: str, upload: Upload, day: int, bucket: int
-    ) -> None:
-        for slot, entry in upload.slots.items():
-            row = run(
-                "SELECT sums FROM bucket_sums WHERE site = ? AND day = ? AND slot = ? "
-                "AND bucket = ?",
-                (site, day, slot, bucket),
-            ).fetchone()
-            sums = SlotSums.from_json(row[0]) if row else SlotSums()
-            sums.add(upload_sums(entry, self.max_shown))
-            run(
-                "INSERT INTO bucket_sums (site, day, slot, bucket, sums) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (site, day, slot, bucket) DO UPDATE SET sums = excluded.sums",
-                (site, day, slot, bucket, sums.to_json()),
-            )
+    def record_uploads(self, batch: Sequence[Received]) -> list[bool]:
+        """Store uploads in one transaction and add them to their buckets' sums of the day;
+        for each, False if its batch id was already stored (or came earlier in ``batch``).
+        One commit for all: the group commit that lets the server keep up with many uploads."""
+        if not batch:
+            return []
+        first: dict[tuple[str, str], Received] = {}  # a batch id repeated in the batch
+        for received in batch:
+            first.setdefault((received.site, received.upload.batch_id), received)
+        with self._transaction(*{r.site for r in batch}) as run:
+            inserted: set[tuple[str, str]] = set()
+            for rows in _chunks(list(first.values())):
+                cursor = run(
+                    "INSERT INTO uploads (site, batch_id, received_at, bucket, body) VALUES "
+                    f"{_rows(len(rows), 5)} ON CONFLICT DO NOTHING RETURNING site, batch_id",
+                    [value for r in rows for value in _upload_row(r)],
+                )
+                inserted.update((site, batch_id) for site, batch_id in cursor.fetchall())
+            stored = [
+                first[key] is r and key in inserted
+                for r in batch
+                for key in [(r.site, r.upload.batch_id)]
+            ]
+            sums: dict[SumsKey, SlotSums] = {}
+            aggregated_at: dict[str, float] = {}
+            for received, new in zip(batch, stored, strict=True):
+                if new:
+                    self._sum_into(sums, received)
+                    site = received.site
+                    aggregated_at[site] = max(aggregated_at.get(site, 0.0), received.received_at)
+            self._merge_into_buckets(run, sums)
+            for site, at in aggregated_at.items():
+                run("UPDATE sites SET aggregated_at = ? WHERE site = ?", (at, site))
+        return stored
+
+    def _sum_into(self, sums: dict[SumsKey, SlotSums], received: Received) -> None:
+        day = day_of(received.received_at)
+        for slot, entry in received.upload.slots.items():
+            key = (received.site, day, slot, received.bucket)
+            sums.setdefault(key, SlotSums()).add(upload_sums(entry, self.max_shown))
+
+    def _merge_into_buckets(self, run: Callable[..., Any], sums: dict[SumsKey, SlotSums]) -> None:
+        """Add ``sums`` to the stored bucket sums: one read and one upsert per 100 buckets."""
+        by_day: dict[tuple[str, int], list[SumsKey]] = {}
+        for key in sums:
+            by_day.setdefault(key[:2], []).append(key)
+        for (site, day), keys in by_day.items():
+            for chunk in _chunks(keys):
+                buckets = sorted({bucket for *_, bucket in chunk})
+                stored = run(
+                    "SELECT slot, bucket, sums FROM bucket_sums WHERE site = ? AND day = ? "
+                    f"AND bucket IN ({', '.join('?' * len(buckets))})",
+                    (site, day, *buckets),
+                ).fetchall()
+                for slot, bucket, text in stored:
+                    key = (site, day, slot, int(bucket))
+                    if key in sums:
+                        sums[key].add(SlotSums.from_json(text))
+                run(
+                    "INSERT INTO bucket_sums (site, day, slot, bucket, sums) VALUES "
+                    f"{_rows(len(chunk), 5)} ON CONFLICT (site, day, slot, bucket) "
+                    "DO UPDATE SET sums = excluded.sums",
+                    [value for key in chunk for value in (*key, sums[key].to_json())],
+                )
 
     def upload_count(self, site: str) -> int:
         with self._transaction(write=False) as run:
@@ -351,16 +421,11 @@ class Storage:
             "SELECT received_at, bucket, body FROM uploads WHERE site = ? ORDER BY received_at",
             (site,),
         ).fetchall()
-        merged: dict[tuple[int, str, int], SlotSums] = {}
+        sums: dict[SumsKey, SlotSums] = {}
         for received_at, bucket, body in rows:
-            for slot, entry in Upload.model_validate_json(body).slots.items():
-                key = (day_of(float(received_at)), slot, int(bucket))
-                merged.setdefault(key, SlotSums()).add(upload_sums(entry, self.max_shown))
-        for (day, slot, bucket), sums in merged.items():
-            run(
-                "INSERT INTO bucket_sums (site, day, slot, bucket, sums) VALUES (?, ?, ?, ?, ?)",
-                (site, day, slot, bucket, sums.to_json()),
-            )
+            upload = Upload.model_validate_json(body)
+            self._sum_into(sums, Received(site, upload, int(bucket), float(received_at)))
+        self._merge_into_buckets(run, sums)
         run("UPDATE sites SET aggregated_at = ? WHERE site = ?", (now, site))
         return len(rows)
 
