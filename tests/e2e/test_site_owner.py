@@ -58,7 +58,8 @@ def test_a_preview_link_shows_its_variants_and_nothing_learns_from_them(server, 
     state = wait_for_stored_state(visit, "(s) => 'headline' in s.engine.slots", "a checkpoint")
     stored = json.dumps(state)
     assert '"cta"' not in stored and '"cards"' not in stored  # not learned, not for upload
-    cache = json.loads(page.evaluate("localStorage.getItem('microadjust:last')"))
+    page.wait_for_function("(localStorage.getItem('microadjust:ahead') || '').includes('headline')")
+    cache = json.loads(page.evaluate("localStorage.getItem('microadjust:ahead')"))
     assert "headline" in cache and "cta" not in cache and "cards" not in cache
     assert visit.errors == []
 
