@@ -15,8 +15,10 @@ let session = null; // the Python WorkerSession, once booted
 let plan = { packages: [], upload_interval_ms: null }; // what Python asks of this host at boot
 const pending = []; // page messages that arrive while the engine boots
 let saveTimer = 0;
-// Boot steps as performance marks in the worker's own timeline (bench/boot.py reads them).
-const mark = (step) => performance.mark(`microadjust:worker:${step}`);
+// Boot steps as performance marks in the worker's own timeline, once each (bench/boot.py
+// reads them).
+const marked = new Set();
+const mark = (step) => marked.has(step) || (marked.add(step), performance.mark(`microadjust:worker:${step}`));
 mark('script');
 
 self.onmessage = ({ data }) => {
@@ -136,7 +138,7 @@ async function handle(message, fromHost = false) {
   for (const reply of replies) {
     if (Object.hasOwn(HOST, reply.type)) await HOST[reply.type](reply);
     else postMessage(reply);
-    if (reply.type === 'decisions' && !performance.getEntriesByName('microadjust:worker:decided').length) mark('decided');
+    if (reply.type === 'decisions') mark('decided');
   }
 }
 
