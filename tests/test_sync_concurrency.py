@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from test_sync_api import KEY, make_upload, settings
@@ -18,6 +19,13 @@ from microadjust.server.api import create_app
 from microadjust.server.serving import FrozenHeapAfterStartup
 
 CONCURRENT = 50
+
+
+def run(coroutine):
+    """``asyncio.run`` in a thread of its own: the end-to-end tests' Playwright session keeps an
+    event loop running in the main thread for the rest of the test run."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def counting(calls: list, method):
@@ -39,7 +47,7 @@ def at_once(app, requests) -> list[httpx.Response]:
         async with httpx.AsyncClient(transport=transport, base_url="http://sync") as client:
             return await asyncio.gather(*(request(client) for request in requests))
 
-    return asyncio.run(send_all())
+    return run(send_all())
 
 
 def test_concurrent_priors_requests_share_one_read_of_the_store(tmp_path):
@@ -98,7 +106,7 @@ def test_a_failed_group_commit_fails_each_of_its_uploads_and_stores_none(tmp_pat
             ]
             return [r.status_code for r in await asyncio.gather(*sent)]
 
-    assert asyncio.run(send_all()) == [500] * 5  # none acknowledged: the client retries
+    assert run(send_all()) == [500] * 5  # none acknowledged: the client retries
     assert storage.upload_count("shop") == 0
     storage.close()
 
@@ -119,7 +127,7 @@ def test_the_served_app_freezes_its_start_up_heap_out_of_the_collector():
 
     gc.unfreeze()
     try:
-        asyncio.run(start())
+        run(start())
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()

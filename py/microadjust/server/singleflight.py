@@ -6,19 +6,7 @@ instant. Each reading the store itself floods the thread pool; queueing them on 
 also serves every other ready connection, so the 200th waiter waits 200 turns (measured: p99
 1 s on the priors at 200 connections, every ``refresh_s``). :class:`SingleFlight` runs the
 refresh once and wakes every waiter in the same turn when it is done.
-
->>> import asyncio
->>> calls = []
->>> async def load():
-...     calls.append(1)
-...     await asyncio.sleep(0)
-...     return "fresh"
->>> async def many():
-...     flights = SingleFlight()
-...     return await asyncio.gather(*(flights.run("k", load) for _ in range(100)))
->>> answers = asyncio.run(many())
->>> len(calls), set(answers)
-(1, {'fresh'})
+Tested in tests/test_sync_concurrency.py.
 """
 
 from __future__ import annotations
