@@ -170,7 +170,8 @@ def start_server(
         sys.executable, "-m", "microadjust.server", "--host", "127.0.0.1", "--port", str(port),
         "--data-dir", data_dir, "--sites", str(sites), "--workers", str(workers),
         "--rate", "1e9", "--burst", "1000000000", "--upload-rate-ip", LIFTED,
-        "--upload-rate-key", LIFTED, "--publish-interval", "1", "--max-concurrency", "10000",
+        "--upload-rate-key", LIFTED, "--upload-budget", "1000000000", "--publish-interval", "1",
+        "--max-concurrency", "10000",
     ]  # fmt: skip
     if database_url:
         command += ["--database-url", database_url]

@@ -4,12 +4,16 @@ paths and headers are the serving layer's tests)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import warnings
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 import numpy as np
 import pytest
 from test_sync_api import ADMIN, KEY, admin, batch, make_upload, post, priors, raw_post, settings
+from test_sync_storage import PG_URL, TABLES
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -17,7 +21,10 @@ with warnings.catch_warnings():
 
 import microadjust.server.api as api_module
 from microadjust.server.api import create_app
+from microadjust.server.cli import add_sync_arguments, settings_from_args
+from microadjust.server.config import SyncSettings
 from microadjust.server.limits import RateRule, ServingLimits
+from microadjust.server.storage import Storage
 
 
 @pytest.fixture
@@ -227,3 +234,110 @@ def test_a_30000_deep_json_admin_body_is_refused(api):
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {ADMIN}"}
     response = api.put("/v1/admin/sites/shop", content=DEEP, headers=headers)
     assert response.status_code == 400 and response.json()["field"] == "body"
+
+
+# -- a source with many addresses ------------------------------------------------------------
+
+BUDGET = 5
+PROXY = "10.0.0.1"  # the flood arrives through a trusted proxy that names each address
+
+
+@pytest.fixture(params=["memory", "postgresql"])
+def budget_store(request, tmp_path) -> str | None:
+    """``None``: SQLite and this process's buckets; else a fresh PostgreSQL for both."""
+    if request.param == "memory":
+        return None
+    if not PG_URL:
+        pytest.skip("PostgreSQL not configured: set MICROADJUST_TEST_DATABASE_URL=postgresql://...")
+    store = Storage(database_url=PG_URL)
+    try:
+        with store._transaction() as run:
+            for table in TABLES:
+                run(f"DROP TABLE IF EXISTS {table} CASCADE")
+        store.migrate()
+    finally:
+        store.close()
+    return PG_URL
+
+
+def budget_settings(tmp_path, database_url: str | None, budget: int = BUDGET) -> SyncSettings:
+    return settings(
+        tmp_path,
+        upload_budget=budget,
+        database_url=database_url,
+        limits=ServingLimits(trusted_proxies=(PROXY,)),
+    )
+
+
+@contextmanager
+def instances(values: SyncSettings) -> Iterator[list[TestClient]]:
+    """Two app instances on one shared store (PostgreSQL), or one with in-process buckets."""
+    count = 2 if values.database_url else 1
+    with ExitStack() as stack:
+        yield [
+            stack.enter_context(TestClient(create_app(values), client=(PROXY, 4000)))
+            for _ in range(count)
+        ]
+
+
+def from_address(client: TestClient, index: int, body: dict):
+    """``body`` uploaded from address ``index`` of the attacker's many (one upload each, so no
+    per-address limit is ever reached)."""
+    address = f"198.51.{index // 256}.{index % 256}"
+    headers = {"X-Microadjust-Key": KEY, "X-Forwarded-For": address}
+    return client.post("/v1/sites/shop/uploads", json=body, headers=headers)
+
+
+def stored_state(client: TestClient) -> tuple:
+    """Everything an upload could change: the site's state, its stored uploads, their sums."""
+    site = admin(client, "GET", "/v1/admin/sites/shop").json()
+    uploads = admin(client, "GET", "/v1/admin/sites/shop/uploads").json()["uploads"]
+    sums = client.app.state.storage.bucket_rows("shop")
+    return site, uploads, sums
+
+
+def test_many_ip_flood_is_bounded_by_the_site_budget(tmp_path, budget_store):
+    with instances(budget_settings(tmp_path, budget_store)) as clients:
+        answers = [
+            from_address(clients[i % len(clients)], i, make_upload(variant="deal", shown=4))
+            for i in range(4 * BUDGET)
+        ]
+        assert [a.status_code for a in answers] == [200] * BUDGET + [429] * (3 * BUDGET)
+        refused = answers[-1]
+        assert refused.json()["field"] == "upload_budget"
+        assert f"at most {BUDGET} uploads per 86400 s" in refused.json()["error"]
+        assert int(refused.headers["retry-after"]) >= 86_400 / BUDGET - 1
+        for client in clients:  # every instance sees the same store and the same count
+            assert admin(client, "GET", "/v1/admin/sites/shop").json()["uploads"] == BUDGET
+
+
+def test_an_upload_refused_by_the_spent_budget_changes_nothing(tmp_path, budget_store):
+    with instances(budget_settings(tmp_path, budget_store)) as clients:
+        for i in range(BUDGET):
+            assert from_address(clients[0], i, make_upload()).status_code == 200
+        before = stored_state(clients[0])
+        for i in range(BUDGET, 3 * BUDGET):  # new addresses, new cells, new batches
+            answer = from_address(clients[-1], i, make_upload(cell="device=desktop"))
+            assert answer.status_code == 429
+        assert stored_state(clients[0]) == before
+
+
+def test_invalid_uploads_do_not_spend_the_site_budget(tmp_path, budget_store):
+    """The budget is taken after validation: a flood of uploads refused for their content
+    cannot lock honest visitors out."""
+    with instances(budget_settings(tmp_path, budget_store, budget=2)) as clients:
+        client = clients[-1]
+        junk = [make_upload(shown=5), make_upload(slot="fake"), make_upload(cell="device=tv")]
+        statuses = [from_address(client, i, junk[i % 3]).status_code for i in range(30)]
+        assert set(statuses) == {200, 422}  # 200: every slot refused, nothing to store
+        honest = [from_address(client, 100 + i, make_upload()).status_code for i in range(3)]
+        assert honest == [200, 200, 429]
+
+
+def test_the_upload_budget_is_a_server_option():
+    parser = argparse.ArgumentParser()
+    add_sync_arguments(parser)
+    assert settings_from_args(parser.parse_args([])).upload_budget == 1_000_000
+    assert settings_from_args(parser.parse_args(["--upload-budget", "300"])).upload_budget == 300
+    with pytest.raises(ValueError, match="upload_budget must be an integer >= 1, got 0"):
+        settings_from_args(parser.parse_args(["--upload-budget", "0"]))

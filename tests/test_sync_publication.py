@@ -4,12 +4,20 @@ documented scale, and published counts are clamped."""
 
 from __future__ import annotations
 
+import gc
+import json
 import math
 
 import numpy as np
 import pytest
 
-from microadjust.server.aggregate import BucketRow, SlotSums, robust_totals, visitor_norm
+from microadjust.server.aggregate import (
+    BucketRow,
+    SlotSums,
+    parse_bucket_rows,
+    robust_totals,
+    visitor_norm,
+)
 from microadjust.server.config import SyncSettings
 from microadjust.server.models import Counts, SiteDeclaration, SlotUpload
 from microadjust.server.publication import (
@@ -184,3 +192,93 @@ def test_without_decay_a_period_is_never_paid_off():
     assert period_rho(rho_per_day=1.0, half_life_days=math.inf) == math.inf
     rules = Rules(MAX_SHOWN, 86_400, 0.05, 1.0, math.inf)
     assert rules.header("shop", SITE)["privacy"]["rho_per_period"] is None
+
+
+# -- the publication path is fast and bit-identical to its definition ------------------------
+
+
+def defined_norm(sums: SlotSums) -> float:
+    """The norm as defined: the L2 norm of :meth:`SlotSums.with_star`'s counts, in its order
+    (what ``SlotSums.norm`` computed before it stopped building the copy)."""
+    full = sums.with_star() if any(c != "*" for c in sums.variants) else sums
+    squares = sum(s * s + r * r for v in full.variants.values() for s, r in v.values())
+    squares += sum(s * s + r * r for s, r in full.holdout.values())
+    return math.sqrt(squares)
+
+
+def defined_totals(rows: list[BucketRow], cap: float, half_life: float, today: int) -> dict:
+    """:func:`robust_totals` with :func:`defined_norm`."""
+    totals: dict[str, SlotSums] = {}
+    for row in rows:
+        norm, limit = defined_norm(row.sums), cap * visitor_norm(MAX_SHOWN)
+        scale = (1.0 if norm <= limit else limit / norm) * 0.5 ** ((today - row.day) / half_life)
+        totals.setdefault(row.slot, SlotSums()).add(row.sums, scale)
+    return totals
+
+
+def noisy_sums(rng: np.random.Generator, slot: str) -> SlotSums:
+    """Any stored shape: noisy local-mode values of any sign and size, a ``*`` cell or not,
+    holdouts missing for some cells."""
+    sums = SlotSums()
+    cells = [*(["*"] if rng.random() < 0.3 else []), *CELLS]
+    for cell in rng.permutation(cells)[: int(rng.integers(0, len(cells) + 1))]:
+        variants = rng.permutation(SITE.slots[slot])[: int(rng.integers(0, 4))]
+        scale = rng.choice([1, 1e-3, 1e3])
+        sums.variants[str(cell)] = {
+            str(v): (rng.normal(2, 9, 2) * scale).tolist() for v in variants
+        }
+        if rng.random() < 0.7:
+            sums.holdout[str(cell)] = rng.normal(0, 9, 2).tolist()
+    return sums
+
+
+def test_the_norm_is_with_stars_norm_bit_for_bit():
+    rng = np.random.default_rng(11)
+    for _ in range(3000):
+        sums = noisy_sums(rng, "cta")
+        assert sums.norm() == defined_norm(sums)  # exactly: a capped row's scale depends on it
+
+
+def test_published_priors_are_bit_identical_to_the_definition():
+    """The same bucket rows and seed publish the same bytes as the defined aggregation."""
+    rng = np.random.default_rng(5)
+    rows = [
+        BucketRow(int(rng.integers(0, 10)), slot, bucket, noisy_sums(rng, slot))
+        for bucket in range(300)
+        for slot in SITE.slots
+    ]
+    stored = [(r.day, r.slot, r.bucket, r.sums.to_json()) for r in rows]
+    rules = Rules(MAX_SHOWN, 86_400, rho_per_publication=0.4, rho_per_day=8.0, half_life_days=3.0)
+    documents = []
+    for totals in (
+        robust_totals(parse_bucket_rows(stored), bucket_cap=2.0, max_shown=MAX_SHOWN,
+                      half_life_days=3.0, today=10),
+        defined_totals(rows, cap=2.0, half_life=3.0, today=10),
+    ):  # fmt: skip
+        assert any(row.sums.norm() > 2.0 * visitor_norm(MAX_SHOWN) for row in rows)  # capped
+        document = priors_document(
+            "shop", SITE, totals, rules, version=1, published_at=0.0, rng=np.random.default_rng(0)
+        )
+        documents.append((json.dumps(document), repr(sorted(totals.items()))))
+    assert documents[0] == documents[1]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_parsing_bucket_rows_leaves_the_garbage_collector_as_it_was(enabled):
+    stored = [(3, "cta", 7, noisy_sums(np.random.default_rng(1), "cta").to_json())]
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        [row] = parse_bucket_rows(stored)
+        assert (row.day, row.slot, row.bucket, row.sums) == (
+            3,
+            "cta",
+            7,
+            SlotSums.from_json(stored[0][3]),
+        )
+        assert gc.isenabled() == enabled
+        with pytest.raises(ValueError):
+            parse_bucket_rows([(3, "cta", 7, "{not json")])
+        assert gc.isenabled() == enabled
+    finally:
+        gc.enable() if was else gc.disable()

@@ -49,6 +49,7 @@ from .models import (
     check_bounds,
 )
 from .publication import Rules, empty_document, priors_document
+from .ratelimit import SharedBuckets, StoreUnavailable
 from .report import render_html, site_report
 from .security import (
     BodyTooLarge,
@@ -142,9 +143,11 @@ class SyncAPI:
         storage: Storage,
         clock: Callable[[], float],
         rng: np.random.Generator | None,
+        buckets: SharedBuckets,
     ):
         self.settings = settings
         self.storage = storage
+        self.buckets = buckets  # the site upload budgets, in the rate limits' shared store
         self.clock = clock
         self.rng = rng
         self.health_check = HealthCheck(storage, settings.limits.health_every_s)  # health.py
@@ -205,6 +208,25 @@ class SyncAPI:
             )
             self._secrets = {day: secret}
         return source_bucket(secret, client_address(request))
+
+    async def _spend_upload_budget(self, site: str) -> None:
+        """One upload from the site's budget, or 429: many addresses together store at most
+        ``upload_budget`` uploads a period (each one alone is held by its own rate limit)."""
+        rule = self.settings.upload_budget_rule
+        try:
+            refusal = await self.buckets.take([(f"budget:{site}", rule)])
+        except StoreUnavailable as exc:
+            raise ApiError(503, str(exc)) from None
+        if refusal is not None:
+            retry = max(1, math.ceil(refusal[1]))
+            raise ApiError(
+                429,
+                f"the upload budget of site {site!r} is spent: at most "
+                f"{self.settings.upload_budget} uploads per {self.settings.period_s} s from all "
+                f"addresses together; retry in {retry} s with the same batch",
+                "upload_budget",
+                **{"Retry-After": str(retry)},
+            )
 
     def _since_day(self, today: int) -> int:
         """Older days weigh less than 1e-6 after decay: aggregation skips them."""
@@ -329,7 +351,8 @@ class SyncAPI:
         }
         accepted = {slot: entry for slot, entry in upload.slots.items() if slot not in refused}
         duplicate = False
-        if accepted:
+        if accepted:  # valid and something to store: now it may spend the budget, then write
+            await self._spend_upload_budget(site)
             kept = upload.model_copy(update={"slots": accepted})
             bucket = await self._bucket(request)
             stored = await self._uploads.submit(Received(site, kept, bucket, self.clock()))
@@ -503,7 +526,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (413, "the body is too large"),
         (415, "the body is not application/json"),
         (422, "the body or a parameter is invalid; field names it"),
-        (429, "rate-limited, or today's privacy budget is spent"),
+        (429, "rate-limited, or the site's upload budget or today's privacy budget is spent"),
         (503, "the store is unavailable"),
     )
 }
@@ -534,7 +557,8 @@ def create_app(
     storage = storage or Storage(
         data_dir=settings.data_dir, database_url=settings.database_url, max_shown=settings.max_shown
     )
-    api = SyncAPI(settings, storage, clock, rng)
+    buckets = SharedBuckets(settings.database_url)  # rate limits and upload budgets
+    api = SyncAPI(settings, storage, clock, rng, buckets)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -629,5 +653,5 @@ def create_app(
             expose_headers=["ETag"],
             max_age=600,
         )
-    harden(app, settings)  # timeouts, body and JSON checks, rate limits, headers (hygiene.py)
+    harden(app, settings, buckets)  # timeouts, body and JSON checks, rate limits (hygiene.py)
     return app

@@ -58,6 +58,11 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
                        help="zCDP spent by one publication of the priors")  # fmt: skip
     group.add_argument("--rho-per-day", type=float, default=DEFAULT.rho_per_day,
                        help="zCDP a site may spend a day")  # fmt: skip
+    group.add_argument(
+        "--upload-budget", type=int, default=DEFAULT.upload_budget, metavar="N",
+        help="uploads a site may store a day (per period), from all addresses together, shared "
+        f"by all instances; beyond, 429 (default {DEFAULT.upload_budget:,})",
+    )  # fmt: skip
     group.add_argument("--keep-versions", type=int, default=50,
                        help="published prior versions kept")  # fmt: skip
     group.add_argument(
@@ -97,6 +102,7 @@ def settings_from_args(args: argparse.Namespace) -> SyncSettings:
         publish_interval_s=args.publish_interval,
         max_shown=args.max_shown,
         bucket_cap=args.bucket_cap,
+        upload_budget=args.upload_budget,
         rho_per_publication=args.rho_per_publication,
         rho_per_day=args.rho_per_day,
         keep_versions=args.keep_versions,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .limits import ServingLimits
+from .limits import RateRule, ServingLimits
 from .models import SiteDeclaration
 
 SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -66,6 +66,10 @@ class SyncSettings:
     # the per-visitor contribution bound (protocol section 2)
     max_shown: int = 4
     period_s: int = 86_400
+    # uploads a site may store per period, whatever their addresses (a token bucket refilled
+    # over the period, shared by all instances): far above an honest busy site (README,
+    # "Serving limits"), far below what the per-site rate alone lets through (43 million a day)
+    upload_budget: int = 1_000_000
     # aggregation and publication (protocol section 5)
     # The half-life and the daily budget together set what one visitor-period costs over every
     # publication it enters: rho_per_day / (1 - 4 ** (-1 / half_life_days)), 21.6 here, as
@@ -98,7 +102,7 @@ class SyncSettings:
                 f"rho_per_publication ({self.rho_per_publication}) exceeds rho_per_day "
                 f"({self.rho_per_day}): nothing could ever be published"
             )
-        for name in ("max_shown", "period_s", "keep_versions", "max_body_bytes"):
+        for name in ("max_shown", "period_s", "upload_budget", "keep_versions", "max_body_bytes"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         for name in self.sites:
@@ -107,6 +111,13 @@ class SyncSettings:
         for origin in self.origins:
             if not re.match(r"^https?://[^/\s]+$", origin):
                 raise ValueError(f"origin {origin!r} must look like https://host[:port]")
+
+    @property
+    def upload_budget_rule(self) -> RateRule:
+        """The site's budget as a token bucket: a whole period's worth at once, then refilled
+        evenly, so any one period stores at most twice the budget and a busy hour never
+        meets it."""
+        return RateRule(self.upload_budget / self.period_s, self.upload_budget)
 
     @property
     def storage_label(self) -> str:

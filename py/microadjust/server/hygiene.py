@@ -31,7 +31,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from .config import SyncSettings
 from .errors import send_error
-from .ratelimit import RateLimitMiddleware
+from .ratelimit import RateLimitMiddleware, SharedBuckets
 from .safejson import UnsafeJSON, loads
 
 __all__ = ["BodyGuard", "SecurityHeaders", "harden"]
@@ -42,14 +42,15 @@ NOSNIFF = [(b"x-content-type-options", b"nosniff")]
 STYLE = re.compile(rb"<style>(.*?)</style>", re.DOTALL)
 
 
-def harden(app: Starlette, settings: SyncSettings) -> None:
-    """Add the hygiene middleware, configured by ``settings.limits``, around ``app``'s routes."""
+def harden(app: Starlette, settings: SyncSettings, buckets: SharedBuckets | None = None) -> None:
+    """Add the hygiene middleware, configured by ``settings.limits``, around ``app``'s routes
+    (rate limits in ``buckets``, the app's shared store, or a store of their own)."""
     limits = settings.limits
     # add_middleware wraps what was added before: the last one added runs first
     app.add_middleware(
         BodyGuard, timeout_s=limits.body_timeout_s, upload_max_bytes=settings.max_body_bytes
     )
-    app.add_middleware(RateLimitMiddleware, settings=settings)
+    app.add_middleware(RateLimitMiddleware, settings=settings, buckets=buckets)
     app.add_middleware(SecurityHeaders)
     if limits.trusted_proxies:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(limits.trusted_proxies))

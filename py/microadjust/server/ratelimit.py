@@ -8,7 +8,9 @@ migration 3, :mod:`.migrations`). The requests that arrive together are checked 
 statements go to PostgreSQL in one pipeline, one round trip for all of them, each statement as
 exact as one request alone. Without a shared database the buckets live in memory. Priors stay
 limited in memory per instance: they are the hot path, identical for every client, and meant to
-be cached by a CDN anyway.
+be cached by a CDN anyway. The same store holds each site's upload budget
+(``SyncSettings.upload_budget``), which the upload handler takes from only once an upload has
+passed validation, so that invalid uploads cannot spend it.
 
 The client address is ``scope["client"]``, which :mod:`.hygiene` rewrites from
 ``X-Forwarded-For`` only when the direct peer is a trusted proxy. IPv6 clients are limited per
@@ -34,7 +36,14 @@ from .groupcommit import GroupCommit
 from .limits import RateRule
 from .security import RateLimiter
 
-__all__ = ["BucketStore", "MemoryBuckets", "PostgresBuckets", "RateLimitMiddleware"]
+__all__ = [
+    "BucketStore",
+    "MemoryBuckets",
+    "PostgresBuckets",
+    "RateLimitMiddleware",
+    "SharedBuckets",
+    "StoreUnavailable",
+]
 
 
 Wanted = Sequence[tuple[str, RateRule]]  # bucket names and their rules, in order
@@ -210,6 +219,34 @@ def _address_key(host: str) -> str:
     return str(ipaddress.ip_network(f"{address}/64", strict=False))
 
 
+class StoreUnavailable(Exception):
+    """The shared bucket store could not be reached: what it backs is unavailable too (503)."""
+
+
+class SharedBuckets:
+    """The buckets shared by every instance and worker: PostgreSQL when ``database_url`` is
+    set, else this process's memory. One per app, used by the middleware (rates) and by the
+    upload handler (the site's upload budget, taken after validation)."""
+
+    def __init__(self, database_url: str | None) -> None:
+        self.memory = MemoryBuckets()  # also the shared store without a database
+        self.store: BucketStore = PostgresBuckets(database_url) if database_url else self.memory
+        # a database round trip: off the event loop, and shared by the requests arriving together
+        self._takes = GroupCommit(self.store.take_many) if database_url else None
+
+    async def take(self, wanted: Wanted) -> Refusal | None:
+        """:meth:`BucketStore.take` in the shared store; :class:`StoreUnavailable` if it fails."""
+        if self._takes is None:
+            return self.memory.take(wanted)
+        try:
+            return await self._takes.submit(wanted)
+        except Exception as exc:
+            raise StoreUnavailable(f"the rate limit store is unavailable: {exc}") from exc
+
+    def close(self) -> None:
+        self.store.close()
+
+
 @dataclass(frozen=True, slots=True)
 class Limit:
     """One bucket a request draws from, and the words of its 429."""
@@ -223,19 +260,14 @@ class Limit:
 class RateLimitMiddleware:
     """429 with ``Retry-After`` when a request's bucket is empty; other requests pass untouched."""
 
-    def __init__(self, app: ASGIApp, settings: SyncSettings) -> None:
+    def __init__(
+        self, app: ASGIApp, settings: SyncSettings, buckets: SharedBuckets | None = None
+    ) -> None:
         self.app = app
         self.settings = settings
         self.limits = settings.limits
         self.priors_rule = RateRule(settings.rate_per_s, settings.rate_burst)
-        self.memory = MemoryBuckets()
-        self.shared: BucketStore = (
-            PostgresBuckets(settings.database_url) if settings.database_url else self.memory
-        )
-        # a database round trip: off the event loop, and shared by the requests arriving together
-        self.shared_takes = (
-            GroupCommit(self.shared.take_many) if self.shared is not self.memory else None
-        )
+        self.buckets = buckets or SharedBuckets(settings.database_url)
 
     def limits_of(self, scope: Scope) -> list[Limit]:
         """The buckets this request draws from, in order (a refusal stops the rest)."""
@@ -263,20 +295,20 @@ class RateLimitMiddleware:
             try:
                 await self.app(scope, receive, send)
             finally:
-                self.shared.close()
+                self.buckets.close()
             return
         if scope["type"] == "http":
             limits = self.limits_of(scope)
             wanted = [(limit.bucket, limit.rule) for limit in limits]
             refusal = None
-            if limits and limits[0].shared and self.shared_takes:  # a request's buckets share
-                try:  # one store
-                    refusal = await self.shared_takes.submit(wanted)
-                except Exception as exc:  # the database is down: so is everything it backs
-                    await send_error(send, 503, f"the rate limit store is unavailable: {exc}", None)
+            if limits and limits[0].shared:  # a request's buckets share one store
+                try:
+                    refusal = await self.buckets.take(wanted)
+                except StoreUnavailable as exc:  # the database is down: so is all it backs
+                    await send_error(send, 503, str(exc), None)
                     return
             elif limits:
-                refusal = self.memory.take(wanted)
+                refusal = self.buckets.memory.take(wanted)
             if refusal is not None:
                 index, wait = refusal
                 await self._refuse(send, limits[index], wait)

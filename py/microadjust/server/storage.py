@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .aggregate import BucketRow, SlotSums, upload_sums
+from .aggregate import BucketRow, SlotSums, parse_bucket_rows, upload_sums
 from .migrations import LATEST, MIGRATIONS
 from .models import SiteDeclaration, Upload
 from .publication import Budget
@@ -438,7 +438,7 @@ class Storage:
             "SELECT day, slot, bucket, sums FROM bucket_sums WHERE site = ? AND day >= ?",
             (site, since_day),
         ).fetchall()
-        return [BucketRow(int(d), s, int(b), SlotSums.from_json(j)) for d, s, b, j in rows]
+        return parse_bucket_rows(rows)
 
     # -- published priors -------------------------------------------------------------------
 
