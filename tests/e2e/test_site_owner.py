@@ -208,7 +208,8 @@ def test_the_debug_panel_marks_a_decision_made_ahead_though_it_loaded_after_its_
     text = row.inner_text()
     assert f"promo → {cached['variant']}" in text
     assert f"p={cached['probability']:.3f} · {cached['reason']}" in text
-    assert "made ahead on an earlier page view" in text and "MADE AHEAD" in text
+    assert "MADE AHEAD" in text
+    assert "MADE AHEAD: decided on the page view before" in panel.inner_text()  # said once
     assert [d["slot"] for d in page.evaluate("window.__decisions")] == ["promo"]
     assert "learning: no sign of automation so far" in panel.inner_text()  # "automation": "learn"
     assert visit.errors == []
