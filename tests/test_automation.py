@@ -103,6 +103,19 @@ def test_a_webdriver_session_is_shown_decisions_but_learns_keeps_and_uploads_not
     assert not [r for r in page(session, "decide", slots=[CTA]) if r["type"] == "unsaved"]
 
 
+def test_ready_says_from_the_start_why_an_automated_page_view_learns_nothing():
+    def ready(**init) -> dict:
+        session = WorkerSession()
+        config = {"seed": 7, **init.pop("config", {})}
+        replies = session.handle({"v": 1, "type": "init", "config": config, **init})
+        return next(r for r in replies if r["type"] == "ready")
+
+    told = ready(automated=True)["ignored"]
+    assert told == "this page view looks automated: navigator.webdriver is set"
+    assert "ignored" not in ready(automated=False)
+    assert "ignored" not in ready(automated=True, config={"automation": "learn"})
+
+
 def test_learn_lets_an_automated_session_learn_keep_and_upload():
     session = started(automated=True, automation="learn")
     events(session, HUMAN)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -456,3 +458,26 @@ def test_a_checkpoint_of_the_format_visitors_have_stored_still_loads():
     sync = session.sync.to_state()  # protocol v1's sums have no v2 equivalent: counts restart
     assert sync["uploaded"] == 0 and sync["pending"] is None
     assert session.sync.upload_interval_ms() == 60_000  # and sync stays on
+
+
+BOOT_AND_DECIDE = """
+import json, sys
+from microadjust.browser.session import WorkerSession
+session = WorkerSession()
+session.handle_json(json.dumps({"v": 1, "type": "init", "config": {}, "context": {}}))
+cta = {"slot": "cta", "variants": ["default", "b"]}
+session.handle_json(json.dumps({"v": 1, "type": "decide", "slots": [cta], "t": 1000}))
+later = ["microadjust.core.evaluation", "statistics", "microadjust.browser.site_priors"]
+print(json.dumps([name for name in later if name in sys.modules]))
+import microadjust
+print(json.dumps([name for name in microadjust.__all__ if not hasattr(microadjust, name)]))
+"""
+
+
+def test_boot_and_a_first_decision_import_neither_evaluation_nor_site_priors():
+    # each module the worker imports costs its boot: these load when first used
+    out = subprocess.run(
+        [sys.executable, "-c", BOOT_AND_DECIDE], capture_output=True, text=True, check=True
+    )
+    loaded, missing = map(json.loads, out.stdout.splitlines())
+    assert loaded == [] and missing == []  # and every public name still resolves

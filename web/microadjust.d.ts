@@ -142,8 +142,9 @@ export interface Microadjust {
   /** Erases everything microadjust keeps on this device. */
   forget(): Promise<unknown>;
   export(): Promise<MicroadjustExport>;
-  /** Debug mode only (for the debug panel): every slot, what it shows and its decision. */
-  readonly debug?: { slots(): MicroadjustSlotView[] };
+  /** Debug mode only (for the debug panel): every slot, what it shows and its decision, and
+   * why this page view learns nothing (it looks automated), or `null` while it learns. */
+  readonly debug?: { slots(): MicroadjustSlotView[]; ignored(): string | null };
 }
 
 /** A slot as the debug panel sees it. */

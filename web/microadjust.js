@@ -61,7 +61,7 @@
   let failed = false;
   let maxSlots = Infinity; // the engine's limit (its 'ready' message): the first slots only
   let overLimit = false; // warned that the page has more slots than the engine takes
-  let toldAutomated = false;
+  let ignored = null; // the worker's word on why this page view learns nothing (automated)
   let nextId = 1;
   const asked = new Map(); // slot -> when its decision was requested (for microadjust:decide)
   const measures = new Set(); // names of the timings this page added
@@ -629,9 +629,9 @@
     if (!data || data.v !== PROTOCOL) return fail(`the worker speaks protocol ${data && data.v}, expected ${PROTOCOL}`);
     const resolve = requests.get(data.id);
     if (resolve) requests.delete(data.id);
-    if (data.type === 'rewarded' && data.ignored && !toldAutomated) { // once: why nothing learns
-      toldAutomated = true;
-      console.info(`microadjust: ${data.ignored}; it learns nothing (the configuration's "automation": "learn" changes that)`);
+    if (data.ignored && !ignored) { // once (at ready, or an ignored goal): why nothing learns
+      ignored = data.ignored;
+      console.info(`microadjust: ${ignored}; it learns nothing (the configuration's "automation": "learn" changes that)`);
     }
     if (data.type === 'ready') {
       if (Number.isInteger(data.max_slots)) maxSlots = data.max_slots;
@@ -741,7 +741,7 @@
         device, page: { ahead_decisions: storage('get', CACHE_KEY), consent: storage('get', CONSENT_KEY) },
       }));
     },
-    ...(config.debug ? { debug: { slots: debugSlots } } : {}),
+    ...(config.debug ? { debug: { slots: debugSlots, ignored: () => ignored } } : {}),
   });
 
   /** For the debug panel (web/debug.js), only in debug mode: every slot and what it shows. */

@@ -14,7 +14,11 @@ The package has three layers, each in its own folder:
 | ``server/`` | the optional sync server (never shipped to browsers) | on the site's server |
 
 Imports only run downwards: ``server`` and ``browser`` use ``core``; ``core`` uses neither.
+Off-policy evaluation (``ips``, ``lift``, …) is imported on first use: the worker's boot never
+needs it.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from .browser.triggers import Trigger, parse_trigger
 from .core.engine import DEFAULTS, Decision, Engine
@@ -32,8 +36,22 @@ from .core.errors import (
     UnknownEvent,
     UnknownSignal,
 )
-from .core.evaluation import Estimate, LiftEstimate, doubly_robust, ips, lift, snips
 from .core.priors import merge_stats
+
+if TYPE_CHECKING:
+    from .core.evaluation import Estimate, LiftEstimate, doubly_robust, ips, lift, snips
+
+_EVALUATION = frozenset({"Estimate", "LiftEstimate", "doubly_robust", "ips", "lift", "snips"})
+
+
+def __getattr__(name: str) -> Any:
+    """The names of :mod:`microadjust.core.evaluation`, imported when first asked for."""
+    if name in _EVALUATION:
+        from .core import evaluation
+
+        return getattr(evaluation, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

@@ -182,3 +182,47 @@ def test_the_debug_panel_shows_why_and_marks_and_links_a_preview(server, visit):
     assert {s: d["variant"] for s, d in shown.items()} == {"headline": "bold", "offer": offer}
     assert all(d["preview"] for d in shown.values())
     assert visit.errors == []
+
+
+PANEL = "aside[aria-label='microadjust decisions']"
+PROMO = "<div data-ma-slot='promo'>A<template data-ma-variant='b'>B</template></div>"
+
+
+def test_the_debug_panel_marks_a_decision_made_ahead_though_it_loaded_after_its_event(
+    server, visit
+):
+    open_fixture(visit, server, fixture_page(PROMO + BELOW_THE_FOLD, {"seed": 4}))
+    page = visit.page
+    cached = page.wait_for_function(  # the next page view's decision, made ahead
+        "(JSON.parse(localStorage.getItem('microadjust:ahead')) || {}).promo",
+        timeout=60_000,  # it includes the boot
+    ).json_value()
+    page.goto(server + "/t/page.html?microadjust=debug")  # the visitor returns, in debug mode
+    shown = decided(page, "promo")["promo"]
+    assert shown["ahead"] is True and shown["event_id"] == cached["event_id"]
+    panel = page.locator(PANEL)
+    row = panel.locator("[data-slot=promo]")
+    row.get_by_text("MADE AHEAD", exact=True).wait_for()
+    page.evaluate("microadjust.ready")
+    worker_caught_up(page)  # adopted by the engine: not decided again, so the mark stays
+    text = row.inner_text()
+    assert f"promo → {cached['variant']}" in text
+    assert f"p={cached['probability']:.3f} · {cached['reason']}" in text
+    assert "MADE AHEAD" in text
+    assert "MADE AHEAD: decided on the page view before" in panel.inner_text()  # said once
+    assert [d["slot"] for d in page.evaluate("window.__decisions")] == ["promo"]
+    assert "learning: no sign of automation so far" in panel.inner_text()  # "automation": "learn"
+    assert visit.errors == []
+
+
+def test_the_debug_panel_says_why_an_automated_page_view_learns_nothing(server, visit):
+    html = fixture_page(PROMO, {"automation": "ignore"})  # Playwright sets navigator.webdriver
+    open_fixture(visit, server, html, query="?microadjust=debug")
+    panel = visit.page.locator(PANEL)
+    verdict = "this page view looks automated: navigator.webdriver is set; it learns nothing"
+    panel.get_by_text(verdict).wait_for()
+    assert "learning:" not in panel.inner_text()
+    console_drained(visit)
+    told = [m.text for m in visit.console if "looks automated" in m.text]
+    assert len(told) == 1  # the site owner is told once, at ready, before any goal
+    assert visit.errors == []

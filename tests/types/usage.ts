@@ -31,6 +31,8 @@ document.addEventListener('microadjust:decision', (event) => {
 const pushed = (window.dataLayer ?? []) as MicroadjustDataLayerEvent[];
 console.log(pushed.filter((e) => e.event === 'microadjust_decision').map((e) => e.microadjust_slot));
 for (const view of window.microadjust.debug?.slots() ?? []) console.log(view.slot, view.shown, view.preview);
+const ignored: string | null = window.microadjust.debug?.ignored() ?? null;
+console.log(ignored);
 
 async function main(): Promise<void> {
   const { visits, boot_ms } = await window.microadjust.ready;

@@ -63,7 +63,8 @@ ready           ``engine`` (version), ``restored`` (bool: state came from an ear
                 visit), ``visits``, ``rewards`` (counts on this device), ``boot_ms``,
                 ``max_slots`` (the engine's limit: the loader decides the page's first
                 ``max_slots`` slots in document order, and asks in ``decide`` messages of
-                at most ``MAX_SLOTS`` (50) slots each)
+                at most ``MAX_SLOTS`` (50) slots each); ``ignored`` (why nothing will be
+                learned, when the page view looks automated from the start)
 decisions       ``id``, ``decisions``: list of ``{slot, variant, probability, event_id,
                 reason, holdout}``; a ranking's also has ``order`` (item ids, top first);
                 with ``explain`` on, ``why``: ``{score, terms: [{feature, contribution}],

@@ -243,6 +243,7 @@ class WorkerSession:
             rewards=self.rewards,
             boot_ms=message.get("boot_ms"),
             max_slots=engine.params["max_slots"],
+            **({} if automation.learns else {"ignored": self._ignored()}),
         )
         self._close_windows()
         refused = self._adopt(adoptions)
@@ -329,7 +330,7 @@ class WorkerSession:
         if slot is not None:  # clicked in a slot (a goal from JavaScript may come on page load)
             self.automation.goal_clicked(t_ms)
         if not self.automation.learns:  # a bot's goal teaches nothing; its decisions stay open
-            ignored = f"this page view looks automated: {self.automation.reason}"
+            ignored = self._ignored()
             return [reply("rewarded", goal=goal, value=value, event_ids=[], ignored=ignored)]
         if slot is None:
             shares = [(event_id, 1.0) for event_id in self.attribution.conversions()]
@@ -391,6 +392,10 @@ class WorkerSession:
         return []
 
     # --- helpers ----------------------------------------------------------------------------
+
+    def _ignored(self) -> str:
+        """Why this page view learns nothing, for the site owner (``ignored`` in replies)."""
+        return f"this page view looks automated: {self.automation.reason}"
 
     def _upload(self) -> Replies:
         """A batch for the sync server, unless this page view looks automated (and the site

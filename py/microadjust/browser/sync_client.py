@@ -44,7 +44,7 @@ import math
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,7 +55,9 @@ from .privacy import (
     ContributionBudget,
     local_noise,
 )
-from .site_priors import PriorsDocument
+
+if TYPE_CHECKING:  # imported where a document comes in: a site without priors never needs it
+    from .site_priors import PriorsDocument
 
 __all__ = ["MODES", "UPLOAD_VERSION", "SyncClient", "SyncConfig"]
 
@@ -278,6 +280,8 @@ class SyncClient:
 
         A malformed document raises :class:`InvalidPrior` and the previous one stays.
         """
+        from .site_priors import PriorsDocument
+
         parsed = (
             document if isinstance(document, PriorsDocument) else PriorsDocument.parse(document)
         )

@@ -39,11 +39,10 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from . import evaluation
 from .drift import PageHinkley
 from .errors import (
     ExpiredEvent,
@@ -67,6 +66,9 @@ from .sampling import draw
 from .slots import Prior, PriorStats, SlotState
 from .state import StateReader
 from .why import Why, top_terms, why
+
+if TYPE_CHECKING:  # imported where used: deciding never needs it (nor statistics, fractions)
+    from . import evaluation
 
 __all__ = [
     "Engine",
@@ -509,6 +511,8 @@ class Engine:
         confidence: float = 0.95,
     ) -> evaluation.Estimate:
         """Off-policy estimate of ``policy`` (default: this engine's current policy)."""
+        from . import evaluation
+
         estimators: dict[str, Callable[..., evaluation.Estimate]] = {
             "ips": evaluation.ips,
             "snips": evaluation.snips,
@@ -529,6 +533,8 @@ class Engine:
 
     def lift(self, slot: str | None = None, *, confidence: float = 0.95) -> evaluation.LiftEstimate:
         """Lift of the treated decisions over the holdout, from the log."""
+        from . import evaluation
+
         return evaluation.lift(self.log(slot), confidence=confidence)
 
     def drift_resets(self, slot: str = "default") -> int:
