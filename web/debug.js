@@ -74,7 +74,7 @@
     if (madeAhead(view)) title.append(badge('MADE AHEAD', '#b4a0ff'));
     const lines = [title];
     if (preview) lines.push(make('div', 'previewed by link: not decided, learned from or cached', 'color:#aab'));
-    else if (!latest) lines.push(make('div', 'no decision yet: its default, or last visit\'s choice', 'color:#aab'));
+    else if (!latest) lines.push(make('div', 'no decision yet: its own content', 'color:#aab'));
     else lines.push(make('div', `p=${latest.probability.toFixed(3)} · ${latest.reason}`, 'color:#aab'));
     if (waiting) lines.push(make('div', `decided ${waiting.order ? waiting.order.join(' · ') : waiting.variant}: shown once out of view`, 'color:#ffb454'));
     const why = latest && latest.why;
