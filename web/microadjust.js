@@ -466,7 +466,7 @@
    * offers, or nothing. @param {Slot} slot */
   function applyAhead(slot) {
     const entry = Object.hasOwn(cache, slot.name) ? cache[slot.name] : null;
-    if (worker || !entry || typeof entry !== 'object' || slot.trigger || slot.manual) return;
+    if (booted || !entry || typeof entry !== 'object' || slot.trigger || slot.manual) return;
     const { variant, order, probability, event_id: eventId, reason, expires } = entry;
     const offered = slot.isRank ? slot.items : slot.variants;
     const same = (names) => Array.isArray(names) && names.length === offered.size
@@ -523,7 +523,7 @@
   function observe() {
     let maxDepth = -1;
     let scrollQueued = false;
-    let lastY = scrollY;
+    let lastY = null; // read at the first scroll, not here: reading scrollY now forces a layout
     let upFrom = null; // where and when the current upward scroll began: scroll_back
     addEventListener('scroll', () => {
       if (scrollQueued) return;
@@ -536,6 +536,7 @@
           record('scroll', { depth: Math.round(depth * 100) / 100 });
         }
         const y = scrollY;
+        if (lastY === null) lastY = y;
         if (y >= lastY || (upFrom && now() - upFrom.t > SCROLL_BACK.ms)) upFrom = null;
         if (y < lastY && !upFrom) upFrom = { y: lastY, t: now() };
         if (upFrom && upFrom.y - y >= innerHeight * SCROLL_BACK.viewports) {
@@ -672,6 +673,11 @@
     const ahead = [...slots.values()].filter((slot) => slot.ahead);
     if (ahead.length) storage('set', CACHE_KEY, JSON.stringify(cache)); // each is shown once
     for (const slot of ahead) show(slot, slot.ahead);
+    setTimeout(() => boot(ahead), 0); // a task of its own: the page's parsing task stays short
+  }
+
+  /** Start the engine's worker, after the slots are written. @param {Slot[]} ahead */
+  function boot(ahead) {
     if (config.debug) document.head.append(Object.assign(document.createElement('script'), { src: asset(ASSETS.debug) }));
     try {
       worker = new Worker(asset(ASSETS.worker));
