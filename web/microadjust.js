@@ -66,6 +66,7 @@
   const asked = new Map(); // slot -> when its decision was requested (for microadjust:decide)
   const measures = new Set(); // names of the timings this page added
   let measured = 0;
+  let aheadTaken = false; // start() took the decisions made ahead that the page shows
   let booted = 0; // when start() began: microadjust:boot runs from here to the engine ready
   let settle;
   const ready = new Promise((resolve, reject) => { settle = { resolve, reject }; });
@@ -466,7 +467,7 @@
    * offers, or nothing. @param {Slot} slot */
   function applyAhead(slot) {
     const entry = Object.hasOwn(cache, slot.name) ? cache[slot.name] : null;
-    if (booted || !entry || typeof entry !== 'object' || slot.trigger || slot.manual) return;
+    if (aheadTaken || !entry || typeof entry !== 'object' || slot.trigger || slot.manual) return;
     const { variant, order, probability, event_id: eventId, reason, expires } = entry;
     const offered = slot.isRank ? slot.items : slot.variants;
     const same = (names) => Array.isArray(names) && names.length === offered.size
@@ -671,6 +672,7 @@
     warnPreview();
     showPreviews([...slots.values()]);
     const ahead = [...slots.values()].filter((slot) => slot.ahead);
+    aheadTaken = true; // the worker adopts these; a slot registered from now on is decided live
     if (ahead.length) storage('set', CACHE_KEY, JSON.stringify(cache)); // each is shown once
     for (const slot of ahead) show(slot, slot.ahead);
     setTimeout(() => boot(ahead), 0); // a task of its own: the page's parsing task stays short
