@@ -375,8 +375,7 @@ class WorkerSession:
         """The state to store, when it changed and the visitor allows keeping it."""
         if not (self.keeps and self.dirty):
             return []
-        self.saved = self.fingerprint()
-        return [reply("save", state=self.snapshot())]
+        return [self._save()]
 
     def on_sync_upload(self, message: Message) -> Replies:
         return self._upload()
@@ -392,6 +391,11 @@ class WorkerSession:
         return []
 
     # --- helpers ----------------------------------------------------------------------------
+
+    def _save(self) -> dict[str, Any]:
+        """The ``save`` reply of the state as it is now, which is then no longer dirty."""
+        self.saved = self.fingerprint()
+        return reply("save", state=self.snapshot())
 
     def _ignored(self) -> str:
         """Why this page view learns nothing, for the site owner (``ignored`` in replies)."""
@@ -531,9 +535,7 @@ class WorkerSession:
                     Issued(spec.slot, spec.items is not None, offered, decisions, expires)
                 )
         self.ahead.issue(issued)
-        self.saved = self.fingerprint()
-        state = reply("save", state=self.snapshot())
-        return [*errors, state, reply("ahead", decisions=[one.for_page() for one in issued])]
+        return [*errors, self._save(), reply("ahead", decisions=[one.for_page() for one in issued])]
 
     def _seen(self, slot: str, placed: Placed) -> None:
         """The slot's decision was seen (the attribution rule): each of its open events may now
