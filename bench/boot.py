@@ -2,10 +2,12 @@
 
     .venv/bin/python bench/boot.py [--runs 3] [--markdown]
 
-Builds dist/ if needed, serves it on a free loopback port and loads the demo in Debian's Chromium:
-cold (a fresh profile: empty HTTP cache) and warm (a reload: HTTP cache and compiled wasm cache),
-each also with the page's CPU throttled 4x through the DevTools protocol
-(``Emulation.setCPUThrottlingRate``; Chromium does not throttle workers this way, see throttle()).
+Builds dist/ if needed, serves it on a free loopback port and loads the demo in Debian's Chromium
+as a visitor has it, with a profile on disk: cold (a fresh profile: empty HTTP cache) and warm
+(the next page view, after reading the first for a few seconds: HTTP cache and Chromium's
+compiled-code caches), each also with the page's CPU throttled 4x through the DevTools protocol
+(``Emulation.setCPUThrottlingRate``; Chromium does not throttle workers this way, see throttle()),
+and once more in a private window, where Chromium keeps no compiled code between page views.
 Time to first decision is measured in the page, from navigation start to the first
 ``microadjust:decision`` event. Blocking time is the Total Blocking Time of the main thread
 (sum of each long task's time beyond 50 ms) from navigation start to the first decision.
@@ -27,7 +29,10 @@ import datetime
 import statistics
 import subprocess
 import sys
+import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,49 +117,75 @@ def throttle(context, page, rate: float) -> None:
     session.send("Emulation.setCPUThrottlingRate", {"rate": rate})
 
 
+# (CPU throttling, label, private window): a visitor's own profile keeps Chromium's compiled-code
+# caches (V8's for pyodide.asm.js, the WebAssembly code cache for pyodide.asm.wasm); a private
+# window keeps none, so its warm load compiles everything again
+KINDS = ((1, "", False), (4, "_4x", False), (1, "_private", True))
+DWELL_MS = 3000  # a visitor reads the first page this long before the next (Chromium writes its
+# WebAssembly code cache once enough of the module is optimized, about a second after start)
+
+
+@contextmanager
+def visitor(playwright, *, private: bool) -> Iterator:
+    """A browser context as a visitor has it: a fresh profile on disk, or a private window."""
+    if private:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=AS_A_VISITOR)
+        try:
+            yield browser.new_context()
+        finally:
+            browser.close()
+        return
+    with tempfile.TemporaryDirectory() as profile:
+        context = playwright.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, args=AS_A_VISITOR
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
 def time_boot(base: str, runs: int) -> Figures:
     from playwright.sync_api import sync_playwright
 
     figures = Figures()
     with sync_playwright() as playwright:
-        # a visitor, not a bot: with navigator.webdriver set the demo learns and keeps nothing,
-        # so no decision would be made ahead for the returning page view
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=AS_A_VISITOR)
         for _ in range(runs):
-            for rate, label in ((1, ""), (4, "_4x")):
-                context = browser.new_context()
-                page = context.new_page()
-                page.add_init_script(PROBE)
-                if rate != 1:
-                    throttle(context, page, rate)
-                urls: list[str] = []
-                context.on("request", lambda request, urls=urls: urls.append(request.url))
-                for kind in ("cold", "warm"):
-                    if kind == "cold":
-                        page.goto(base + "/")
-                    else:  # the engine's own boot: without the decisions made ahead
-                        page.wait_for_function(CACHED, arg=page.evaluate(ELIGIBLE))
-                        page.evaluate("localStorage.removeItem('microadjust:ahead')")
-                        page.reload()
-                    figures.times[kind + label].append(page.evaluate("window.__first"))
-                    if rate == 1:
-                        for step, at in worker_marks(page).items():
-                            figures.times[f"{kind}:{step}"].append(at)
-                    for name, duration in page.evaluate(MEASURES):  # boot, decide, apply
-                        figures.times[f"{name}_{kind}{label}"].append(duration)
-                    blocking = page.evaluate(
-                        "window.__tasks.reduce((s, d) => s + Math.max(0, d - 50), 0)"
-                    )
-                    figures.times[f"tbt_{kind}{label}"].append(blocking)
-                    if kind == "cold":
-                        figures.requested.update(
-                            url.split("?")[0][len(base) + 1 :]
-                            for url in urls
-                            if url.startswith(base + "/microadjust/")
+            for rate, label, private in KINDS:
+                # a visitor, not a bot: with navigator.webdriver set the demo learns and keeps
+                # nothing, so no decision would be made ahead for the returning page view
+                with visitor(playwright, private=private) as context:
+                    page = context.new_page()
+                    page.add_init_script(PROBE)
+                    if rate != 1:
+                        throttle(context, page, rate)
+                    urls: list[str] = []
+                    context.on("request", lambda request, urls=urls: urls.append(request.url))
+                    for kind in ("cold", "warm"):
+                        if kind == "cold":
+                            page.goto(base + "/")
+                        else:  # the engine's own boot: without the decisions made ahead
+                            page.wait_for_function(CACHED, arg=page.evaluate(ELIGIBLE))
+                            page.wait_for_timeout(DWELL_MS)
+                            page.evaluate("localStorage.removeItem('microadjust:ahead')")
+                            page.reload()
+                        figures.times[kind + label].append(page.evaluate("window.__first"))
+                        if rate == 1:
+                            for step, at in worker_marks(page).items():
+                                figures.times[f"{kind}{label}:{step}"].append(at)
+                        for name, duration in page.evaluate(MEASURES):  # boot, decide, apply
+                            figures.times[f"{name}_{kind}{label}"].append(duration)
+                        blocking = page.evaluate(
+                            "window.__tasks.reduce((s, d) => s + Math.max(0, d - 50), 0)"
                         )
-                figures.before_paint[label].append(returning_share(page))
-                context.close()
-        browser.close()
+                        figures.times[f"tbt_{kind}{label}"].append(blocking)
+                        if kind == "cold":
+                            figures.requested.update(
+                                url.split("?")[0][len(base) + 1 :]
+                                for url in urls
+                                if url.startswith(base + "/microadjust/")
+                            )
+                    figures.before_paint[label].append(returning_share(page))
     return figures
 
 
@@ -201,7 +232,14 @@ def main() -> int:
             f"{sum(p.stat().st_size for p in bundle) / mib:.1f} MiB",
         ),
         ("time to first decision, cold", f"{median['cold'] / 1000:.2f} s"),
-        ("time to first decision, warm (reload)", f"{median['warm'] / 1000:.2f} s"),
+        (
+            f"time to first decision, warm (the next page view, {DWELL_MS / 1000:.0f} s later)",
+            f"{median['warm'] / 1000:.2f} s",
+        ),
+        (
+            "the same in a private window (no compiled-code caches), cold / warm",
+            f"{median['cold_private'] / 1000:.2f} s / {median['warm_private'] / 1000:.2f} s",
+        ),
         (
             "the same with the page's main thread throttled 4x, cold / warm",
             f"{median['cold_4x'] / 1000:.2f} s / {median['warm_4x'] / 1000:.2f} s",

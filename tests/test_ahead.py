@@ -37,7 +37,16 @@ def boot(state=None, ahead=None, **config) -> tuple[WorkerSession, list[dict]]:
 
 
 def decide(session: WorkerSession, *slots: dict, **fields) -> list[dict]:
-    return session.handle({"v": 1, "type": "decide", "slots": list(slots), **fields})
+    return as_host(session, {"v": 1, "type": "decide", "slots": list(slots), **fields})
+
+
+def as_host(session: WorkerSession, message: dict) -> list[dict]:
+    """``message``'s replies, then, as web/worker.js does when they end with ``ahead_due``, the
+    replies of the ``decide_ahead`` it sends in a task of its own."""
+    replies = session.handle(message)
+    if of(replies, "ahead_due"):
+        replies += session.handle({"v": 1, "type": "decide_ahead"}, from_host=True)
+    return replies
 
 
 def of(replies: list[dict], kind: str) -> list[dict]:
@@ -100,6 +109,17 @@ def test_adopting_twice_or_another_engines_decision_is_refused_and_changes_nothi
 # --- the worker: deciding ahead -------------------------------------------------------------
 
 
+def test_the_decisions_go_out_first_and_the_next_views_are_made_in_a_task_of_their_own():
+    session, _ = boot()
+    replies = session.handle({"v": 1, "type": "decide", "slots": [CTA, CARDS]})
+    assert [r["type"] for r in replies] == ["decisions", "ahead_due", "unsaved"]
+    assert session.ahead.issued == {}  # nothing made ahead yet: the page gets its decisions first
+    later = session.handle({"v": 1, "type": "decide_ahead"}, from_host=True)
+    assert [r["type"] for r in later] == ["save", "ahead"]
+    with pytest.raises(Exception, match="host"):  # the page may not ask for it
+        session.handle({"v": 1, "type": "decide_ahead"})
+
+
 def test_after_the_decisions_the_next_views_are_saved_then_handed_to_the_page():
     session, _ = boot()
     replies = decide(session, CTA, CARDS)
@@ -143,7 +163,7 @@ def test_a_reward_and_a_hidden_page_decide_the_next_view_again():
     session.handle(
         {"v": 1, "type": "events", "events": [{"kind": "applied", "slot": "cta", "t": 1}]}
     )
-    replies = session.handle({"v": 1, "type": "reward", "goal": "buy", "value": 1, "slot": "cta"})
+    replies = as_host(session, {"v": 1, "type": "reward", "goal": "buy", "value": 1, "slot": "cta"})
     after_reward = made_ahead(replies)["cta"]
     hidden = session.handle({"v": 1, "type": "events", "events": [{"kind": "hidden", "t": 2}]})
     after_hidden = made_ahead(hidden)["cta"]
@@ -174,7 +194,7 @@ def test_an_adopted_decision_is_this_views_and_learns_with_the_propensity_it_was
         {"v": 1, "type": "events", "events": [{"kind": "impression", "slot": "cta", "t": 1200}]}
     )
     [rewarded] = of(
-        session.handle({"v": 1, "type": "reward", "goal": "buy", "value": 1, "slot": "cta"}),
+        as_host(session, {"v": 1, "type": "reward", "goal": "buy", "value": 1, "slot": "cta"}),
         "rewarded",
     )
     assert rewarded["event_ids"] == [cta["event_id"]]

@@ -82,7 +82,9 @@ assert session.segments.segmenter.centers is not None
 import numpy.fft, numpy.testing, numpy.f2py, numpy.linalg.lapack_lite
 from microadjust.browser.segments import dbscan_segments
 dbscan_segments([{"a": float(i % 3)} for i in range(30)], ["a"], eps=0.5, min_samples=3)
-assert [r["type"] for r in decided][-2:] == ["save", "ahead"]  # with the next view's, made ahead
+assert [r["type"] for r in decided][-2:] == ["ahead_due", "unsaved"]
+ahead = handle({"type": "decide_ahead"}, from_host=True)
+assert [r["type"] for r in ahead] == ["save", "ahead"]  # the next view's, made ahead
 print("trimmed runtime OK:", len(engine), "engine modules")
 """
 

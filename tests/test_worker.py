@@ -200,7 +200,8 @@ def test_a_malformed_trigger_is_reported_for_its_slot(trigger, complaint):
             "slots": [{"slot": "bad", "variants": ["default", "b"], "trigger": trigger}, CTA],
         },
     )
-    decisions, error, ahead = replies
+    decisions, error = replies  # the next view's are made in a task of their own:
+    [_, ahead] = host(session, "decide_ahead")
     assert [d["slot"] for d in ahead["decisions"]] == ["cta"]  # triggers are not decided ahead
     assert [d["slot"] for d in decisions["decisions"]] == ["cta"]
     assert error["slot"] == "bad" and complaint in error["message"]
@@ -299,7 +300,7 @@ def test_a_bad_slot_keeps_its_default_while_the_others_are_decided():
             ],
         },
     )
-    decisions, error, _ = replies
+    decisions, error = replies
     assert [d["slot"] for d in decisions["decisions"]] == ["ok"]
     assert error["slot"] == "dup" and "keeps its default" in error["message"]
 
@@ -355,6 +356,7 @@ def test_the_dispatch_table_routes_every_message_type_and_protocol_py_documents_
         "sync_upload",
         "sync_result",
         "packages_loaded",
+        "decide_ahead",
     }
     for kind in [*table, *HOST_REPLIES]:
         assert re.search(rf"^{kind}\s", protocol.__doc__, re.MULTILINE), kind
@@ -378,8 +380,10 @@ def test_replies_say_unsaved_while_what_the_device_keeps_differs_from_the_last_c
     assert session.handle({"v": 1, "type": "export", "id": 1})[-1]["type"] == "exported"
     assert events(session, {"kind": "scroll", "t": 10, "depth": 0.5}) == []  # behaviour only
     replies = session.handle({"v": 1, "type": "decide", "slots": [CTA]})
-    assert [r["type"] for r in replies][-2:] == ["save", "ahead"]  # stored with the next view's
-    assert not session.dirty and replies[-2]["state"] == session.snapshot()
+    assert [r["type"] for r in replies][-2:] == ["ahead_due", "unsaved"]
+    replies = host(session, "decide_ahead")
+    assert [r["type"] for r in replies] == ["save", "ahead"]  # stored with the next view's
+    assert not session.dirty and replies[0]["state"] == session.snapshot()
     host(session, "checkpoint")
     replies = session.handle(
         {"v": 1, "type": "events", "events": [{"kind": "applied", "slot": "cta", "t": 20}]}

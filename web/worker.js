@@ -15,6 +15,7 @@ let session = null; // the Python WorkerSession, once booted
 let plan = { packages: [], upload_interval_ms: null }; // what Python asks of this host at boot
 const pending = []; // page messages that arrive while the engine boots
 let saveTimer = 0;
+let aheadTimer = 0;
 // Boot steps as performance marks in the worker's own timeline, once each (bench/boot.py
 // reads them).
 const marked = new Set();
@@ -149,6 +150,9 @@ function host(type, fields = {}) {
 // What Python asks of this host (protocol.py, "Worker → host").
 const HOST = {
   plan(reply) { plan = reply; },
+  ahead_due() { // in a task of its own: the decisions just made reach the page first
+    if (!aheadTimer) aheadTimer = setTimeout(() => { aheadTimer = 0; host('decide_ahead'); }, 0);
+  },
   unsaved() { if (!saveTimer) saveTimer = setTimeout(save, SAVE_DELAY_MS); },
   save(reply) { return store('put', JSON.stringify(reply.state)); },
   erase() {

@@ -98,6 +98,8 @@ sync_upload     the upload timer fired: answered by ``upload`` when a batch may 
 sync_result     ``batch_id``, ``status`` (the HTTP status, 0 when the request failed):
                 how the server answered an ``upload``
 packages_loaded ``packages``: the lazily loaded Pyodide packages now importable
+decide_ahead    make the next page view's decisions now: answered by ``save`` and ``ahead``,
+                or by nothing when nothing is kept
 =============== ==========================================================================
 
 Worker → host (host replies; never posted to the page):
@@ -106,6 +108,9 @@ Worker → host (host replies; never posted to the page):
 plan            after ``ready``: ``packages`` (Pyodide packages to load once the first
                 decisions are out, then send ``packages_loaded``), ``upload_interval_ms``
                 (how often to send ``sync_upload``; null when the site takes no uploads)
+ahead_due       the decisions made ahead are out of date (a decision or a reward changed what
+                the next page view would get): send ``decide_ahead`` in a task of its own,
+                so the decisions just made reach the page first
 unsaved         the state changed since the last ``checkpoint`` and may be stored: send a
                 ``checkpoint`` soon (the host waits a moment, so bursts are saved once)
 save            ``state``: the checkpoint to store in IndexedDB (the ``init`` ``state`` of
@@ -142,7 +147,7 @@ EVENT_KINDS = frozenset(
 SLOT_EVENTS = frozenset({"slot_in", "slot_out", "applied", "impression"})
 MAX_EVENTS_PER_BATCH = 1000
 MAX_SLOTS = 50
-HOST_REPLIES = frozenset({"plan", "unsaved", "save", "erase", "upload"})
+HOST_REPLIES = frozenset({"plan", "ahead_due", "unsaved", "save", "erase", "upload"})
 
 Message = Mapping[str, Any]
 Replies = list[dict[str, Any]]
@@ -168,6 +173,7 @@ class Receiver(Protocol):
     def on_sync_upload(self, message: Message) -> Replies: ...
     def on_sync_result(self, message: Message) -> Replies: ...
     def on_packages_loaded(self, message: Message) -> Replies: ...
+    def on_decide_ahead(self, message: Message) -> Replies: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +200,7 @@ def routes(receiver: Receiver) -> dict[str, Route]:
         "sync_upload": Route("host", r.on_sync_upload),
         "sync_result": Route("host", r.on_sync_result),
         "packages_loaded": Route("host", r.on_packages_loaded),
+        "decide_ahead": Route("host", r.on_decide_ahead),
     }
 
 

@@ -320,7 +320,7 @@ class WorkerSession:
             else:
                 self.waiting[spec.slot] = (trigger, spec)
         replies = [*self._decisions(now, request_id), *errors]
-        return replies if request_id is not None else [*replies, *self._decide_ahead()]
+        return replies if request_id is not None else [*replies, *self._ahead_due()]
 
     def on_reward(self, message: Message) -> Replies:
         goal = require_field(message, "goal", str)
@@ -348,7 +348,7 @@ class WorkerSession:
                 pass
         self.attribution.resolve([event_id for event_id, _ in shares], slot=slot)
         self.rewards += bool(rewarded)
-        ahead = self._decide_ahead() if rewarded else []  # the model changed
+        ahead = self._ahead_due() if rewarded else []  # the model changed
         return [reply("rewarded", goal=goal, value=value, event_ids=rewarded), *ahead]
 
     def on_consent(self, message: Message) -> Replies:
@@ -501,11 +501,22 @@ class WorkerSession:
         self.ahead.prune(now)
         return refused
 
+    def on_decide_ahead(self, message: Message) -> Replies:
+        return self._decide_ahead()
+
+    def _ahead_due(self) -> Replies:
+        """Ask the host for ``decide_ahead`` in a later task (the next page view's decisions
+        are made after this page's reach it); nothing when none would be made."""
+        return [reply("ahead_due")] if self._decides_ahead() else []
+
+    def _decides_ahead(self) -> bool:
+        return bool(self.keeps and self.ahead_expiry_s and self.ahead.declared)
+
     def _decide_ahead(self) -> Replies:
         """The next page view's decision of every slot seen, stored (``save``) before the
         page gets them (``ahead``); nothing when nothing is kept (no consent, or an automated
         page view)."""
-        if not (self.keeps and self.ahead_expiry_s and self.ahead.declared):
+        if not self._decides_ahead():
             return []
         now = time.time()
         self.ahead.prune(now)
