@@ -29,7 +29,7 @@ async function main() {
     pyodide.unpackArchive(new Uint8Array(fs.readFileSync(archive)), 'wheel', { extractDir: site });
     pyodide.loadedPackages[path.basename(archive).split('-')[0]] = 'default channel';
   }
-  pyodide.runPython('import importlib; importlib.invalidate_caches()');
+  pyodide.runPython(`import sys; sys.path_importer_cache.pop(${JSON.stringify(site)}, None)`); // as the worker does
   pyodide.mountNodeFS('/host', path.resolve(host));
   const code = fs.readFileSync(path.resolve(host, script), 'utf8');
   await pyodide.runPythonAsync(code, { filename: `/host/${script}` });
