@@ -15,7 +15,7 @@ The worker's own ``microadjust:worker:*`` performance marks split the warm boot 
 A first visit's transfer is the files the cold load requested, at the size of the brotli
 (or gzip) twin the server sends; the machine's other load makes times noisy, not bytes.
 The warm loads start without the decisions made ahead, so they time the engine's own boot. A
-third load, the returning page view, has them: the share of the demo's slots (not triggers,
+last load, the returning page view, has them: the share of the demo's slots (not triggers,
 not manual ones) that show a decision made ahead applied before first paint.
 The loader's own dev-tools timings (``performance.measure`` entries ``microadjust:boot``,
 ``microadjust:decide:<slot>``, ``microadjust:apply:<slot>``) are read from the page after the
