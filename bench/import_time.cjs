@@ -6,7 +6,8 @@
 // The stdlib is the worker's trimmed zip; each ARCHIVE (precompiled numpy, the engine wheel) is
 // written into site-packages straight from its stored zip entries, as worker.js unpack() does.
 // WebAssembly compilation and instantiation after Python is up (numpy's shared libraries, loaded
-// on import) are timed: globalThis.wasmTiming.ms and .count, read by the script through `js`.
+// on import) are timed: globalThis.wasmTiming.ms and .count, read by the script through `js`,
+// as is globalThis.cpuMs().
 // --importtime sets PYTHONPROFILEIMPORTTIME, whose table goes to stderr.
 'use strict';
 const fs = require('fs');
@@ -15,6 +16,12 @@ const { performance } = require('perf_hooks');
 
 const wasmTiming = { ms: 0, count: 0, on: false };
 globalThis.wasmTiming = wasmTiming;
+// the process's CPU time in ms (all its threads): less disturbed by the machine's load than
+// wall time, which also counts the time spent waiting for a core
+globalThis.cpuMs = () => {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1000;
+};
 
 // Emscripten loads a shared library at dlopen with new WebAssembly.Module, then Instance.
 function timed(Original) {

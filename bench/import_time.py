@@ -10,7 +10,8 @@ as in the warm load of bench/boot.py, and on a first visit's), and the demo's fi
 Each step's share spent compiling and instantiating WebAssembly (numpy's shared libraries,
 loaded on first import) is printed beside it: the rest is Python (with V8's lazy compilation,
 a function's code is compiled when it first runs, and counts as Python). Prints the median
-and the fastest of the runs (the fastest is the least disturbed by the machine's other load).
+and the fastest wall time of the runs, and the median CPU time of the process (all threads:
+less disturbed than wall time by the machine's other load).
 ``--importtime N`` adds one run under ``PYTHONPROFILEIMPORTTIME`` and its N costliest modules
 by their own time (microseconds, as Python prints them). ``--wheel`` also times another build
 of the engine wheel (an earlier commit's, say) on the same runtime, for a before/after: the
@@ -56,13 +57,14 @@ DEMO_SLOTS = [
 ]
 STEPS = ["import", "session", "init", "decide"]
 
-# Runs inside Pyodide: one line of JSON, each step's wall time and WebAssembly time, in ms.
+# Runs inside Pyodide: one line of JSON, each step's wall, WebAssembly and CPU time, in ms.
 SCRIPT = """
 import json, time, js
 def step(name, run):
-    wasm, start = js.wasmTiming.ms, time.perf_counter()
+    wasm, cpu, start = js.wasmTiming.ms, js.cpuMs(), time.perf_counter()
     result = run()
-    took[name] = [(time.perf_counter() - start) * 1000, js.wasmTiming.ms - wasm]
+    wall = (time.perf_counter() - start) * 1000
+    took[name] = [wall, js.wasmTiming.ms - wasm, js.cpuMs() - cpu]
     return result
 took = {}
 messages = json.loads(open("/host/messages.json").read())
@@ -132,7 +134,7 @@ def init_message(state: dict | None) -> dict:
     }
 
 
-def times(runtime: Runtime, host: Path) -> dict[str, tuple[float, float]]:
+def times(runtime: Runtime, host: Path) -> dict[str, list[float]]:
     [line] = [x for x in runtime.run(host).stdout.splitlines() if x.startswith("TIMES ")]
     return json.loads(line[len("TIMES ") :])
 
@@ -148,15 +150,16 @@ def importtime_table(runtime: Runtime, host: Path, top: int) -> list[tuple[int, 
     return sorted(rows, reverse=True)[:top]
 
 
-def report(label: str, runs: list[dict[str, tuple[float, float]]]) -> None:
-    """Each step's median and fastest wall time, and the median WebAssembly share of it."""
-    print(f"{label}, {len(runs)} runs (ms: median, fastest; WebAssembly share, median):")
+def report(label: str, runs: list[dict[str, list[float]]]) -> None:
+    """Each step's wall time (median, fastest), WebAssembly share and CPU time (medians)."""
+    print(f"{label}, {len(runs)} runs (ms: wall median, fastest; wasm median; CPU median):")
     for name in [*STEPS, "total"]:
-        walls = [sum(run[n][0] for n in STEPS) if name == "total" else run[name][0] for run in runs]
-        wasm = statistics.median(
-            sum(run[n][1] for n in STEPS) if name == "total" else run[name][1] for run in runs
+        steps = STEPS if name == "total" else [name]
+        wall, wasm, cpu = ([sum(run[s][i] for s in steps) for run in runs] for i in range(3))
+        print(
+            f"  {name:8} {statistics.median(wall):7.1f} {min(wall):7.1f}"
+            f"   wasm {statistics.median(wasm):6.1f}   cpu {statistics.median(cpu):7.1f}"
         )
-        print(f"  {name:8} {statistics.median(walls):7.1f} {min(walls):7.1f}   wasm {wasm:6.1f}")
 
 
 def main() -> int:

@@ -148,6 +148,7 @@ class StateReader:
         return m
 
     def _symmetric_by_row(self, dim: int) -> np.ndarray:
+        """Row by row, each checked on its own: the error names the row that is wrong."""
         rows = self.list(dim)
         m = np.zeros((dim, dim))
         for i, row in enumerate(rows):
@@ -165,10 +166,7 @@ def _triangle(dim: int) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]
 
 def sym_to_list(m: np.ndarray) -> list[list[float]]:
     """Upper triangle of a symmetric matrix, row by row (half the size of the full matrix)."""
-    dim = m.shape[0]
-    upper = m[_triangle(dim)[0]].tolist()  # one conversion, then cut into rows
-    starts = [i * dim - i * (i - 1) // 2 for i in range(dim + 1)]
-    return [upper[starts[i] : starts[i + 1]] for i in range(dim)]
+    return [m[i, i:].tolist() for i in range(m.shape[0])]
 
 
 def json_features(mapping: Mapping[str, Any]) -> dict[str, Any]:
