@@ -162,6 +162,19 @@ def report(label: str, runs: list[dict[str, list[float]]]) -> None:
         )
 
 
+def paired(label: str, runs: list[dict[str, list[float]]], others: list[dict]) -> None:
+    """The median of the differences of runs made back to back: steadier than a difference
+    of medians when the machine's load changes during the runs."""
+    print(f"{label}, median of paired differences (ms, wall):")
+    for name in [*STEPS, "total"]:
+        steps = STEPS if name == "total" else [name]
+        deltas = [
+            sum(run[s][0] - other[s][0] for s in steps)
+            for run, other in zip(runs, others, strict=True)
+        ]
+        print(f"  {name:8} {statistics.median(deltas):+7.1f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -188,6 +201,8 @@ def main() -> int:
                     runs[name].append(times(runtime, host))
             for name in runtimes:
                 report(f"{visit} visit, {name}", runs[name])
+            for name in list(runtimes)[1:]:
+                paired(f"{visit} visit, dist - {name}", runs["dist"], runs[name])
         if args.importtime:
             print(f"\n{args.importtime} costliest imports (self µs, cumulative µs, module):")
             for own, cumulative, module in importtime_table(
