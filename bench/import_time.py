@@ -9,9 +9,10 @@ WorkerSession and the demo's ``init`` message (``ready``, on a returning visitor
 as in the warm load of bench/boot.py, and on a first visit's), and the demo's first ``decide``.
 Each step's share spent compiling and instantiating WebAssembly (numpy's shared libraries,
 loaded on first import) is printed beside it: the rest is Python (with V8's lazy compilation,
-a function's code is compiled when it first runs, and counts as Python). Prints the median
-and the fastest wall time of the runs, and the median CPU time of the process (all threads:
-less disturbed than wall time by the machine's other load).
+a function's code is compiled when it first runs, and counts as Python), and so is the time
+Python's cyclic garbage collector ran. Prints the median and the fastest wall time of the
+runs, and the median CPU time of the process (all threads: less disturbed than wall time by
+the machine's other load).
 ``--importtime N`` adds one run under ``PYTHONPROFILEIMPORTTIME`` and its N costliest modules
 by their own time (microseconds, as Python prints them). ``--wheel`` also times another build
 of the engine wheel (an earlier commit's, say) on the same runtime, for a before/after: the
@@ -57,14 +58,22 @@ DEMO_SLOTS = [
 ]
 STEPS = ["import", "session", "init", "decide"]
 
-# Runs inside Pyodide: one line of JSON, each step's wall, WebAssembly and CPU time, in ms.
+# Runs inside Pyodide: one line of JSON, each step's wall, WebAssembly, CPU and garbage
+# collection time, in ms.
 SCRIPT = """
-import json, time, js
+import gc, json, time, js
+collecting = [0.0, 0.0]  # since when, and how long in all
+def collector(phase, info):
+    if phase == "start":
+        collecting[0] = time.perf_counter()
+    else:
+        collecting[1] += time.perf_counter() - collecting[0]
+gc.callbacks.append(collector)
 def step(name, run):
-    wasm, cpu, start = js.wasmTiming.ms, js.cpuMs(), time.perf_counter()
+    wasm, cpu, gc_s, start = js.wasmTiming.ms, js.cpuMs(), collecting[1], time.perf_counter()
     result = run()
     wall = (time.perf_counter() - start) * 1000
-    took[name] = [wall, js.wasmTiming.ms - wasm, js.cpuMs() - cpu]
+    took[name] = [wall, js.wasmTiming.ms - wasm, js.cpuMs() - cpu, (collecting[1] - gc_s) * 1000]
     return result
 took = {}
 messages = json.loads(open("/host/messages.json").read())
@@ -151,14 +160,16 @@ def importtime_table(runtime: Runtime, host: Path, top: int) -> list[tuple[int, 
 
 
 def report(label: str, runs: list[dict[str, list[float]]]) -> None:
-    """Each step's wall time (median, fastest), WebAssembly share and CPU time (medians)."""
-    print(f"{label}, {len(runs)} runs (ms: wall median, fastest; wasm median; CPU median):")
+    """Each step's wall time (median, fastest), and its WebAssembly, CPU and garbage collection
+    time (medians)."""
+    print(f"{label}, {len(runs)} runs (ms: wall median, fastest; wasm, CPU, gc medians):")
     for name in [*STEPS, "total"]:
         steps = STEPS if name == "total" else [name]
-        wall, wasm, cpu = ([sum(run[s][i] for s in steps) for run in runs] for i in range(3))
+        wall, wasm, cpu, gc = ([sum(run[s][i] for s in steps) for run in runs] for i in range(4))
         print(
             f"  {name:8} {statistics.median(wall):7.1f} {min(wall):7.1f}"
             f"   wasm {statistics.median(wasm):6.1f}   cpu {statistics.median(cpu):7.1f}"
+            f"   gc {statistics.median(gc):6.1f}"
         )
 
 
