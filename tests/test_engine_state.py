@@ -79,6 +79,19 @@ def test_the_log_carries_event_ids_in_reward_order():
             lambda s: s["slots"]["cta"]["models"]["scalars"][0].append(1.0),
             r"engine\.slots\['cta'\]\.models\.scalars: expected a list of 2 x 9 floats",
         ),
+        (  # a saved symmetric matrix is read whole; a broken row is still named
+            lambda s: s["slots"]["cta"]["models"]["A_inv"][0][3].__setitem__(2, float("nan")),
+            r"engine\.slots\['cta'\]\.models\.A_inv\[0\]\[3\]: expected a list of 5 floats",
+        ),
+        (
+            lambda s: s["slots"]["cta"]["models"]["G"][1][7].append(0.0),
+            r"engine\.slots\['cta'\]\.models\.G\[1\]\[7\]: expected a list of 1 floats, "
+            r"got a list of 2 items",
+        ),
+        (
+            lambda s: s["slots"]["cta"]["models"]["A_inv"][1].pop(),
+            r"engine\.slots\['cta'\]\.models\.A_inv\[1\]: expected a list of 8 items",
+        ),
         (
             lambda s: s["slots"]["hero"]["priors"]["site"]["actions"]["a"].pop(),
             r"engine\.slots\['hero'\]\.priors\['site'\]\.actions\['a'\]: "

@@ -65,10 +65,10 @@ from .records import AheadDecision, Decision, LogRecord, PendingDecision, Rankin
 from .sampling import draw
 from .slots import Prior, PriorStats, SlotState
 from .state import StateReader
-from .why import Why, top_terms, why
 
 if TYPE_CHECKING:  # imported where used: deciding never needs it (nor statistics, fractions)
     from . import evaluation
+    from .why import Why  # only with explain=True: the page's debug panel
 
 __all__ = [
     "Engine",
@@ -632,6 +632,8 @@ class Engine:
         actions: Sequence[str] | Mapping[str, Mapping[str, Any]],
     ) -> Why:
         """Why ``names[k]``: its score's largest terms (linear policies) and the runner-up."""
+        from .why import top_terms, why  # imported when first asked: it slows every boot
+
         terms = []
         if scores.beta_a is None:  # a linear score x . theta, term by term
             own = actions[names[k]] if isinstance(actions, Mapping) else None

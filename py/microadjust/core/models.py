@@ -264,11 +264,11 @@ class ArmModels:
             raise state["actions"].error("a list of distinct action ids")
 
         def mats(key: str, optional: bool = False) -> np.ndarray:
-            rows = state[key].list(k)
-            zero = np.zeros((dim, dim))
-            return np.array(
-                [zero if optional and r.value is None else r.symmetric(dim) for r in rows]
-            ).reshape(k, dim, dim)
+            out = np.zeros((k, dim, dim))  # filled in place: no stacked copy
+            for i, r in enumerate(state[key].list(k)):
+                if not (optional and r.value is None):
+                    out[i] = r.symmetric(dim)
+            return out
 
         m.A_inv = mats("A_inv")
         m.b = state["b"].floats(k, dim)

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .state import StateReader, json_features
-from .why import Why
+
+if TYPE_CHECKING:
+    from .why import Why  # imported by the engine only with explain=True
 
 __all__ = ["Decision", "Ranking", "AheadDecision", "PendingDecision", "LogRecord"]
 

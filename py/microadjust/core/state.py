@@ -15,8 +15,11 @@ microadjust.core.errors.InvalidState: engine.slots['cta'].noise: expected a list
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
+from functools import cache
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -124,7 +127,28 @@ class StateReader:
         return a
 
     def symmetric(self, dim: int) -> np.ndarray:
-        """A ``dim x dim`` symmetric matrix saved as its upper triangle (:func:`sym_to_list`)."""
+        """A ``dim x dim`` symmetric matrix saved as its upper triangle (:func:`sym_to_list`).
+
+        The triangle is read as one array (a restore reads dozens of these at boot, and one
+        NumPy call per row was most of its time); only a broken one is read row by row, to
+        name the row that is wrong."""
+        rows = self.value
+        upper = None
+        if type(rows) is list and [len(r) if type(r) is list else -1 for r in rows] == list(
+            range(dim, 0, -1)
+        ):
+            with contextlib.suppress(TypeError, ValueError):
+                upper = np.fromiter(chain.from_iterable(rows), np.float64, dim * (dim + 1) // 2)
+        if upper is None or not np.isfinite(upper).all():
+            return self._symmetric_by_row(dim)
+        upper_with_diagonal, strictly_upper = _triangle(dim)
+        m = np.zeros((dim, dim))
+        m[upper_with_diagonal] = upper  # row by row, as sym_to_list wrote it
+        m[strictly_upper[::-1]] = m[strictly_upper]
+        return m
+
+    def _symmetric_by_row(self, dim: int) -> np.ndarray:
+        """Row by row, each checked on its own: the error names the row that is wrong."""
         rows = self.list(dim)
         m = np.zeros((dim, dim))
         for i, row in enumerate(rows):
@@ -132,6 +156,12 @@ class StateReader:
         iu = np.triu_indices(dim, 1)
         m[(iu[1], iu[0])] = m[iu]
         return m
+
+
+@cache
+def _triangle(dim: int) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """The indices of a ``dim x dim`` upper triangle, with and without the diagonal."""
+    return np.triu_indices(dim), np.triu_indices(dim, 1)
 
 
 def sym_to_list(m: np.ndarray) -> list[list[float]]:
