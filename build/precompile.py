@@ -10,6 +10,8 @@ stdlib and numpy are blanked (see ``compile_sources``):
   loaded after the first decision (scikit-learn) need;
 - the numpy wheel: without ``NUMPY_UNUSED`` (typing stubs, C headers, test extensions), ``.py``
   replaced by ``.pyc``, renamed with a build tag so it is never mistaken for the official file;
+  ``numpy/random/__init__.py`` is build/numpy_random_init.py, which loads the bit generators
+  and the legacy API the engine does not use on first use;
   the subpackages only scikit-learn and scipy reach (``NUMPY_LAZY``) go to a second archive,
   unpacked beside the rest with the lazy packages;
 - the engine wheel: its ``.py`` files kept (tracebacks show the engine's source lines), with
@@ -71,6 +73,10 @@ NUMPY_UNUSED = re.compile(
 # never uses: scikit-learn and scipy (segments) reach them, and `from numpy import *` imports
 # them all. web/worker.js unpacks them into site-packages with the lazy packages.
 NUMPY_LAZY = re.compile(r"^numpy/(fft|polynomial|ma|testing|f2py)/|^numpy/linalg/lapack_lite\.")
+# numpy.random's own __init__ (numpy 2.0.2), which build/numpy_random_init.py replaces: checked,
+# so a numpy upgrade cannot silently ship a stale replacement
+NUMPY_RANDOM_INIT = "numpy/random/__init__.py"
+NUMPY_RANDOM_INIT_SHA256 = "f354e19dec60e6e98de566700f94d1cb335cd98a7e775e01e940bb3418152a1f"
 BUILD_TAG = "1pyc"  # a wheel build tag: the derived numpy wheel's name says it is not official
 SITE_PACKAGES = "/lib/python3.12/site-packages/"
 STDLIB_ZIP = "/lib/python312.zip/"  # where Pyodide puts the stdlib zip it is given
@@ -108,6 +114,12 @@ def derive_numpy(official: bytes, runtime: Path) -> tuple[bytes, bytes]:
     """The numpy wheel without build tools and stubs, its modules as sourceless bytecode: what
     the engine imports, and the subpackages only the lazy packages import."""
     files = _read_zip(official, drop=NUMPY_UNUSED.search)
+    if hashlib.sha256(files[NUMPY_RANDOM_INIT]).hexdigest() != NUMPY_RANDOM_INIT_SHA256:
+        raise CompileError(
+            f"{NUMPY_RANDOM_INIT} is not numpy 2.0.2's: review build/numpy_random_init.py"
+            " against the new one, then update NUMPY_RANDOM_INIT_SHA256"
+        )
+    files[NUMPY_RANDOM_INIT] = (HERE / "numpy_random_init.py").read_bytes()
     lazy = {path: data for path, data in files.items() if NUMPY_LAZY.search(path)}
     boot = {path: data for path, data in files.items() if path not in lazy}
     return _sourceless_zip(boot, runtime, SITE_PACKAGES), _sourceless_zip(

@@ -52,6 +52,8 @@ for policy in ("auto", "epsilon_greedy", "thompson", "linucb", "lin_ts"):
         engine_.reward(chosen.event_id, float(i % 2))
     Engine.from_state(engine_.state())
 assert importlib.util.find_spec("numpy.fft") is None  # in the lazy numpy, not yet unpacked
+legacy = {"numpy.random.mtrand", "numpy.random._mt19937", "numpy.random._philox"}
+assert not legacy & set(sys.modules), legacy & set(sys.modules)  # build/numpy_random_init.py
 
 from microadjust.browser.session import WorkerSession
 session = WorkerSession()
@@ -82,6 +84,13 @@ assert session.segments.segmenter.centers is not None
 import numpy.fft, numpy.testing, numpy.f2py, numpy.linalg.lapack_lite
 from microadjust.browser.segments import dbscan_segments
 dbscan_segments([{"a": float(i % 3)} for i in range(30)], ["a"], eps=0.5, min_samples=3)
+import pickle  # numpy.random still offers all it did, each part loaded on first use
+legacy_rng = pickle.loads(pickle.dumps(numpy.random.RandomState(0)))
+assert legacy_rng.rand() == numpy.random.RandomState(0).rand() and numpy.random.mtrand._rand
+from numpy.random import MT19937, Philox, SFC64
+names = {}
+exec("from numpy.random import *", names)
+assert {"RandomState", "rand", "seed", "MT19937", "Generator", "default_rng"} <= set(names)
 assert [r["type"] for r in decided][-2:] == ["ahead_due", "unsaved"]
 ahead = handle({"type": "decide_ahead"}, from_host=True)
 assert [r["type"] for r in ahead] == ["save", "ahead"]  # the next view's, made ahead
