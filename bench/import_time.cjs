@@ -4,7 +4,7 @@
 //   node bench/import_time.cjs RUNTIME_DIR HOST_DIR SCRIPT.py STDLIB_ZIP ARCHIVE... [--importtime]
 //
 // The stdlib is the worker's trimmed zip; each ARCHIVE (precompiled numpy, the engine wheel) is
-// written into site-packages straight from its stored zip entries, as worker.js unpack() does.
+// unpacked into site-packages before the timed steps, as worker.js does.
 // WebAssembly compilation and instantiation after Python is up (numpy's shared libraries, loaded
 // on import) are timed: globalThis.wasmTiming.ms and .count, read by the script through `js`,
 // as is globalThis.cpuMs().
@@ -43,26 +43,6 @@ const [Module, Instance] = [WebAssembly.Module, WebAssembly.Instance];
 WebAssembly.Module = timed(Module);
 WebAssembly.Instance = timed(Instance);
 
-function unpack(FS, archive, directory) {
-  const view = new DataView(archive.buffer, archive.byteOffset, archive.byteLength);
-  const at = (offset, bytes) => (bytes === 2 ? view.getUint16(offset, true) : view.getUint32(offset, true));
-  let end = archive.length - 22;
-  while (end >= 0 && at(end, 4) !== 0x06054b50) end--;
-  if (end < 0) throw new Error('an archive is not a zip file');
-  const names = new TextDecoder();
-  for (let entry = at(end + 16, 4), left = at(end + 10, 2); left > 0; left--) {
-    const nameLength = at(entry + 28, 2);
-    const name = names.decode(archive.subarray(entry + 46, entry + 46 + nameLength));
-    const [method, size, local] = [at(entry + 10, 2), at(entry + 20, 4), at(entry + 42, 4)];
-    entry += 46 + nameLength + at(entry + 30, 2) + at(entry + 32, 2);
-    if (name.endsWith('/')) continue;
-    if (method !== 0) throw new Error(`${name} is compressed; expected a stored zip`);
-    FS.mkdirTree(`${directory}/${name}`.replace(/\/[^/]*$/, ''));
-    const start = local + 30 + at(local + 26, 2) + at(local + 28, 2);
-    FS.writeFile(`${directory}/${name}`, archive.subarray(start, start + size));
-  }
-}
-
 async function main() {
   const args = process.argv.slice(2);
   const [runtime, host, script, stdlib, ...archives] = args.filter((arg) => !arg.startsWith('--'));
@@ -76,8 +56,10 @@ async function main() {
     stderr: (line) => process.stderr.write(line + '\n'),
   });
   const site = pyodide.runPython('import sysconfig; sysconfig.get_path("purelib")');
-  for (const archive of archives) unpack(pyodide.FS, new Uint8Array(fs.readFileSync(archive)), site);
-  pyodide.runPython('import importlib; importlib.invalidate_caches()');
+  for (const archive of archives) {
+    pyodide.unpackArchive(new Uint8Array(fs.readFileSync(archive)), 'zip', { extractDir: site });
+  }
+  pyodide.runPython(`import sys; sys.path_importer_cache.pop(${JSON.stringify(site)}, None)`); // as worker.js
   pyodide.mountNodeFS('/host', path.resolve(host));
   wasmTiming.on = true;
   const code = fs.readFileSync(path.resolve(host, script), 'utf8');
