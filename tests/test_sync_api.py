@@ -26,7 +26,7 @@ SHOP = SiteDeclaration(
     slots={"cta": ["default", "quiz", "deal"], "headline": ["default", "story"]},
     cells={"device": ["desktop", "mobile"]},
 )
-EXACT = {"rho_per_publication": 1e6, "rho_per_day": 1e9}  # noise ~0.006: counts check exactly
+EXACT = {"rho_per_release": 1e6}  # noise ~0.006 per increment: counts check exactly
 
 
 def batch() -> str:
@@ -158,7 +158,7 @@ def test_priors_are_compressed_once_per_version(api, encoding):
 
 
 def test_published_counts_are_clamped_to_zero_reward_shown(tmp_path):
-    noisy = settings(tmp_path, rho_per_publication=0.05, rho_per_day=1.0)
+    noisy = settings(tmp_path, rho_per_release=0.05)
     with TestClient(create_app(noisy, rng=np.random.default_rng(1))) as client:
         post(client, make_upload())
         cells = priors(client).json()["slots"]["cta"]["cells"]
@@ -410,12 +410,13 @@ def test_the_report_has_rates_per_cell_and_lift_against_the_holdout(api):
 
 def test_decay_halves_old_contributions(tmp_path):
     day = 86400.0
-    now = [0.0]
+    now = [day]
     app = create_app(settings(tmp_path, half_life_days=10.0), clock=lambda: now[0])
     with TestClient(app) as client:
         for _ in range(25):
             post(client, make_upload(shown=4, reward=0))
-        now[0] = 10 * day
+        priors(client)  # released on day 1: an increment decays from its release
+        now[0] = 11 * day
         for _ in range(25):
             post(client, make_upload(shown=4, reward=0))
         quiz = priors(client).json()["slots"]["cta"]["cells"]["*"]["quiz"]
