@@ -386,6 +386,42 @@ def test_admin_lists_and_purges_uploads_by_time_and_batch_id(tmp_path):
         assert deal["shown"] == pytest.approx(8, abs=0.1)
 
 
+def test_a_purge_re_releases_only_the_increment_it_touched(tmp_path):
+    """After a purge the published sums lose the purged upload; the untouched increment keeps
+    the noise it was released with; a refused purge changes nothing."""
+    now = [1_000_000.0]
+    app = create_app(settings(tmp_path, rho_per_release=1.0), clock=lambda: now[0],
+                     rng=np.random.default_rng(4))  # fmt: skip
+    with TestClient(app) as client:
+        store = app.state.storage
+        first, second = batch(), batch()
+        post(client, make_upload(first, variant="deal", shown=4, reward=4))
+        priors(client)  # released: increment 1
+        now[0] += 100
+        post(client, make_upload(second, variant="quiz", shown=4, reward=0))
+        priors(client)  # released: increment 2
+        kept = store.increments("shop")
+        assert [i.seq for i in kept] == [1, 2]
+        bad = admin(client, "POST", "/v1/admin/sites/shop/uploads/purge",
+                    json={"batch_ids": "not a list"})  # fmt: skip
+        assert bad.status_code == 422 and store.increments("shop") == kept
+        assert store.upload_count("shop") == 2
+        purged = admin(client, "POST", "/v1/admin/sites/shop/uploads/purge",
+                       json={"batch_ids": [first]})  # fmt: skip
+        assert purged.json()["purged_uploads"] == 1
+        assert [i.counts is None for i in store.increments("shop")] == [True, False]
+        assert admin(client, "POST", "/v1/admin/sites/shop/publish").status_code == 200
+        after = store.increments("shop")
+    assert [i.seq for i in after] == [2] and after[0] == kept[1]  # dropped; the other as released
+
+
+def test_privacy_settings_out_of_range_are_refused_clearly(tmp_path):
+    for name, value in (("rho_per_release", 0.0), ("rho_per_release", float("nan")),
+                        ("change_z", -1.0)):  # fmt: skip
+        with pytest.raises(ValueError, match=f"{name} must be > 0"):
+            settings(tmp_path, **{name: value})
+
+
 def test_the_report_has_rates_per_cell_and_lift_against_the_holdout(api):
     for _ in range(30):
         body = make_upload(shown=2, reward=1)
