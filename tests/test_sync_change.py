@@ -33,7 +33,7 @@ BEFORE = {"*": {"a": 0.03, "b": 0.075}, "device=mobile": {"a": 0.03, "b": 0.075}
 AFTER = {"*": {"a": 0.075, "b": 0.03}, "device=mobile": {"a": 0.075, "b": 0.03}}
 
 
-def test_a_shift_cuts_the_memory_of_every_cell_of_its_slot_near_the_change():
+def test_a_shift_cuts_the_memory_of_the_cells_that_changed_near_the_change():
     rng = np.random.default_rng(1)
     history = increments(rng, [BEFORE] * 20 + [AFTER] * 6, shown=400)
     starts = change_points(history, now=26.0, half_life_days=math.inf)

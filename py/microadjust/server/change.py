@@ -8,7 +8,10 @@ decayed sums into *before* and *after*; per variant, the difference of the two r
 divided by its standard deviation (binomial, plus the known release noise on both counts, by
 the delta method). The boundary where the largest such ``|z|`` over variants peaks, if it
 exceeds ``threshold``, is the cell's change point: its published counts then sum only the
-increments after it. A change point of the ``*`` cell applies to every cell of the slot.
+increments after it. Each cell on its own: the ``*`` cell's per-variant rates also move when
+the mix of cells each variant is shown in moves (the visitors' engines steer it), which is no
+change of any cell's rates (measured: letting ``*`` cut every cell of its slot cost the fleet
+bench's no-noise path more than the shift).
 
 The threshold is high (5 standard deviations) because many boundaries, cells and variants
 are tested at every publication: a false alarm costs a cell its memory (a noisier prior),
@@ -27,7 +30,6 @@ __all__ = ["CHANGE_Z", "change_points"]
 
 CHANGE_Z = 5.0  # |z| of a rate difference that counts as a change
 MIN_SHOWN_SIGMAS = 3.0  # a side with fewer (noisy) exposures than this many noise sds is not tested
-SITE_CELL = "*"
 
 
 def change_points(
@@ -69,10 +71,6 @@ def change_points(
         for c, cell in enumerate(cells):
             if peak[best[c], c] > threshold:
                 out[(slot, cell)] = released[int(best[c]) + 1].seq
-        star = out.get((slot, SITE_CELL))
-        if star is not None:
-            for cell in cells:
-                out[(slot, cell)] = max(out.get((slot, cell), star), star)
     return out
 
 
