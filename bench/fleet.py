@@ -230,7 +230,6 @@ class ServerSettings:
     )
     max_shown: int = SyncSettings.__dataclass_fields__["max_shown"].default
     rho: float = SyncSettings.__dataclass_fields__["rho_per_release"].default
-    change_z: float = SyncSettings.__dataclass_fields__["change_z"].default
     noise: bool = True  # False: no central noise at all
     priors_refresh_s: float = 300.0  # how often the simulated browsers' priors are re-fetched
 
@@ -259,7 +258,6 @@ class SyncServer:
                 half_life_days=settings.half_life_days,
                 publish_interval_s=DAY / settings.publications_per_day,
                 rho_per_release=rho,
-                change_z=settings.change_z,
                 refresh_s=0.0,
             ),
             clock=lambda: self.now,
@@ -531,7 +529,7 @@ def policies(site: SiteShape, n: int, args: argparse.Namespace) -> dict[str, Cal
     slots = {s.name: s.variants for s in site.slots}
     shift_at = n / args.per_day * DAY / 2 if site.name == "shift" else None
     settings = ServerSettings(
-        args.half_life_days, args.publications_per_day, args.max_shown, args.rho, args.change_z
+        args.half_life_days, args.publications_per_day, args.max_shown, args.rho
     )
 
     def deployed(sync: dict[str, Any], noise: bool = True) -> Callable[[], Policy]:
@@ -584,12 +582,6 @@ def main(argv: list[str] | None = None) -> None:
         default=ServerSettings.rho,
         help="the server's rho_per_release: zCDP of one visitor-period over everything published",
     )
-    parser.add_argument(
-        "--change-z",
-        type=float,
-        default=ServerSettings.change_z,
-        help="the server's change detection threshold (inf: off)",
-    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--sync",
@@ -606,8 +598,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"# fleet benchmark, {datetime.date.today()}: {args.per_day:.0f} visitors/day, server "
         f"half-life {args.half_life_days:g} days, {args.publications_per_day:g} publications/day, "
-        f"max_shown {args.max_shown}, change_z {args.change_z:g}, "
-        f"rho {args.rho:g} per visitor-period "
+        f"max_shown {args.max_shown}, rho {args.rho:g} per visitor-period "
         f"(epsilon {epsilon_of(args.rho):.1f} at delta 1e-5)",
         flush=True,
     )

@@ -417,7 +417,7 @@ def test_a_purge_re_releases_only_the_increment_it_touched(tmp_path):
 
 def test_privacy_settings_out_of_range_are_refused_clearly(tmp_path):
     for name, value in (("rho_per_release", 0.0), ("rho_per_release", float("nan")),
-                        ("change_z", -1.0)):  # fmt: skip
+                        ("half_life_days", -1.0)):  # fmt: skip
         with pytest.raises(ValueError, match=f"{name} must be > 0"):
             settings(tmp_path, **{name: value})
 

@@ -32,7 +32,6 @@ from starlette.types import ASGIApp
 
 from .. import __version__
 from .aggregate import restrict, robust_totals
-from .change import change_points
 from .config import SITE_NAME, SyncSettings
 from .encoded import EncodedPrior, etag_of
 from .groupcommit import GroupCommit
@@ -250,13 +249,7 @@ class SyncAPI:
             return noisy_increment(totals, site, sigma=sigma, rng=rng), sigma
 
         def build(version: int, increments: list[Increment]) -> dict[str, Any]:
-            starts = change_points(
-                increments, now=now, half_life_days=settings.half_life_days,
-                threshold=settings.change_z,
-            )  # fmt: skip
-            released = decayed_sum(
-                increments, now=now, half_life_days=settings.half_life_days, starts=starts
-            )
+            released = decayed_sum(increments, now=now, half_life_days=settings.half_life_days)
             return priors_document(
                 name, site, released, self.rules, version=version, published_at=now
             )

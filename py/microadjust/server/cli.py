@@ -77,11 +77,6 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
         "a sum grows as the root of its squared weights)",
     )  # fmt: skip
     group.add_argument(
-        "--change-z", type=float, default=DEFAULT.change_z,
-        help="a slot or cell whose click rates moved by this many standard deviations forgets "
-        "the increments before the change ('inf': never)",
-    )  # fmt: skip
-    group.add_argument(
         "--publish-interval", type=float, default=DEFAULT.publish_interval_s,
         help="seconds between automatic publications of a changed prior, each releasing one "
         "increment (fewer, larger increments: less noise in the sums, staler priors)",
@@ -110,7 +105,6 @@ def settings_from_args(args: argparse.Namespace) -> SyncSettings:
         bucket_cap=args.bucket_cap,
         upload_budget=args.upload_budget,
         rho_per_release=args.rho_per_release,
-        change_z=args.change_z,
         keep_versions=args.keep_versions,
         limits=limits_from_args(args),
     )

@@ -77,9 +77,6 @@ class SyncSettings:
     half_life_days: float = 3.0  # priors: older increments decay with this half-life
     bucket_cap: float = 8.0  # one source bucket counts for at most this many visitors an increment
     rho_per_release: float = 8.0  # zCDP of one visitor-period, over everything ever published
-    # a slot or cell whose rates moved by this many standard deviations forgets the
-    # increments before the change (change.py; free: post-processing); inf: never
-    change_z: float = 5.0
     # an increment is released (and a changed prior published) at most this often
     publish_interval_s: float = 4_320.0
     keep_versions: int = 50  # published versions kept (the one served is always kept)
@@ -92,7 +89,7 @@ class SyncSettings:
     def __post_init__(self) -> None:
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ValueError("the admin token must have at least 16 characters")
-        for name in ("rate_per_s", "half_life_days", "bucket_cap", "rho_per_release", "change_z"):
+        for name in ("rate_per_s", "half_life_days", "bucket_cap", "rho_per_release"):
             value = getattr(self, name)
             if not (math.isfinite(value) or value == math.inf) or value <= 0:
                 raise ValueError(f"{name} must be > 0 (inf allowed), got {value!r}")

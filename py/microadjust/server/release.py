@@ -168,24 +168,14 @@ def decay_weight(increment: Increment, now: float, half_life_days: float) -> flo
     return 0.5 ** (max(now - increment.until, 0.0) / (half_life_days * DAY_S))
 
 
-def decayed_sum(
-    increments: Sequence[Increment],
-    *,
-    now: float,
-    half_life_days: float,
-    starts: Mapping[tuple[str, str], int] | None = None,
-) -> Released:
+def decayed_sum(increments: Sequence[Increment], *, now: float, half_life_days: float) -> Released:
     """The published counts: ``sum_i w_i x_i``, noise ``sqrt(sum_i w_i^2 sigma_i^2)``.
-
-    ``starts`` maps a (slot, cell) to the first increment (``seq``) its sum keeps (a change
-    point, :mod:`.change`); its noise is then smaller than the ``sigma`` stated, an upper bound.
 
     >>> inc = lambda seq, x: Increment(seq, 0.0, 0.0, 2.0, {"cta": {"*": {"a": [x, 1.0]}}})
     >>> released = decayed_sum([inc(1, 10.0), inc(2, 20.0)], now=0.0, half_life_days=3.0)
     >>> released.counts, round(released.sigma, 4)
     ({'cta': {'*': {'a': [30.0, 2.0]}}}, 2.8284)
     """
-    starts = starts or {}
     counts: CountsTable = {}
     variance = 0.0
     used = 0
@@ -199,8 +189,6 @@ def decayed_sum(
             into_slot = counts.setdefault(slot, {})
             for cell, variants in cells.items():
                 into_cell = into_slot.setdefault(cell, {})
-                if increment.seq < starts.get((slot, cell), -1):
-                    continue
                 for variant, (shown, reward) in variants.items():
                     pair = into_cell.setdefault(variant, [0.0, 0.0])
                     pair[0] += weight * shown
