@@ -205,6 +205,10 @@ def test_an_increment_is_released_once_and_reused_by_every_instance(backend, tmp
     increments = restarted.increments("shop")
     assert [(i.since, i.until) for i in increments] == [(0.0, 20.0), (20.0, 40.0)]
     assert restarted.serving("shop")[1].body == '{"version":3,"increments":[[1,1],[2,2]]}'
+    # beyond the horizon an increment is neither summed nor kept
+    assert restarted.publish("shop", release, build, note="later", keep=5, horizon=20.0,
+                             now=60.0) == 4  # fmt: skip
+    assert [i.seq for i in restarted.increments("shop")] == [2]
     b.close()
     restarted.close()
 

@@ -518,8 +518,8 @@ class Storage:
         ``release`` noises the uploads of one increment (once: the result is stored and every
         later publication reuses it); increments waiting for re-release after a purge are
         released too, or dropped if no upload of theirs is left. ``build`` makes the document
-        from the released increments that end after ``horizon`` (older ones weigh nothing
-        after decay).
+        from the released increments that end after ``horizon``; older ones weigh nothing
+        after decay and are deleted.
 
         Returns None, and nothing changes, with ``min_interval_s`` (automatic publishing) when
         the site is frozen, nothing changed since the last publication, or the last one is
@@ -572,6 +572,9 @@ class Storage:
             ):
                 return None
             self._store_increments(run, site, pending, fresh, now)
+            run(  # beyond the horizon an increment weighs nothing: no need to keep it
+                "DELETE FROM released_increments WHERE site = ? AND until <= ?", (site, horizon)
+            )
             run(
                 "INSERT INTO priors (site, version, body, etag, published_at, note) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
