@@ -567,8 +567,7 @@ class Storage:
                 or latest != last
                 or state_now.released_until != state.released_until
                 or [self._window_mark(run, site, *w) for w in windows] != marks
-                or [i.seq for i in self._increments(run, site, horizon) if i.counts is None]
-                != [i.seq for i in pending]
+                or self._pending_seqs(run, site, horizon) != [i.seq for i in pending]
             ):
                 return None
             self._store_increments(run, site, pending, fresh, now)
@@ -602,6 +601,15 @@ class Storage:
             Increment(int(q), float(a), float(b), float(sd), Increment.parse_counts(c))
             for q, a, b, sd, c in rows
         ]
+
+    @staticmethod
+    def _pending_seqs(run: Callable[..., Any], site: str, horizon: float) -> list[int]:
+        rows = run(
+            "SELECT seq FROM released_increments WHERE site = ? AND until > ? "
+            "AND counts IS NULL ORDER BY seq",
+            (site, horizon),
+        ).fetchall()
+        return [int(seq) for (seq,) in rows]
 
     @staticmethod
     def _window_mark(run: Callable[..., Any], site: str, since: float, until: float) -> WindowMark:
