@@ -29,7 +29,8 @@ share of the central engine's lift. Site shapes: ``segments`` (cells prefer diff
 
 The server is the real sync app (``create_app``, SQLite in a temporary directory) through
 Starlette's TestClient, on the simulation's clock; each visitor has an address of its own
-(source buckets), and publications are spread evenly over the day's privacy budget.
+(source buckets), and publications (each releasing one noisy increment) are spread evenly
+over the day.
 
 Run: ``.venv/bin/python bench/fleet.py [--quick] [--sizes 1000,10000,100000] [--max-seconds S]``
 """
@@ -64,6 +65,7 @@ from microadjust.browser.sync_client import SyncClient  # noqa: E402
 from microadjust.server.api import create_app  # noqa: E402
 from microadjust.server.config import SyncSettings  # noqa: E402
 from microadjust.server.models import SiteDeclaration  # noqa: E402
+from microadjust.server.release import epsilon_of  # noqa: E402
 
 DAY = 86_400.0
 WINDOW_S = 1800.0
@@ -223,9 +225,11 @@ class ServerSettings:
     """What the bench changes in the server's settings (the rest are its defaults)."""
 
     half_life_days: float
-    publications_per_day: int = 20  # the day's privacy budget split evenly over them
+    publications_per_day: float = (
+        DAY / SyncSettings.__dataclass_fields__["publish_interval_s"].default
+    )
     max_shown: int = SyncSettings.__dataclass_fields__["max_shown"].default
-    rho_per_day: float = SyncSettings.__dataclass_fields__["rho_per_day"].default
+    rho: float = SyncSettings.__dataclass_fields__["rho_per_release"].default
     noise: bool = True  # False: no central noise at all
     priors_refresh_s: float = 300.0  # how often the simulated browsers' priors are re-fetched
 
@@ -239,9 +243,9 @@ class SyncServer:
         self.tmp = tempfile.TemporaryDirectory(
             prefix="fleet-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None
         )
-        rho_per_day = settings.rho_per_day
+        rho = settings.rho
         if not settings.noise:  # a budget so large that sigma is ~1e-6 (rho = inf breaks JSON)
-            rho_per_day = 1e12
+            rho = 1e12
         declaration = SiteDeclaration(
             key=KEY, slots={k: list(v) for k, v in slots.items()}, cells=CELLS
         )
@@ -253,8 +257,7 @@ class SyncServer:
                 rate_per_s=1e9,  # the limiter runs on wall-clock time, not the simulated one
                 half_life_days=settings.half_life_days,
                 publish_interval_s=DAY / settings.publications_per_day,
-                rho_per_day=rho_per_day,
-                rho_per_publication=rho_per_day / settings.publications_per_day,
+                rho_per_release=rho,
                 refresh_s=0.0,
             ),
             clock=lambda: self.now,
@@ -526,7 +529,7 @@ def policies(site: SiteShape, n: int, args: argparse.Namespace) -> dict[str, Cal
     slots = {s.name: s.variants for s in site.slots}
     shift_at = n / args.per_day * DAY / 2 if site.name == "shift" else None
     settings = ServerSettings(
-        args.half_life_days, args.publications_per_day, args.max_shown, args.rho_per_day
+        args.half_life_days, args.publications_per_day, args.max_shown, args.rho
     )
 
     def deployed(sync: dict[str, Any], noise: bool = True) -> Callable[[], Policy]:
@@ -563,9 +566,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--publications-per-day",
-        type=int,
-        default=20,
-        help="the server's rho_per_day is split evenly over this many publications",
+        type=float,
+        default=ServerSettings.publications_per_day,
+        help="publications (released increments) a day",
     )
     parser.add_argument(
         "--max-shown",
@@ -574,10 +577,10 @@ def main(argv: list[str] | None = None) -> None:
         help="the server's per-visitor bound (exposures and reward units per slot and period)",
     )
     parser.add_argument(
-        "--rho-per-day",
+        "--rho",
         type=float,
-        default=ServerSettings.rho_per_day,
-        help="the server's zCDP budget a day, split evenly over the publications",
+        default=ServerSettings.rho,
+        help="the server's rho_per_release: zCDP of one visitor-period over everything published",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -594,8 +597,9 @@ def main(argv: list[str] | None = None) -> None:
     shapes = site_shapes()
     print(
         f"# fleet benchmark, {datetime.date.today()}: {args.per_day:.0f} visitors/day, server "
-        f"half-life {args.half_life_days:g} days, {args.publications_per_day} publications/day, "
-        f"max_shown {args.max_shown}, rho {args.rho_per_day:g} a day",
+        f"half-life {args.half_life_days:g} days, {args.publications_per_day:g} publications/day, "
+        f"max_shown {args.max_shown}, rho {args.rho:g} per visitor-period "
+        f"(epsilon {epsilon_of(args.rho):.1f} at delta 1e-5)",
         flush=True,
     )
     if args.sync:

@@ -141,8 +141,7 @@ def simulate(
         rate_burst=10**9,
         limits=ServingLimits(upload_per_ip=RateRule(1e9, 10**9)),  # source capping is measured
         bucket_cap=bucket_cap,
-        rho_per_publication=rho,
-        rho_per_day=rho,
+        rho_per_release=rho,
     )
     app = with_simulated_clients(create_app(settings, rng=np.random.default_rng(seed)))
     uploads = [(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", honest_upload(rng, 4))

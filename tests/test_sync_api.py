@@ -26,7 +26,7 @@ SHOP = SiteDeclaration(
     slots={"cta": ["default", "quiz", "deal"], "headline": ["default", "story"]},
     cells={"device": ["desktop", "mobile"]},
 )
-EXACT = {"rho_per_publication": 1e6, "rho_per_day": 1e9}  # noise ~0.006: counts check exactly
+EXACT = {"rho_per_release": 1e6}  # noise ~0.006 per increment: counts check exactly
 
 
 def batch() -> str:
@@ -158,7 +158,7 @@ def test_priors_are_compressed_once_per_version(api, encoding):
 
 
 def test_published_counts_are_clamped_to_zero_reward_shown(tmp_path):
-    noisy = settings(tmp_path, rho_per_publication=0.05, rho_per_day=1.0)
+    noisy = settings(tmp_path, rho_per_release=0.05)
     with TestClient(create_app(noisy, rng=np.random.default_rng(1))) as client:
         post(client, make_upload())
         cells = priors(client).json()["slots"]["cta"]["cells"]
@@ -386,6 +386,42 @@ def test_admin_lists_and_purges_uploads_by_time_and_batch_id(tmp_path):
         assert deal["shown"] == pytest.approx(8, abs=0.1)
 
 
+def test_a_purge_re_releases_only_the_increment_it_touched(tmp_path):
+    """After a purge the published sums lose the purged upload; the untouched increment keeps
+    the noise it was released with; a refused purge changes nothing."""
+    now = [1_000_000.0]
+    app = create_app(settings(tmp_path, rho_per_release=1.0), clock=lambda: now[0],
+                     rng=np.random.default_rng(4))  # fmt: skip
+    with TestClient(app) as client:
+        store = app.state.storage
+        first, second = batch(), batch()
+        post(client, make_upload(first, variant="deal", shown=4, reward=4))
+        priors(client)  # released: increment 1
+        now[0] += 100
+        post(client, make_upload(second, variant="quiz", shown=4, reward=0))
+        priors(client)  # released: increment 2
+        kept = store.increments("shop")
+        assert [i.seq for i in kept] == [1, 2]
+        bad = admin(client, "POST", "/v1/admin/sites/shop/uploads/purge",
+                    json={"batch_ids": "not a list"})  # fmt: skip
+        assert bad.status_code == 422 and store.increments("shop") == kept
+        assert store.upload_count("shop") == 2
+        purged = admin(client, "POST", "/v1/admin/sites/shop/uploads/purge",
+                       json={"batch_ids": [first]})  # fmt: skip
+        assert purged.json()["purged_uploads"] == 1
+        assert [i.counts is None for i in store.increments("shop")] == [True, False]
+        assert admin(client, "POST", "/v1/admin/sites/shop/publish").status_code == 200
+        after = store.increments("shop")
+    assert [i.seq for i in after] == [2] and after[0] == kept[1]  # dropped; the other as released
+
+
+def test_privacy_settings_out_of_range_are_refused_clearly(tmp_path):
+    for name, value in (("rho_per_release", 0.0), ("rho_per_release", float("nan")),
+                        ("half_life_days", -1.0)):  # fmt: skip
+        with pytest.raises(ValueError, match=f"{name} must be > 0"):
+            settings(tmp_path, **{name: value})
+
+
 def test_the_report_has_rates_per_cell_and_lift_against_the_holdout(api):
     for _ in range(30):
         body = make_upload(shown=2, reward=1)
@@ -410,12 +446,13 @@ def test_the_report_has_rates_per_cell_and_lift_against_the_holdout(api):
 
 def test_decay_halves_old_contributions(tmp_path):
     day = 86400.0
-    now = [0.0]
+    now = [day]
     app = create_app(settings(tmp_path, half_life_days=10.0), clock=lambda: now[0])
     with TestClient(app) as client:
         for _ in range(25):
             post(client, make_upload(shown=4, reward=0))
-        now[0] = 10 * day
+        priors(client)  # released on day 1: an increment decays from its release
+        now[0] = 11 * day
         for _ in range(25):
             post(client, make_upload(shown=4, reward=0))
         quiz = priors(client).json()["slots"]["cta"]["cells"]["*"]["quiz"]

@@ -37,7 +37,7 @@ def document(**overrides) -> dict:
         "published_at": "2026-11-26T01:00:00Z",
         "cells": CELLS,
         "upload": {"max_shown": 4, "period_s": 86_400, "default_mode": "aggregate"},
-        "privacy": {"mechanism": "central-gaussian-zcdp", "sigma": 0.0},
+        "privacy": {"mechanism": "central-gaussian-zcdp-increments", "sigma": 0.0},
         "slots": {
             "cta": {
                 "variants": VARIANTS,

@@ -1,6 +1,7 @@
-"""Robust aggregation and central DP publication as pure functions: one visitor's upload moves
-what is published by at most the documented sensitivity (capping included), the noise has the
-documented scale, and published counts are clamped."""
+"""Robust aggregation and central DP publication by increments as pure functions: one visitor's
+period moves everything ever released by at most the documented sensitivity (capping and any
+split over increments included), the noise has the documented scale, the published sum states
+its own noise, and published counts are clamped."""
 
 from __future__ import annotations
 
@@ -20,13 +21,15 @@ from microadjust.server.aggregate import (
 )
 from microadjust.server.config import SyncSettings
 from microadjust.server.models import Counts, SiteDeclaration, SlotUpload
-from microadjust.server.publication import (
-    Budget,
-    Rules,
+from microadjust.server.publication import Rules, priors_document
+from microadjust.server.release import (
+    DAY_S,
+    Increment,
+    decayed_sum,
     epsilon_of,
-    noise_sigma,
-    period_rho,
-    priors_document,
+    increment_totals,
+    noisy_increment,
+    release_sigma,
 )
 
 MAX_SHOWN = 4
@@ -100,37 +103,127 @@ def test_one_visitor_moves_a_publication_by_at_most_the_sensitivity(cap):
     assert worst > 0.5 * bound / math.sqrt(2)  # the bound is not vacuous
 
 
-def test_the_noise_has_the_documented_scale_and_costs_rho():
-    rules = Rules(MAX_SHOWN, 86_400, rho_per_publication=0.05, rho_per_day=1.0,
-                  half_life_days=30.0)  # fmt: skip
-    sigma = noise_sigma(max_shown=MAX_SHOWN, slots=2, rho=0.05)
+def visitor_upload(rng: np.random.Generator, slot: str, shown: int, reward: int) -> SlotUpload:
+    """A visitor's upload of ``shown`` exposures and ``reward`` units in one cell."""
+    variants = SITE.slots[slot]
+    k = len(variants) + 1
+    s, r = rng.multinomial(shown, np.ones(k) / k), rng.multinomial(reward, np.ones(k) / k)
+    return SlotUpload(
+        cell=CELLS[rng.integers(len(CELLS))],
+        variants={
+            v: Counts(shown=float(a), reward=float(b))
+            for v, a, b in zip(variants, s, r, strict=False)
+        },  # fmt: skip
+        holdout=Counts(shown=float(s[-1]), reward=float(r[-1])),
+    )
+
+
+def released_vector(increments: list[list[tuple[int, dict]]], cap: float) -> np.ndarray:
+    """Every number of every increment, before noise, concatenated."""
+    values = []
+    for uploads in increments:
+        totals = increment_totals(uploads, bucket_cap=cap, max_shown=MAX_SHOWN)
+        for slot, variants in SITE.slots.items():
+            sums = totals.get(slot, SlotSums()).with_star()
+            for cell in SITE.cell_ids():
+                for variant in variants:
+                    values.extend(sums.variants.get(cell, {}).get(variant, (0.0, 0.0)))
+    return np.array(values)
+
+
+@pytest.mark.parametrize("cap", [1.0, 8.0, math.inf])
+def test_one_visitor_period_spread_over_increments_moves_all_releases_by_at_most_the_bound(cap):
+    """The per-visitor bound of continual release: a period's uploads, split over increments
+    and source buckets in any way, move the concatenation of all increments by <= sensitivity."""
+    rng = np.random.default_rng(17)
+    bound = visitor_norm(MAX_SHOWN) * math.sqrt(len(SITE.slots))
+    worst = 0.0
+    for _ in range(150):
+        increments = [
+            [
+                (
+                    int(rng.integers(0, 4)),
+                    {slot: visitor_upload(rng, slot, MAX_SHOWN, MAX_SHOWN) for slot in SITE.slots},
+                )
+                for _ in range(int(rng.integers(1, 25)))  # some buckets far above the cap
+            ]
+            for _ in range(int(rng.integers(1, 5)))
+        ]
+        neighbour = [list(uploads) for uploads in increments]
+        for slot in SITE.slots:  # one visitor's period: at most max_shown of each, split up
+            shown = rng.multinomial(MAX_SHOWN, np.ones(3) / 3)
+            reward = rng.multinomial(MAX_SHOWN, np.ones(3) / 3)
+            for part in range(3):
+                where = neighbour[int(rng.integers(len(neighbour)))]
+                entry = visitor_upload(rng, slot, shown[part], reward[part])
+                where.append((int(rng.integers(0, 5)), {slot: entry}))
+        moved = np.linalg.norm(released_vector(neighbour, cap) - released_vector(increments, cap))
+        worst = max(worst, moved)
+        assert moved <= bound + 1e-9
+    assert worst > 0.25 * bound  # the bound is not vacuous
+
+
+def test_one_increment_has_the_documented_noise_and_costs_rho():
+    sigma = release_sigma(max_shown=MAX_SHOWN, slots=2, rho=2.0)
     sensitivity = visitor_norm(MAX_SHOWN) * math.sqrt(2)
-    assert sensitivity**2 / (2 * sigma**2) == pytest.approx(0.05)
+    assert sensitivity**2 / (2 * sigma**2) == pytest.approx(2.0)
     rng = np.random.default_rng(3)
     lots = {"cta": SlotSums({"*": {v: [1e6, 5e5] for v in SITE.slots["cta"]}}, {})}
     draws = [
-        priors_document("shop", SITE, lots, rules, version=1, published_at=0.0, rng=rng)["slots"][
-            "cta"
-        ]["cells"]["*"]["quiz"]["shown"]
+        noisy_increment(lots, SITE, sigma=sigma, rng=rng)["cta"]["*"]["quiz"][0]
         for _ in range(2000)
     ]
     assert np.std(draws) == pytest.approx(sigma, rel=0.06)
     assert np.mean(draws) == pytest.approx(1e6, abs=4 * sigma / math.sqrt(2000))
+    empty = noisy_increment({}, SITE, sigma=sigma, rng=rng)  # every declared number, data or not
+    assert set(empty) == set(SITE.slots) and set(empty["cta"]) == set(SITE.cell_ids())
+
+
+def test_a_published_sum_states_its_own_noise():
+    """sigma of a decayed sum = sigma_release * sqrt(sum of squared weights), measured."""
+    rng = np.random.default_rng(4)
+    sigma, half_life, now = 3.0, 2.0, 10 * DAY_S
+    ends = [now - k * DAY_S / 4 for k in range(12)]
+    sums = []
+    for _ in range(3000):
+        increments = [
+            Increment(k, end - DAY_S / 4, end, sigma,
+                      {"cta": {"*": {"quiz": [100.0 + rng.normal(0, sigma), 0.0]}}})
+            for k, end in enumerate(ends)
+        ]  # fmt: skip
+        released = decayed_sum(increments, now=now, half_life_days=half_life)
+        sums.append(released.counts["cta"]["*"]["quiz"][0])
+    weights = np.array([0.5 ** ((now - end) / (half_life * DAY_S)) for end in ends])
+    assert released.sigma == pytest.approx(sigma * math.sqrt(np.sum(weights**2)))
+    assert np.std(sums) == pytest.approx(released.sigma, rel=0.06)
+    assert np.mean(sums) == pytest.approx(100.0 * weights.sum(), abs=4 * released.sigma / 50)
+    assert released.increments == 12
+
+
+def test_pending_increments_are_left_out_of_the_sum():
+    done = Increment(1, 0.0, 1.0, 2.0, {"cta": {"*": {"quiz": [5.0, 1.0]}}})
+    pending = Increment(2, 1.0, 2.0, 2.0, None)
+    released = decayed_sum([done, pending], now=1.0, half_life_days=math.inf)
+    assert released.counts == {"cta": {"*": {"quiz": [5.0, 1.0]}}} and released.sigma == 2.0
 
 
 def test_published_counts_are_clamped_and_empty_cells_left_out():
-    rules = Rules(MAX_SHOWN, 86_400, rho_per_publication=0.05, rho_per_day=1.0,
-                  half_life_days=30.0)  # fmt: skip
-    document = priors_document(
-        "shop", SITE, {}, rules, version=3, published_at=0.0, rng=np.random.default_rng(0)
-    )
+    rules = Rules(MAX_SHOWN, 86_400, rho_per_release=2.0, half_life_days=30.0)
+    noise = noisy_increment({}, SITE, sigma=5.0, rng=np.random.default_rng(0))
+    increment = Increment(1, 0.0, 0.0, 5.0, noise)
+    released = decayed_sum([increment], now=0.0, half_life_days=30.0)
+    document = priors_document("shop", SITE, released, rules, version=3, published_at=0.0)
     assert document["version"] == 3 and document["published_at"] == "1970-01-01T00:00:00Z"
+    assert document["privacy"]["sigma"] == 5.0
     for slot in document["slots"].values():
         assert set(slot["cells"]) <= {"*"} | set(CELLS)
         for variants in slot["cells"].values():
             for counts in variants.values():
                 assert 0 <= counts["reward"] <= counts["shown"]
     assert set(document["slots"]["cta"]["cells"]["*"]) == {"default", "quiz", "deal"}
+    grown = SiteDeclaration(key=SITE.key, slots={**SITE.slots, "hero": ["a"]}, cells=SITE.cells)
+    later = priors_document("shop", grown, released, rules, version=4, published_at=0.0)
+    assert later["slots"]["hero"]["cells"] == {"*": {"a": {"shown": 0.0, "reward": 0.0}}}
 
 
 def test_decay_and_capping_combine_per_bucket_day():
@@ -147,51 +240,21 @@ def test_decay_and_capping_combine_per_bucket_day():
     )
 
 
-def test_the_default_cadence_spreads_the_daily_budget_over_the_whole_day():
-    # a faster cadence spends rho_per_day early and serves one stale prior until midnight (UTC)
-    defaults = SyncSettings()
-    publications = round(defaults.rho_per_day / defaults.rho_per_publication)
-    assert publications * defaults.publish_interval_s >= 86_400
-    budget, day, published = Budget(0, 0.0), 0, 0
-    for step in range(publications + 5):  # a changed prior at every allowed moment of one day
-        now = step * defaults.publish_interval_s
-        if now >= 86_400:
-            break
-        spent = budget.spend(today=day, rho=defaults.rho_per_publication,
-                             rho_per_day=defaults.rho_per_day)  # fmt: skip
-        assert spent is not None, f"budget spent before {now / 3600:.1f} h"
-        budget, published = spent, published + 1
-    assert published == publications
+@pytest.mark.parametrize("half_life", [1.0, 3.0, 30.0, math.inf])
+def test_the_documents_privacy_is_one_release_per_visitor_period_whatever_the_memory(half_life):
+    rules = Rules(MAX_SHOWN, 86_400, rho_per_release=2.0, half_life_days=half_life)
+    privacy = rules.header("shop", SITE, 1.5)["privacy"]
+    assert privacy["rho_per_period"] == 2.0
+    assert privacy["epsilon_per_period"] == pytest.approx(epsilon_of(2.0), abs=1e-4)
+    assert privacy["sigma"] == 1.5  # the published numbers' noise, as given
+    sigma_release = release_sigma(max_shown=MAX_SHOWN, slots=2, rho=2.0)
+    assert privacy["sigma_release"] == pytest.approx(sigma_release, abs=1e-4)
 
 
-@pytest.mark.parametrize("half_life", [3.0, 30.0])
-def test_a_periods_lifetime_cost_sums_what_it_moves_every_later_publication(half_life):
-    # one visitor's day-0 contribution, published 20 times a day for as long as the server keeps
-    # rows (20 half-lives): each publication costs (how far it moves the published vector /
-    # sensitivity)^2 * rho_per_publication; the sum is what the priors document states
-    rho_pub, per_day = 0.05, 20
-    settings = SyncSettings(half_life_days=half_life)
-    mine = SlotSums({"device=mobile": {"quiz": [4.0, 4.0]}}, {})
-    spent = 0.0
-    for today in range(math.ceil(20 * half_life)):
-        totals = robust_totals([BucketRow(0, "cta", 1, mine)], bucket_cap=8.0,
-                               max_shown=MAX_SHOWN, half_life_days=half_life,
-                               today=today)  # fmt: skip
-        moved = totals["cta"].norm() / visitor_norm(MAX_SHOWN)  # its cell and *, decayed
-        spent += per_day * rho_pub * moved**2
-    assert spent == pytest.approx(
-        period_rho(rho_per_day=per_day * rho_pub, half_life_days=settings.half_life_days),
-        rel=1e-6,
-    )
-    header = Rules(MAX_SHOWN, 86_400, rho_pub, per_day * rho_pub, half_life).header("shop", SITE)
-    assert header["privacy"]["rho_per_period"] == pytest.approx(spent, rel=1e-4)
-    assert epsilon_of(spent) > spent  # the (epsilon, 1e-5) conversion only adds
-
-
-def test_without_decay_a_period_is_never_paid_off():
-    assert period_rho(rho_per_day=1.0, half_life_days=math.inf) == math.inf
-    rules = Rules(MAX_SHOWN, 86_400, 0.05, 1.0, math.inf)
-    assert rules.header("shop", SITE)["privacy"]["rho_per_period"] is None
+def test_the_default_costs_less_than_the_re_noised_cumulative_counts_did():
+    """Before continual release a visitor-period cost rho 21.6 (epsilon 53 at delta 1e-5)."""
+    default = SyncSettings().rho_per_release
+    assert epsilon_of(default) < 53.0
 
 
 # -- the publication path is fast and bit-identical to its definition ------------------------
@@ -248,7 +311,6 @@ def test_published_priors_are_bit_identical_to_the_definition():
         for slot in SITE.slots
     ]
     stored = [(r.day, r.slot, r.bucket, r.sums.to_json()) for r in rows]
-    rules = Rules(MAX_SHOWN, 86_400, rho_per_publication=0.4, rho_per_day=8.0, half_life_days=3.0)
     documents = []
     for totals in (
         robust_totals(parse_bucket_rows(stored), bucket_cap=2.0, max_shown=MAX_SHOWN,
@@ -256,9 +318,7 @@ def test_published_priors_are_bit_identical_to_the_definition():
         defined_totals(rows, cap=2.0, half_life=3.0, today=10),
     ):  # fmt: skip
         assert any(row.sums.norm() > 2.0 * visitor_norm(MAX_SHOWN) for row in rows)  # capped
-        document = priors_document(
-            "shop", SITE, totals, rules, version=1, published_at=0.0, rng=np.random.default_rng(0)
-        )
+        document = noisy_increment(totals, SITE, sigma=8.9, rng=np.random.default_rng(0))
         documents.append((json.dumps(document), repr(sorted(totals.items()))))
     assert documents[0] == documents[1]
 

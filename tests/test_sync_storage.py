@@ -18,7 +18,7 @@ from microadjust.server.storage import Received, Storage
 
 PG_URL = os.environ.get("MICROADJUST_TEST_DATABASE_URL")
 TABLES = ("uploads", "aggregates", "bucket_sums", "day_secrets", "site_declarations", "priors",
-          "sites", "rate_limit_buckets", "schema_migrations")  # fmt: skip
+          "sites", "rate_limit_buckets", "released_increments", "schema_migrations")  # fmt: skip
 
 
 def open_store(backend: str, tmp_path) -> Storage:
@@ -145,19 +145,39 @@ def served_version(store: Storage) -> int:
     return store.serving("shop")[1].version
 
 
+class Releases:
+    """A stand-in for the noise: records which uploads each release saw, in order."""
+
+    def __init__(self):
+        self.calls: list[list[str]] = []
+
+    def __call__(self, uploads):
+        batch_ids = [u.batch_id for _, u in uploads]
+        self.calls.append(batch_ids)
+        return {"batches": batch_ids, "draw": len(self.calls)}, 2.0
+
+
+def released(increments) -> list[list[str]]:
+    return [i.counts["batches"] for i in increments if i.counts is not None]
+
+
+def build(version, increments):
+    return {"version": version, "increments": [(i.seq, i.counts["draw"]) for i in increments]}
+
+
 def test_publish_prune_purge_and_rollback(backend, tmp_path):
     store = open_store(backend, tmp_path)
+    release = Releases()
     store.record_upload("shop", upload("a" * 32), bucket=7, now=100.0)
-    build = lambda version, rows: {"version": version, "slots": sorted({r.slot for r in rows})}  # noqa: E731
-    budget = {"rho": 1.0, "rho_per_day": 3.0, "keep": 2}
-    assert store.publish("shop", build, note="first", now=200.0, **budget) == 1
-    unchanged = store.publish("shop", build, note="auto", min_interval_s=0, now=201.0, **budget)
-    assert unchanged is None
-    assert store.publish("shop", build, note="second", now=202.0, **budget) == 2
-    assert store.publish("shop", build, note="third", now=203.0, **budget) == 3
-    assert store.publish("shop", build, note="spent", now=204.0, **budget) is None  # budget
+    publish = lambda note, now, **kw: store.publish("shop", release, build, note=note, keep=2,  # noqa: E731
+                                                    now=now, **kw)  # fmt: skip
+    assert publish("first", 200.0) == 1
+    assert publish("auto", 201.0, min_interval_s=0) is None  # nothing changed
+    assert publish("second", 202.0) == 2
+    assert publish("third", 203.0) == 3
     assert [v["version"] for v in store.versions("shop")] == [2, 3]  # pruned to keep=2
-    assert store.publish("shop", build, note="next day", now=86_400.0 + 5, **budget) == 4
+    assert release.calls == [["a" * 32]]  # released once, reused by every later version
+    assert publish("next day", 86_400.0 + 5) == 4
     store.record_upload("shop", upload("b" * 32), bucket=7, now=86_400.0 + 10)
     assert store.rollback("shop", 4, now=86_400.0 + 20) == 1  # the upload after v4 is dropped
     assert served_version(store) == 4 and store.site_state("shop").frozen
@@ -165,6 +185,60 @@ def test_publish_prune_purge_and_rollback(backend, tmp_path):
     assert store.rollback("shop", 1) is None  # pruned
     assert store.purge("shop", batch_ids=["a" * 32]) == 1
     assert store.bucket_rows("shop") == []
+    assert [i.counts for i in store.increments("shop")] == [None]  # waits for re-release
+    assert publish("after the purge", 86_400.0 + 30) == 5
+    assert store.increments("shop") == [] and len(release.calls) == 1  # nothing left: dropped
+    store.close()
+
+
+def test_an_increment_is_released_once_and_reused_by_every_instance(backend, tmp_path):
+    a, b = open_store(backend, tmp_path), open_store(backend, tmp_path)
+    release = Releases()
+    a.record_upload("shop", upload("e" * 32), bucket=1, now=10.0)
+    assert a.publish("shop", release, build, note="a", keep=5, now=20.0) == 1
+    b.record_upload("shop", upload("f" * 32), bucket=2, now=30.0)
+    assert b.publish("shop", release, build, note="b", keep=5, now=40.0) == 2
+    a.close()
+    restarted = open_store(backend, tmp_path)  # a restart: the same store, nothing in memory
+    assert restarted.publish("shop", release, build, note="again", keep=5, now=50.0) == 3
+    assert release.calls == [["e" * 32], ["f" * 32]]  # each upload noised exactly once
+    increments = restarted.increments("shop")
+    assert [(i.since, i.until) for i in increments] == [(0.0, 20.0), (20.0, 40.0)]
+    assert restarted.serving("shop")[1].body == '{"version":3,"increments":[[1,1],[2,2]]}'
+    # beyond the horizon an increment is neither summed nor kept
+    assert restarted.publish("shop", release, build, note="later", keep=5, horizon=20.0,
+                             now=60.0) == 4  # fmt: skip
+    assert [i.seq for i in restarted.increments("shop")] == [2]
+    b.close()
+    restarted.close()
+
+
+def test_a_purge_re_releases_what_is_left_of_the_increments_it_touched(backend, tmp_path):
+    store = open_store(backend, tmp_path)
+    release = Releases()
+    for batch, t in (("0", 10.0), ("1", 11.0), ("2", 30.0)):
+        store.record_upload("shop", upload(batch * 32), bucket=1, now=t)
+        if t == 11.0:
+            store.publish("shop", release, build, note="1", keep=5, now=20.0)
+    store.publish("shop", release, build, note="2", keep=5, now=40.0)
+    assert store.purge("shop", batch_ids=["0" * 32]) == 1
+    assert [i.counts is None for i in store.increments("shop")] == [True, False]
+    assert store.publish("shop", release, build, note="3", keep=5, now=50.0) == 3
+    # the touched increment is released again, with fresh noise, without the purged upload;
+    # the untouched one is reused as it was
+    assert release.calls == [["0" * 32, "1" * 32], ["2" * 32], ["1" * 32]]
+    assert released(store.increments("shop")) == [["1" * 32], ["2" * 32]]
+    store.close()
+
+
+def test_an_upload_whose_clock_ran_before_a_release_lands_in_the_next_increment(backend, tmp_path):
+    store = open_store(backend, tmp_path)
+    release = Releases()
+    store.record_upload("shop", upload("3" * 32), bucket=1, now=10.0)
+    store.publish("shop", release, build, note="1", keep=5, now=20.0)
+    store.record_upload("shop", upload("4" * 32), bucket=1, now=15.0)  # committed after
+    store.publish("shop", release, build, note="2", keep=5, now=30.0)
+    assert released(store.increments("shop")) == [["3" * 32], ["4" * 32]]
     store.close()
 
 
@@ -172,28 +246,30 @@ def test_a_failed_build_changes_nothing(backend, tmp_path):
     store = open_store(backend, tmp_path)
     store.record_upload("shop", upload("c" * 32), bucket=1)
 
-    def broken(version, rows):
+    def broken(version, increments):
         return {"not json": float("nan")}
 
     with pytest.raises(ValueError):
-        store.publish("shop", broken, note="nan", rho=0.1, rho_per_day=1.0, keep=5)
-    assert store.versions("shop") == [] and store.site_state("shop").budget.spent == 0.0
+        store.publish("shop", Releases(), broken, note="nan", keep=5)
+    assert store.versions("shop") == [] and store.increments("shop") == []
+    assert store.site_state("shop").released_until == 0.0
     store.close()
 
 
 def test_a_publication_raced_by_another_instance_yields(backend, tmp_path):
-    """The document is built outside the write lock; the write notices a version in between."""
+    """The document is built outside the write lock; the write notices a version in between,
+    and the increment the loser drew is never stored (unpublished noise costs nothing)."""
     a, b = open_store(backend, tmp_path), open_store(backend, tmp_path)
     a.record_upload("shop", upload("d" * 32), bucket=3)
-    budget = {"rho": 0.1, "rho_per_day": 1.0, "keep": 5}
+    release = Releases()
 
-    def build(version, rows):
-        other = b.publish("shop", lambda v, r: {"by": "b"}, note="b", **budget)
+    def build_a(version, increments):
+        other = b.publish("shop", release, lambda v, i: {"by": "b"}, note="b", keep=5)
         assert other == version
         return {"by": "a"}
 
-    assert a.publish("shop", build, note="a", **budget) is None
+    assert a.publish("shop", release, build_a, note="a", keep=5) is None
     assert served_version(a) == 1 and '"by":"b"' in a.serving("shop")[1].body
-    assert a.site_state("shop").budget.spent == pytest.approx(0.1)  # spent once
+    assert [i.counts["draw"] for i in a.increments("shop")] == [2]  # b's draw only
     a.close()
     b.close()

@@ -358,8 +358,7 @@ def server(tmp_path):
         data_dir=tmp_path,
         publish_interval_s=0.0,
         bucket_cap=float("inf"),
-        rho_per_publication=1e6,  # noise ~0.01: the counts can be checked exactly
-        rho_per_day=1e9,
+        rho_per_release=1e6,  # noise ~0.01: the counts can be checked exactly
     )
     with TestClient(create_app(settings, rng=np.random.default_rng(0))) as client:
         yield client

@@ -83,7 +83,7 @@ def sync_server(built, tmp_path_factory):
     sites.write_text(json.dumps(SITES))
     options = [
         "--sync", "--data-dir", str(data), "--sites", str(sites), "--admin-token", ADMIN,
-        "--publish-interval", "86400", "--rho-per-publication", "1e6", "--rho-per-day", "1e9",
+        "--publish-interval", "86400", "--rho-per-release", "1e6",
         "--bucket-cap", "inf", "--rate", "1000", "--burst", "100000",
         "--upload-rate-ip", "100/1000",
     ]  # fmt: skip

@@ -20,11 +20,11 @@ squares is at most the square of the sum):
 
 **Mode "aggregate"** (exact counts): the site's own server sees one visitor's minimized counts
 (a cell, a handful of integers, no identifier) and adds Gaussian noise once to what it
-publishes: readers of the priors get central differential privacy (zCDP, ``rho`` per
-publication, ``rho_per_period`` for everything ever published about one visitor-period; the
-protocol's section 5 states both). It does not protect against the server itself or a breach of
-its database: they see each upload's exact small counts (but no identifier, no event, no context
-beyond the cell).
+publishes, each upload in exactly one released increment: readers of the priors get central
+differential privacy (zCDP, ``rho_per_period`` for everything ever published about one
+visitor-period, whatever the memory and cadence; the protocol's section 5 states it). It
+does not protect against the server itself or a breach of its database: they see each upload's
+exact small counts (but no identifier, no event, no context beyond the cell).
 
 **Mode "local"**: the device adds ``N(0, sigma^2)`` to every number of every declared variant
 of the slot and to the holdout (zeros included), ``sigma = sensitivity / sqrt(2 rho)`` with

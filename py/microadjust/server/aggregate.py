@@ -1,10 +1,11 @@
 """Robust aggregation of uploads (protocol section 5), as pure functions.
 
 The server keeps, per site, UTC day, slot and source bucket, the sum of that bucket's uploads
-(:class:`SlotSums`). A source bucket is a keyed hash of the client address, so one attacker
-behind one address lands in one bucket however many uploads it sends. Aggregation scales each
-bucket's day down to at most ``bucket_cap`` visitors' worth, measured in L2 norm, then sums the
-buckets with a half-life decay.
+(:class:`SlotSums`; the admin's report reads them). A source bucket is a keyed hash of the
+client address, so one attacker behind one address lands in one bucket however many uploads it
+sends. Aggregation scales each bucket down to at most ``bucket_cap`` visitors' worth, measured
+in L2 norm, then sums the buckets (over every day for the report; per
+released increment for publication, :mod:`.release`).
 
 Why a fixed cap in visitor units, not a multiple of the median bucket: scaling a vector down
 onto an L2 ball is a projection, so it never increases how far one visitor moves the result

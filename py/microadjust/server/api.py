@@ -50,6 +50,7 @@ from .models import (
 )
 from .publication import Rules, empty_document, priors_document
 from .ratelimit import SharedBuckets, StoreUnavailable
+from .release import DAY_S, CountsTable, Increment, decayed_sum, increment_totals, noisy_increment
 from .report import render_html, site_report
 from .security import (
     BodyTooLarge,
@@ -154,8 +155,7 @@ class SyncAPI:
         self.rules = Rules(
             settings.max_shown,
             settings.period_s,
-            settings.rho_per_publication,
-            settings.rho_per_day,
+            settings.rho_per_release,
             settings.half_life_days,
         )
         self.sites: dict[str, SiteDeclaration] = dict(settings.sites)
@@ -228,39 +228,40 @@ class SyncAPI:
                 **{"Retry-After": str(retry)},
             )
 
-    def _since_day(self, today: int) -> int:
-        """Older days weigh less than 1e-6 after decay: aggregation skips them."""
+    def _horizon(self, now: float) -> float:
+        """Increments older than 20 half-lives weigh less than 1e-6: publication skips them."""
         half_life = self.settings.half_life_days
-        return 0 if not math.isfinite(half_life) else today - math.ceil(20 * half_life)
+        return 0.0 if not math.isfinite(half_life) else now - 20 * half_life * DAY_S
 
     async def _publish(self, name: str, note: str, automatic: bool) -> int | None:
         site = await self._site(name)
         now = self.clock()
         settings = self.settings
+        sigma = self.rules.sigma_release(site)
 
-        def build(version: int, rows: list) -> dict[str, Any]:
-            totals = robust_totals(
-                rows,
+        def release(uploads: list[tuple[int, Upload]]) -> tuple[CountsTable, float]:
+            totals = increment_totals(
+                ((bucket, upload.slots) for bucket, upload in uploads),
                 bucket_cap=settings.bucket_cap,
                 max_shown=settings.max_shown,
-                half_life_days=settings.half_life_days,
-                today=day_of(now),
             )
-            totals = restrict(totals, site.slots, set(site.cell_ids()))
             rng = self.rng if self.rng is not None else np.random.default_rng()
+            return noisy_increment(totals, site, sigma=sigma, rng=rng), sigma
+
+        def build(version: int, increments: list[Increment]) -> dict[str, Any]:
+            released = decayed_sum(increments, now=now, half_life_days=settings.half_life_days)
             return priors_document(
-                name, site, totals, self.rules, version=version, published_at=now, rng=rng
+                name, site, released, self.rules, version=version, published_at=now
             )
 
         version = await self._db(
             self.storage.publish,
             name,
+            release,
             build,
             note=note,
-            rho=settings.rho_per_publication,
-            rho_per_day=settings.rho_per_day,
             keep=settings.keep_versions,
-            since_day=self._since_day(day_of(now)),
+            horizon=self._horizon(now),
             min_interval_s=settings.publish_interval_s if automatic else None,
             now=now,
         )
@@ -379,9 +380,8 @@ class SyncAPI:
                 "uploads": await self._db(self.storage.upload_count, site),
                 "versions": await self._db(self.storage.versions, site),
                 "privacy": {
-                    "day": state.budget.day,
-                    "rho_spent": state.budget.spent,
-                    "rho_per_day": self.settings.rho_per_day,
+                    "rho_per_period": self.settings.rho_per_release,
+                    "released_until": state.released_until,
                 },
             }
         )
@@ -408,10 +408,9 @@ class SyncAPI:
             ) from None
         if version is None:
             raise ApiError(
-                429,
-                f"today's privacy budget is spent (rho_per_day = {self.settings.rho_per_day}); "
-                "the last version is still served",
-                "rho_per_day",
+                409,
+                "another publication or a purge happened meanwhile; the last version is still "
+                "served, retry",
             )
         return StrictJSONResponse({"site": site, "version": version})
 
@@ -526,7 +525,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (413, "the body is too large"),
         (415, "the body is not application/json"),
         (422, "the body or a parameter is invalid; field names it"),
-        (429, "rate-limited, or the site's upload budget or today's privacy budget is spent"),
+        (409, "a publication raced another instance's publication or a purge; retry"),
+        (429, "rate-limited, or the site's upload budget is spent"),
         (503, "the store is unavailable"),
     )
 }

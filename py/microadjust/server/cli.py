@@ -52,12 +52,13 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     group.add_argument(
         "--bucket-cap", type=float, default=8.0,
-        help="visitors' worth one source (IP) may weigh per slot and day ('inf': no cap)",
+        help="visitors' worth one source (IP) may weigh per slot and increment ('inf': no cap)",
     )  # fmt: skip
-    group.add_argument("--rho-per-publication", type=float, default=DEFAULT.rho_per_publication,
-                       help="zCDP spent by one publication of the priors")  # fmt: skip
-    group.add_argument("--rho-per-day", type=float, default=DEFAULT.rho_per_day,
-                       help="zCDP a site may spend a day")  # fmt: skip
+    group.add_argument(
+        "--rho-per-release", type=float, default=DEFAULT.rho_per_release,
+        help="zCDP of one visitor-period over everything ever published: each upload is "
+        "noised once, in one released increment (docs/sync-protocol.md section 5)",
+    )  # fmt: skip
     group.add_argument(
         "--upload-budget", type=int, default=DEFAULT.upload_budget, metavar="N",
         help="uploads a site may store a day (per period), from all addresses together, shared "
@@ -72,13 +73,13 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--burst", type=int, default=60, help="burst of priors requests per client")
     group.add_argument(
         "--half-life-days", type=float, default=DEFAULT.half_life_days,
-        help="decay of old contributions (with --rho-per-day, it sets what one visitor-period "
-        "costs over all publications: docs/sync-protocol.md section 5)",
+        help="decay of old increments in the published sums (costs no privacy: the noise of "
+        "a sum grows as the root of its squared weights)",
     )  # fmt: skip
     group.add_argument(
         "--publish-interval", type=float, default=DEFAULT.publish_interval_s,
-        help="seconds between automatic publications of a changed prior (default: 20 a day, "
-        "which spreads --rho-per-day over the whole day)",
+        help="seconds between automatic publications of a changed prior, each releasing one "
+        "increment (fewer, larger increments: less noise in the sums, staler priors)",
     )  # fmt: skip
     add_limit_arguments(parser)
 
@@ -103,8 +104,7 @@ def settings_from_args(args: argparse.Namespace) -> SyncSettings:
         max_shown=args.max_shown,
         bucket_cap=args.bucket_cap,
         upload_budget=args.upload_budget,
-        rho_per_publication=args.rho_per_publication,
-        rho_per_day=args.rho_per_day,
+        rho_per_release=args.rho_per_release,
         keep_versions=args.keep_versions,
         limits=limits_from_args(args),
     )

@@ -85,6 +85,26 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 allowed BOOLEAN NOT NULL)""",
         ],
     ),
+    (
+        4,
+        "continual release: noisy increments stored once (release.py); the daily budget retired",
+        [
+            # counts NULL: the increment waits to be (re-)released (a purge touched it)
+            """CREATE TABLE released_increments (
+                site TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                since DOUBLE PRECISION NOT NULL,
+                until DOUBLE PRECISION NOT NULL,
+                sigma DOUBLE PRECISION NOT NULL,
+                counts TEXT,
+                released_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (site, seq))""",
+            # uploads received up to this are in a released increment; later ones never are
+            # (storage raises received_at above it). 0: every stored upload is released once more
+            # in the first increment (stated in docs/sync-protocol.md section 5)
+            "ALTER TABLE sites ADD COLUMN released_until DOUBLE PRECISION NOT NULL DEFAULT 0",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

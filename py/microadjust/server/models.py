@@ -307,11 +307,12 @@ class UploadRules(BaseModel):
 
 
 class PublicationPrivacy(BaseModel):
-    mechanism: Literal["central-gaussian-zcdp"]
-    rho_per_publication: float
-    rho_per_day: float
-    rho_per_period: float | None  # over every publication a period's counts enter; None: no decay
-    sigma: float
+    mechanism: Literal["central-gaussian-zcdp-increments"]
+    rho_per_period: float  # zCDP of everything ever published about one visitor-period
+    epsilon_per_period: float  # the same as (epsilon, delta)-DP
+    delta: float
+    sigma: float  # noise (standard deviation) of each published count
+    sigma_release: float  # noise of each count of one released increment
 
 
 class PriorsDocument(BaseModel):

@@ -2,9 +2,11 @@
 
 What is kept (protocol section 4): each accepted upload as received (no identifier) with its
 receive time, batch id and source bucket; per site, UTC day, slot and source bucket the sum of
-those uploads (what aggregation reads; rebuilt from the uploads after a purge); the declared
-sites changed through the admin API; published prior versions (the last ``keep`` of them); the
-day's secret of the source buckets (deleted once the day is over); the zCDP spent today.
+those uploads (the admin's report reads it; rebuilt from the uploads after a purge); the noisy
+increments released so far (:mod:`.release`: each upload is noised once, in the increment of
+the first publication after it arrived, and that increment is reused by every later
+publication); the declared sites changed through the admin API; published prior versions (the
+last ``keep`` of them); the day's secret of the source buckets (deleted once the day is over).
 
 SQLite (the default) runs in WAL mode with ``synchronous=FULL``: an upload is acknowledged only
 after its transaction is on disk, so a crash never loses an acknowledged batch. PostgreSQL
@@ -25,22 +27,23 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .aggregate import BucketRow, SlotSums, parse_bucket_rows, upload_sums
 from .migrations import LATEST, MIGRATIONS
 from .models import SiteDeclaration, Upload
-from .publication import Budget
+from .release import CountsTable, Increment
 
-__all__ = ["Storage", "SiteState", "StoredUpload", "Received", "Published", "DAY_S"]
+__all__ = ["Storage", "SiteState", "StoredUpload", "Received", "Published", "DAY_S", "Release"]
 
 DAY_S = 86_400
 
@@ -63,7 +66,7 @@ class SiteState:
     frozen: bool = False
     aggregated_at: float = 0.0
     published_at: float = 0.0
-    budget: Budget = Budget(0, 0.0)
+    released_until: float = 0.0  # uploads received up to this are in a released increment
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,9 @@ class Received:
 
 
 SumsKey = tuple[str, int, str, int]  # site, day, slot, source bucket
+# the uploads of one increment, (source bucket, upload) each -> its noisy counts and their sigma
+Release = Callable[[list[tuple[int, Upload]]], tuple[CountsTable, float]]
+WindowMark = tuple[int, float | None]  # an increment window's uploads: count, latest receive time
 ROWS_PER_STATEMENT = 100  # rows of one multi-row statement (SQLite allows 32,766 parameters)
 
 
@@ -117,7 +123,7 @@ def _upload_row(received: Received) -> tuple[str, str, float, int, str]:
 
 
 STATE_QUERY = (
-    "SELECT current_version, frozen, aggregated_at, published_at, budget_day, rho_spent "
+    "SELECT current_version, frozen, aggregated_at, published_at, released_until "
     "FROM sites WHERE site = ?"
 )
 
@@ -125,13 +131,13 @@ STATE_QUERY = (
 def _state(row: Sequence[Any] | None) -> SiteState:
     if row is None:
         return SiteState()
-    version, frozen, aggregated_at, published_at, budget_day, spent = row
+    version, frozen, aggregated_at, published_at, released_until = row
     return SiteState(
         None if version is None else int(version),
         bool(frozen),
         float(aggregated_at),
         float(published_at),
-        Budget(int(budget_day), float(spent)),
+        float(released_until),
     )
 
 
@@ -304,10 +310,12 @@ class Storage:
         One commit for all: the group commit that lets the server keep up with many uploads."""
         if not batch:
             return []
-        first: dict[tuple[str, str], Received] = {}  # a batch id repeated in the batch
-        for received in batch:
-            first.setdefault((received.site, received.upload.batch_id), received)
-        with self._transaction(*{r.site for r in batch}) as run:
+        sites = sorted({r.site for r in batch})
+        with self._transaction(*sites) as run:
+            batch = self._after_release(run, sites, batch)
+            first: dict[tuple[str, str], Received] = {}  # a batch id repeated in the batch
+            for received in batch:
+                first.setdefault((received.site, received.upload.batch_id), received)
             inserted: set[tuple[str, str]] = set()
             for rows in _chunks(list(first.values())):
                 cursor = run(
@@ -332,6 +340,23 @@ class Storage:
             for site, at in aggregated_at.items():
                 run("UPDATE sites SET aggregated_at = ? WHERE site = ?", (at, site))
         return stored
+
+    def _after_release(
+        self, run: Callable[..., Any], sites: Sequence[str], batch: Sequence[Received]
+    ) -> list[Received]:
+        """``batch`` with each receive time raised above its site's ``released_until``: an
+        upload whose clock ran before a release it commits after belongs to the next increment,
+        never to one already released (which would lose it)."""
+        rows = run(
+            f"SELECT site, released_until FROM sites WHERE site IN ({', '.join('?' * len(sites))})",
+            tuple(sites),
+        ).fetchall()
+        released = {site: float(until) for site, until in rows}
+        return [
+            r if r.received_at > released.get(r.site, 0.0)
+            else replace(r, received_at=math.nextafter(released[r.site], math.inf))
+            for r in batch
+        ]  # fmt: skip
 
     def _sum_into(self, sums: dict[SumsKey, SlotSums], received: Received) -> None:
         day = day_of(received.received_at)
@@ -396,18 +421,47 @@ class Storage:
         rebuild the site's sums from the rest; return how many were deleted."""
         now = time.time() if now is None else now
         with self._transaction(site) as run:
-            deleted = 0
+            deleted: list[float] = []  # receive times: which released increments they were in
             if since is not None or until is not None:
-                deleted += run(
-                    "DELETE FROM uploads WHERE site = ? AND received_at >= ? AND received_at < ?",
+                deleted += self._delete_uploads(
+                    run,
+                    "site = ? AND received_at >= ? AND received_at < ?",
                     (site, 0.0 if since is None else since, 1e11 if until is None else until),
-                ).rowcount
+                )
             for batch_id in batch_ids or ():
-                deleted += run(
-                    "DELETE FROM uploads WHERE site = ? AND batch_id = ?", (site, batch_id)
-                ).rowcount
+                deleted += self._delete_uploads(run, "site = ? AND batch_id = ?", (site, batch_id))
+            self._unrelease(run, site, deleted)
             self._rebuild(run, site, now)
-        return deleted
+        return len(deleted)
+
+    @staticmethod
+    def _delete_uploads(run: Callable[..., Any], where: str, params: Sequence[Any]) -> list[float]:
+        """Delete the uploads ``where``; return their receive times."""
+        rows = run(f"DELETE FROM uploads WHERE {where} RETURNING received_at", params).fetchall()
+        return [float(t) for (t,) in rows]
+
+    @staticmethod
+    def _unrelease(run: Callable[..., Any], site: str, deleted: Sequence[float]) -> None:
+        """Mark the released increments that held deleted uploads for re-release: the next
+        publication releases what is left of them with fresh noise (or drops them if nothing
+        is), so no published sum keeps a deleted upload. That costs the other visitors of a
+        re-released increment another ``rho_release`` (docs/sync-protocol.md section 5)."""
+        if not deleted:
+            return
+        windows = run(
+            "SELECT seq, since, until FROM released_increments WHERE site = ? AND until >= ? "
+            "AND since < ?",
+            (site, min(deleted), max(deleted)),
+        ).fetchall()
+        touched = [
+            int(seq) for seq, since, until in windows if any(since < t <= until for t in deleted)
+        ]
+        for chunk in _chunks(touched):
+            run(
+                "UPDATE released_increments SET counts = NULL WHERE site = ? "
+                f"AND seq IN ({', '.join('?' * len(chunk))})",
+                (site, *chunk),
+            )
 
     def rebuild(self, site: str, *, now: float | None = None) -> int:
         """Recompute the site's bucket sums from its stored uploads; return their number."""
@@ -449,54 +503,86 @@ class Storage:
     def publish(
         self,
         site: str,
-        build: Callable[[int, list[BucketRow]], dict[str, Any]],
+        release: Release,
+        build: Callable[[int, list[Increment]], dict[str, Any]],
         *,
         note: str,
-        rho: float,
-        rho_per_day: float,
         keep: int,
-        since_day: int = 0,
+        horizon: float = 0.0,
         min_interval_s: float | None = None,
         now: float | None = None,
     ) -> int | None:
-        """Publish a new prior version built from the bucket sums; return its number.
+        """Release the uploads received since the last release as one noisy increment, and
+        publish a new prior version built from every released increment; return its number.
 
-        Returns None, and nothing changes, when today's privacy budget is spent, or (with
-        ``min_interval_s``, automatic publishing) when the site is frozen, nothing changed
-        since the last publication, or the last one is younger than ``min_interval_s``; also
-        when another instance published meanwhile. If ``build`` or the serialization fails,
-        nothing changes and the error propagates. Only the ``keep`` newest versions (and the
-        one served) are kept.
+        ``release`` noises the uploads of one increment (once: the result is stored and every
+        later publication reuses it); increments waiting for re-release after a purge are
+        released too, or dropped if no upload of theirs is left. ``build`` makes the document
+        from the released increments that end after ``horizon``; older ones weigh nothing
+        after decay and are deleted.
 
-        The rows are read and the document built outside the write lock (building reads every
-        bucket-day of the decay horizon), so uploads are never held up by a publication; the
-        write then checks that nothing was published in between.
+        Returns None, and nothing changes, with ``min_interval_s`` (automatic publishing) when
+        the site is frozen, nothing changed since the last publication, or the last one is
+        younger than ``min_interval_s``; also when another instance published, or uploads of
+        the increment were purged, meanwhile (its noise is then discarded unpublished, which
+        costs no privacy). If ``release``, ``build`` or the serialization fails, nothing
+        changes and the error propagates. Only the ``keep`` newest versions (and the one
+        served) are kept.
+
+        The uploads are read and the document built outside the write lock, so uploads are
+        never held up by a publication; the write then checks that nothing changed between.
         """
         now = time.time() if now is None else now
         with self._transaction(write=False) as run:
             state = _state(run(STATE_QUERY, (site,)).fetchone())
-            if self._budget_after(state, now, min_interval_s, rho, rho_per_day) is None:
+            if not self._may_publish(state, now, min_interval_s):
                 return None
             last = run("SELECT MAX(version) FROM priors WHERE site = ?", (site,)).fetchone()[0]
-            rows = self._bucket_rows(run, site, since_day)
+            stored = self._increments(run, site, horizon)
+            pending = [i for i in stored if i.counts is None]
+            windows = [(i.since, i.until) for i in pending]
+            if now > state.released_until:
+                windows.append((state.released_until, now))
+            marks = [self._window_mark(run, site, *w) for w in windows]
+            uploads = [self._window_uploads(run, site, *w) for w in windows]
+            next_seq = 1 + int(
+                run("SELECT COALESCE(MAX(seq), 0) FROM released_increments WHERE site = ?",
+                    (site,)).fetchone()[0]
+            )  # fmt: skip
+        fresh: list[Increment] = []
+        for i, rows in enumerate(uploads):
+            if rows:
+                counts, sigma = release(rows)
+                seq = pending[i].seq if i < len(pending) else next_seq
+                fresh.append(Increment(seq, *windows[i], sigma, counts))
+        released = [i for i in stored if i.counts is not None] + fresh
         version = int(last or 0) + 1
-        body = dumps(build(version, rows))
+        body = dumps(build(version, released))
         etag = '"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
         with self._transaction(site) as run:
-            state = _state(run(STATE_QUERY, (site,)).fetchone())
-            budget = self._budget_after(state, now, min_interval_s, rho, rho_per_day)
+            state_now = _state(run(STATE_QUERY, (site,)).fetchone())
             latest = run("SELECT MAX(version) FROM priors WHERE site = ?", (site,)).fetchone()[0]
-            if budget is None or latest != last:
+            if (
+                not self._may_publish(state_now, now, min_interval_s)
+                or latest != last
+                or state_now.released_until != state.released_until
+                or [self._window_mark(run, site, *w) for w in windows] != marks
+                or self._pending_seqs(run, site, horizon) != [i.seq for i in pending]
+            ):
                 return None
+            self._store_increments(run, site, pending, fresh, now)
+            run(  # beyond the horizon an increment weighs nothing: no need to keep it
+                "DELETE FROM released_increments WHERE site = ? AND until <= ?", (site, horizon)
+            )
             run(
                 "INSERT INTO priors (site, version, body, etag, published_at, note) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (site, version, body, etag, now, note),
             )
             run(
-                "UPDATE sites SET current_version = ?, published_at = ?, budget_day = ?, "
-                "rho_spent = ? WHERE site = ?",
-                (version, now, budget.day, budget.spent, site),
+                "UPDATE sites SET current_version = ?, published_at = ?, released_until = ? "
+                "WHERE site = ?",
+                (version, now, max(now, state.released_until), site),
             )
             run(
                 "DELETE FROM priors WHERE site = ? AND version <= ? AND version <> ?",
@@ -505,31 +591,99 @@ class Storage:
         return version
 
     @staticmethod
-    def _budget_after(
-        state: SiteState, now: float, min_interval_s: float | None, rho: float, rho_per_day: float
-    ) -> Budget | None:
-        """The budget after publishing now, or None when publishing now is not allowed."""
-        if min_interval_s is not None and (
+    def _increments(run: Callable[..., Any], site: str, horizon: float) -> list[Increment]:
+        rows = run(
+            "SELECT seq, since, until, sigma, counts FROM released_increments "
+            "WHERE site = ? AND until > ? ORDER BY seq",
+            (site, horizon),
+        ).fetchall()
+        return [
+            Increment(int(q), float(a), float(b), float(sd), Increment.parse_counts(c))
+            for q, a, b, sd, c in rows
+        ]
+
+    @staticmethod
+    def _pending_seqs(run: Callable[..., Any], site: str, horizon: float) -> list[int]:
+        rows = run(
+            "SELECT seq FROM released_increments WHERE site = ? AND until > ? "
+            "AND counts IS NULL ORDER BY seq",
+            (site, horizon),
+        ).fetchall()
+        return [int(seq) for (seq,) in rows]
+
+    @staticmethod
+    def _window_mark(run: Callable[..., Any], site: str, since: float, until: float) -> WindowMark:
+        count, latest = run(
+            "SELECT COUNT(*), MAX(received_at) FROM uploads WHERE site = ? AND received_at > ? "
+            "AND received_at <= ?",
+            (site, since, until),
+        ).fetchone()
+        return int(count), None if latest is None else float(latest)
+
+    @staticmethod
+    def _window_uploads(
+        run: Callable[..., Any], site: str, since: float, until: float
+    ) -> list[tuple[int, Upload]]:
+        rows = run(
+            "SELECT bucket, body FROM uploads WHERE site = ? AND received_at > ? "
+            "AND received_at <= ? ORDER BY received_at, batch_id",
+            (site, since, until),
+        ).fetchall()
+        return [(int(bucket), Upload.model_validate_json(body)) for bucket, body in rows]
+
+    @staticmethod
+    def _store_increments(
+        run: Callable[..., Any],
+        site: str,
+        pending: Sequence[Increment],
+        fresh: Sequence[Increment],
+        now: float,
+    ) -> None:
+        """Store the fresh increments; pending ones with nothing left to release go."""
+        for increment in fresh:
+            run(
+                "INSERT INTO released_increments (site, seq, since, until, sigma, counts, "
+                "released_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site, seq) DO UPDATE "
+                "SET sigma = excluded.sigma, counts = excluded.counts, "
+                "released_at = excluded.released_at",
+                (site, increment.seq, increment.since, increment.until, increment.sigma,
+                 increment.counts_json(), now),
+            )  # fmt: skip
+        released = {i.seq for i in fresh}
+        for increment in pending:
+            if increment.seq not in released:
+                run(
+                    "DELETE FROM released_increments WHERE site = ? AND seq = ?",
+                    (site, increment.seq),
+                )
+
+    def increments(self, site: str) -> list[Increment]:
+        """Every stored increment of ``site`` (for tests and the admin)."""
+        with self._transaction(write=False) as run:
+            return self._increments(run, site, -1.0)
+
+    @staticmethod
+    def _may_publish(state: SiteState, now: float, min_interval_s: float | None) -> bool:
+        """Automatic publishing (``min_interval_s``) waits for a change and the interval."""
+        return min_interval_s is None or not (
             state.frozen
             or state.aggregated_at <= state.published_at
             or (state.current_version is not None and now - state.published_at < min_interval_s)
-        ):
-            return None
-        return state.budget.spend(today=day_of(now), rho=rho, rho_per_day=rho_per_day)
+        )
 
     def serving(self, site: str) -> tuple[SiteState, Published | None]:
         """The site's state and the prior it serves now, in one read."""
         with self._transaction(write=False) as run:
             row = run(
                 "SELECT s.current_version, s.frozen, s.aggregated_at, s.published_at, "
-                "s.budget_day, s.rho_spent, p.body, p.etag FROM sites s LEFT JOIN priors p "
+                "s.released_until, p.body, p.etag FROM sites s LEFT JOIN priors p "
                 "ON p.site = s.site AND p.version = s.current_version WHERE s.site = ?",
                 (site,),
             ).fetchone()
         if row is None:
             return SiteState(), None
-        state = _state(row[:6])
-        body, etag = row[6], row[7]
+        state = _state(row[:5])
+        body, etag = row[5], row[6]
         return state, (None if body is None else Published(state.current_version, body, etag))
 
     def set_frozen(self, site: str, frozen: bool) -> None:
@@ -547,15 +701,16 @@ class Storage:
             ).fetchone()
             if not found:
                 return None
-            purged = run(
-                "DELETE FROM uploads WHERE site = ? AND received_at > ?", (site, float(found[0]))
-            ).rowcount
+            purged = self._delete_uploads(
+                run, "site = ? AND received_at > ?", (site, float(found[0]))
+            )
+            self._unrelease(run, site, purged)
             self._rebuild(run, site, now)
             run(
                 "UPDATE sites SET current_version = ?, frozen = 1, published_at = ? WHERE site = ?",
                 (version, now, site),
             )
-        return purged
+        return len(purged)
 
     def versions(self, site: str) -> list[dict[str, Any]]:
         with self._transaction(write=False) as run:
