@@ -103,6 +103,7 @@ SumsKey = tuple[str, int, str, int]  # site, day, slot, source bucket
 Release = Callable[[list[tuple[int, Upload]]], tuple[CountsTable, float]]
 WindowMark = tuple[int, float | None]  # an increment window's uploads: count, latest receive time
 ROWS_PER_STATEMENT = 100  # rows of one multi-row statement (SQLite allows 32,766 parameters)
+WAL_ATTEMPTS = 100  # 50 ms apart: a worker waits at most 5 s for another to switch to WAL
 
 
 def _rows(count: int, columns: int) -> str:
@@ -139,6 +140,21 @@ def _state(row: Sequence[Any] | None) -> SiteState:
         float(published_at),
         float(released_until),
     )
+
+
+def _write_ahead_log(conn: sqlite3.Connection) -> None:
+    """Put the database in WAL mode, which the file keeps. Switching takes the file alone, and
+    SQLite refuses it at once (no busy wait) while another connection switches too, as two
+    workers do when they start together on a new file: so look first, and wait a little."""
+    for attempt in range(WAL_ATTEMPTS):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or attempt == WAL_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05)
 
 
 class Storage:
@@ -179,7 +195,7 @@ class Storage:
                 conn = sqlite3.connect(
                     self.path, isolation_level=None, timeout=30, check_same_thread=False
                 )
-                conn.execute("PRAGMA journal_mode=WAL")
+                _write_ahead_log(conn)
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute("PRAGMA busy_timeout=30000")
             else:
