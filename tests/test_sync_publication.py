@@ -57,17 +57,22 @@ def visitor(rng: np.random.Generator, slot: str) -> SlotSums:
     return SlotSums.from_upload(entry)
 
 
-def published_vector(rows: list[BucketRow], cap: float) -> np.ndarray:
-    """Every number a publication would add noise to, before the noise."""
-    totals = robust_totals(rows, bucket_cap=cap, max_shown=MAX_SHOWN, half_life_days=30.0,
-                           today=10)  # fmt: skip
+def declared_numbers(totals: dict[str, SlotSums]) -> list[float]:
+    """Every declared (slot, cell, variant) count of ``totals``, in a fixed order."""
     values = []
     for slot, variants in SITE.slots.items():
         sums = totals.get(slot, SlotSums()).with_star()
         for cell in SITE.cell_ids():
             for variant in variants:
                 values.extend(sums.variants.get(cell, {}).get(variant, (0.0, 0.0)))
-    return np.array(values)
+    return values
+
+
+def published_vector(rows: list[BucketRow], cap: float) -> np.ndarray:
+    """Every number a publication would add noise to, before the noise."""
+    totals = robust_totals(rows, bucket_cap=cap, max_shown=MAX_SHOWN, half_life_days=30.0,
+                           today=10)  # fmt: skip
+    return np.array(declared_numbers(totals))
 
 
 @pytest.mark.parametrize("cap", [1.0, 8.0, math.inf])
@@ -123,11 +128,7 @@ def released_vector(increments: list[list[tuple[int, dict]]], cap: float) -> np.
     values = []
     for uploads in increments:
         totals = increment_totals(uploads, bucket_cap=cap, max_shown=MAX_SHOWN)
-        for slot, variants in SITE.slots.items():
-            sums = totals.get(slot, SlotSums()).with_star()
-            for cell in SITE.cell_ids():
-                for variant in variants:
-                    values.extend(sums.variants.get(cell, {}).get(variant, (0.0, 0.0)))
+        values.extend(declared_numbers(totals))
     return np.array(values)
 
 
