@@ -3,15 +3,13 @@
 //
 //   node bench/import_time.cjs RUNTIME_DIR HOST_DIR SCRIPT.py STDLIB_ZIP ARCHIVE... [--importtime]
 //
-// The stdlib is the worker's trimmed zip; each ARCHIVE (precompiled numpy, the engine wheel) is
-// unpacked into site-packages before the timed steps, as worker.js does.
+// The runtime boots as build/pyodide_node.cjs boots it (the worker's trimmed stdlib, each ARCHIVE
+// unpacked into site-packages) before the timed steps.
 // WebAssembly compilation and instantiation after Python is up (numpy's shared libraries, loaded
 // on import) are timed: globalThis.wasmTiming.ms and .count, read by the script through `js`,
 // as is globalThis.cpuMs().
 // --importtime sets PYTHONPROFILEIMPORTTIME, whose table goes to stderr.
 'use strict';
-const fs = require('fs');
-const path = require('path');
 const { performance } = require('perf_hooks');
 
 const wasmTiming = { ms: 0, count: 0, on: false };
@@ -43,30 +41,11 @@ const [Module, Instance] = [WebAssembly.Module, WebAssembly.Instance];
 WebAssembly.Module = timed(Module);
 WebAssembly.Instance = timed(Instance);
 
-async function main() {
-  const args = process.argv.slice(2);
-  const [runtime, host, script, stdlib, ...archives] = args.filter((arg) => !arg.startsWith('--'));
-  const indexURL = path.resolve(runtime) + path.sep;
-  const { loadPyodide } = require(path.join(indexURL, 'pyodide.js'));
-  const pyodide = await loadPyodide({
-    indexURL,
-    stdLibURL: path.join(indexURL, stdlib),
-    env: args.includes('--importtime') ? { PYTHONPROFILEIMPORTTIME: '1' } : {},
-    stdout: (line) => process.stdout.write(line + '\n'),
-    stderr: (line) => process.stderr.write(line + '\n'),
-  });
-  const site = pyodide.runPython('import sysconfig; sysconfig.get_path("purelib")');
-  for (const archive of archives) {
-    pyodide.unpackArchive(new Uint8Array(fs.readFileSync(archive)), 'zip', { extractDir: site });
-  }
-  pyodide.runPython(`import sys; sys.path_importer_cache.pop(${JSON.stringify(site)}, None)`); // as worker.js
-  pyodide.mountNodeFS('/host', path.resolve(host));
-  wasmTiming.on = true;
-  const code = fs.readFileSync(path.resolve(host, script), 'utf8');
-  await pyodide.runPythonAsync(code, { filename: `/host/${script}` });
-}
-
-main().catch((error) => {
-  process.stderr.write(String((error && error.stack) || error) + '\n');
-  process.exit(1);
-});
+const { runScript, fail } = require('../build/pyodide_node.cjs');
+const args = process.argv.slice(2);
+const [runtime, host, script, stdlib, ...archives] = args.filter((arg) => !arg.startsWith('--'));
+runScript({
+  runtime, host, script, stdlib, archives,
+  env: args.includes('--importtime') ? { PYTHONPROFILEIMPORTTIME: '1' } : {},
+  beforeScript: () => { wasmTiming.on = true; },
+}).catch(fail);

@@ -11,16 +11,15 @@
 const fs = require('fs');
 const path = require('path');
 
-async function main() {
-  const [runtime, host, script, ...rest] = process.argv.slice(2);
-  const stdlib = rest.filter((arg) => arg.startsWith('--stdlib=')).map((arg) => arg.slice(9))[0];
-  const archives = rest.filter((arg) => !arg.startsWith('--'));
+/** Boot the runtime as the worker does, then run ``script`` (a path inside ``host``).
+ * ``env`` adds to Python's environment; ``beforeScript`` runs once everything is unpacked. */
+async function runScript({ runtime, host, script, stdlib, archives, env = {}, beforeScript = () => {} }) {
   const indexURL = path.resolve(runtime) + path.sep;
   const { loadPyodide } = require(path.join(indexURL, 'pyodide.js'));
   const pyodide = await loadPyodide({
     indexURL,
     stdLibURL: stdlib ? path.join(indexURL, stdlib) : undefined,
-    env: { PYTHONHASHSEED: '0' },
+    env: { PYTHONHASHSEED: '0', ...env },
     stdout: (line) => process.stdout.write(line + '\n'),
     stderr: (line) => process.stderr.write(line + '\n'),
   });
@@ -31,11 +30,21 @@ async function main() {
   }
   pyodide.runPython(`import sys; sys.path_importer_cache.pop(${JSON.stringify(site)}, None)`); // as the worker does
   pyodide.mountNodeFS('/host', path.resolve(host));
+  beforeScript();
   const code = fs.readFileSync(path.resolve(host, script), 'utf8');
   await pyodide.runPythonAsync(code, { filename: `/host/${script}` });
 }
 
-main().catch((error) => {
+function fail(error) {
   process.stderr.write(String((error && error.stack) || error) + '\n');
   process.exit(1);
-});
+}
+
+if (require.main === module) {
+  const [runtime, host, script, ...rest] = process.argv.slice(2);
+  const stdlib = rest.filter((arg) => arg.startsWith('--stdlib=')).map((arg) => arg.slice(9))[0];
+  const archives = rest.filter((arg) => !arg.startsWith('--'));
+  runScript({ runtime, host, script, stdlib, archives }).catch(fail);
+}
+
+module.exports = { runScript, fail };
