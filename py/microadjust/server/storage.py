@@ -106,6 +106,7 @@ Release = Callable[[list[BucketRow]], tuple[CountsTable, float]]
 Window = tuple[int, float, float]  # an increment not yet released: seq, since, until
 ROWS_PER_STATEMENT = 100  # rows of one multi-row statement (SQLite allows 32,766 parameters)
 WAL_ATTEMPTS = 100  # 50 ms apart: a worker waits at most 5 s for another to switch to WAL
+MIGRATION_LOCK = 0x6D61646A  # PostgreSQL advisory lock of the instances creating the schema
 
 
 def _rows(count: int, columns: int) -> str:
@@ -252,6 +253,8 @@ class Storage:
     def migrate(self) -> int:
         """Apply the missing migrations in order; return the schema version."""
         with self._transaction() as run:
+            if self.dialect == "postgresql":  # IF NOT EXISTS is not safe against a concurrent
+                run("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))  # create: one at a time
             run(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
                 "name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
