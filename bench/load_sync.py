@@ -4,7 +4,11 @@ A Python load generator saturates long before the server does, so the load comes
 ``wrk`` (``apt-get install -y wrk``), a C program. For each store (SQLite in a temporary
 directory; PostgreSQL from ``--database-url`` or ``MICROADJUST_TEST_DATABASE_URL``) and each
 ``--workers`` count, the bench starts ``python -m microadjust.server`` on 127.0.0.1 with the rate
-limits lifted, seeds one upload so that a prior exists, then runs ``wrk`` for ``--seconds`` each:
+limits lifted, seeds one upload so that a prior exists, then runs ``wrk`` for ``--seconds`` each
+(on a fresh store every time: PostgreSQL gets a scratch database of its own, created on the
+server of the URL and dropped afterwards, so the role needs CREATEDB; a database that earlier
+runs or the tests had filled made the first publication read their uploads, or fail on the
+tests' stand-in increments):
 
 - **priors**: ``GET /v1/sites/shop/priors`` with ``Accept-Encoding: gzip``, as browsers send it;
 - **uploads**: ``POST /v1/sites/shop/uploads``, every request a new batch id (a small Lua
@@ -39,7 +43,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -220,7 +227,30 @@ def run_wrk(url: str, script: str, headers: list[str], args) -> dict:
     return json.loads(lines[-1])
 
 
+@contextmanager
+def scratch_database(url: str | None) -> Iterator[str | None]:
+    """A new empty database on the server of ``url`` for one measure, dropped afterwards."""
+    if url is None:
+        yield None
+        return
+    import psycopg
+    from psycopg import sql
+
+    name = f"microadjust_load_{os.getpid()}_{random.getrandbits(32):08x}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield urllib.parse.urlsplit(url)._replace(path=f"/{name}").geturl()
+        finally:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 def measure(store: str, database_url: str | None, workers: int, args) -> list[Result]:
+    with scratch_database(database_url) as fresh:
+        return measure_on(store, fresh, workers, args)
+
+
+def measure_on(store: str, database_url: str | None, workers: int, args) -> list[Result]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     template = json.dumps(upload_body(BATCH_MARK, random.Random(0)), separators=(",", ":"))
@@ -271,7 +301,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each wrk run")
     parser.add_argument(
         "--database-url", default=os.environ.get("MICROADJUST_TEST_DATABASE_URL"),
-        help="PostgreSQL to measure as well (default env MICROADJUST_TEST_DATABASE_URL)",
+        help="PostgreSQL server to measure as well, in a scratch database per measure created "
+        "there and dropped after (default env MICROADJUST_TEST_DATABASE_URL)",
     )  # fmt: skip
     parser.add_argument(
         "--wrk-threads", type=int, default=1,

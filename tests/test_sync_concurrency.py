@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 from test_sync_api import KEY, make_upload, settings
 
 from microadjust.server.api import create_app
-from microadjust.server.serving import FrozenHeapAfterStartup
+from microadjust.server.serving import ACCEPTS_PER_TURN, FrozenHeapAfterStartup, accept_handles
 
 CONCURRENT = 50
 
@@ -131,3 +133,48 @@ def test_the_served_app_freezes_its_start_up_heap_out_of_the_collector():
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def accepted_in_one_turn(handles_of, waiting: int) -> int:
+    """How many of ``waiting`` connections, opened before the loop runs, uvloop accepts in its
+    first turn when the listening socket is served through ``handles_of(listening)`` (in a
+    thread of its own, as :func:`run`)."""
+    uvloop = pytest.importorskip("uvloop")
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(_accepted_in_one_turn, uvloop, handles_of, waiting).result()
+
+
+def _accepted_in_one_turn(uvloop, handles_of, waiting: int) -> int:
+    loop = uvloop.new_event_loop()
+    accepted: list[asyncio.BaseTransport] = []
+
+    class Accepting(asyncio.Protocol):
+        def connection_made(self, transport):
+            accepted.append(transport)
+
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen(64)
+    servers = [
+        loop.run_until_complete(loop.create_server(Accepting, sock=handle))
+        for handle in handles_of(listening)
+    ]
+    clients = [socket.create_connection(listening.getsockname()) for _ in range(waiting)]
+    try:
+        loop.call_soon(loop.stop)  # one turn
+        loop.run_forever()
+        return len(accepted)
+    finally:
+        for client in clients:
+            client.close()
+        for server in servers:
+            server.close()
+        loop.close()
+
+
+def test_a_burst_of_new_connections_is_accepted_in_one_event_loop_turn():
+    """uvloop accepts one connection per listening handle and turn, so that under load the
+    last of 200 connections opened at once waited 2 s for its accept (200 busy turns)."""
+    assert accepted_in_one_turn(lambda listening: [listening], 10) < 10  # what made the wait
+    assert accepted_in_one_turn(accept_handles, 10) == 10
+    assert ACCEPTS_PER_TURN >= 10

@@ -14,10 +14,12 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -341,6 +343,69 @@ def test_a_client_refused_in_postgresql_does_not_drain_its_site_bucket(postgres_
         assert store.take([("upload:192.0.2.3", ip), ("site:shop", site)])[0] == 1
     finally:
         store.close()
+
+
+def test_each_request_of_a_pipeline_releases_its_buckets_when_its_take_is_done(postgres_url):
+    """The requests checked together are not one transaction: a pipeline waiting on one
+    bucket holds no other. (They were: two workers' pipelines taking a client's and a site's
+    buckets, and the site's upload budget, in opposite orders deadlocked, a 1 s stall and a
+    batch of 503s under load, until PostgreSQL's deadlock detector aborted one.)"""
+    import psycopg
+
+    rule = RateRule(1000.0, 1000)
+    buckets, other = PostgresBuckets(postgres_url), PostgresBuckets(postgres_url)
+    assert buckets.take([("budget:shop", rule)]) is None  # the row exists: it can be locked
+    with psycopg.connect(postgres_url, autocommit=True) as blocker:
+        pipeline = ThreadPoolExecutor(1)
+        try:
+            with blocker.transaction():  # another worker's transaction on the site's budget
+                blocker.execute("SELECT 1 FROM rate_limit_buckets WHERE bucket = 'budget:shop' "
+                                "FOR UPDATE")  # fmt: skip
+                waiting = pipeline.submit(
+                    buckets.take_many,
+                    [[("upload:192.0.2.9", rule), ("site:shop", rule)], [("budget:shop", rule)]],
+                )
+                with psycopg.connect(postgres_url, autocommit=True) as probe:
+                    waits = "SELECT COUNT(*) FROM pg_locks WHERE NOT granted AND locktype = %s"
+                    for _ in range(1000):  # until the pipeline waits for the budget's row
+                        if probe.execute(waits, ("transactionid",)).fetchone()[0]:
+                            break
+                        threading.Event().wait(0.01)
+                    else:
+                        pytest.fail("the pipeline never waited for the locked budget row")
+                    with probe.transaction():
+                        held = probe.execute(
+                            "SELECT bucket FROM rate_limit_buckets WHERE bucket IN "
+                            "('upload:192.0.2.9', 'site:shop') FOR UPDATE SKIP LOCKED"
+                        ).fetchall()
+                    assert sorted(b for (b,) in held) == ["site:shop", "upload:192.0.2.9"]
+                    assert other.take([("site:shop", rule)]) is None
+            assert waiting.result(timeout=30) == [None, None]
+        finally:
+            pipeline.shutdown()
+            buckets.close()
+            other.close()
+
+
+def test_a_failed_pipeline_leaves_no_transaction_open(postgres_url):
+    """A pipeline that fails between a take's BEGIN and COMMIT drops its connection: reused,
+    it would keep the transaction (and its locks) open, or fail every later take."""
+    import psycopg
+
+    rule = RateRule(1000.0, 1000)
+    buckets = PostgresBuckets(postgres_url)
+    try:
+        with pytest.raises(psycopg.DataError, match="NUL"):
+            buckets.take_many([[("upload:192.0.2.7", rule)], [("upload:\x00", rule)]])
+        with psycopg.connect(postgres_url, autocommit=True) as probe:
+            open_transactions = probe.execute(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND state LIKE 'idle in transaction%'"
+            ).fetchone()[0]
+        assert open_transactions == 0
+        assert buckets.take_many([[("upload:192.0.2.7", rule)]] * 4) == [None] * 4
+    finally:
+        buckets.close()
 
 
 # -- X-Forwarded-For -----------------------------------------------------------------------

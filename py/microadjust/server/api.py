@@ -31,7 +31,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from .. import __version__
-from .aggregate import restrict, robust_totals
+from .aggregate import BucketRow, restrict, robust_totals
 from .changepoint import since_last_change
 from .config import SITE_NAME, SyncSettings
 from .encoded import EncodedPrior, etag_of
@@ -51,7 +51,7 @@ from .models import (
 )
 from .publication import Rules, empty_document, priors_document
 from .ratelimit import SharedBuckets, StoreUnavailable
-from .release import DAY_S, CountsTable, Increment, decayed_sum, increment_totals, noisy_increment
+from .release import DAY_S, CountsTable, Increment, capped_totals, decayed_sum, noisy_increment
 from .report import render_html, site_report
 from .security import (
     BodyTooLarge,
@@ -240,11 +240,9 @@ class SyncAPI:
         settings = self.settings
         sigma = self.rules.sigma_release(site)
 
-        def release(uploads: list[tuple[int, Upload]]) -> tuple[CountsTable, float]:
-            totals = increment_totals(
-                ((bucket, upload.slots) for bucket, upload in uploads),
-                bucket_cap=settings.bucket_cap,
-                max_shown=settings.max_shown,
+        def release(rows: list[BucketRow]) -> tuple[CountsTable, float]:
+            totals = capped_totals(
+                rows, bucket_cap=settings.bucket_cap, max_shown=settings.max_shown
             )
             rng = self.rng if self.rng is not None else np.random.default_rng()
             return noisy_increment(totals, site, sigma=sigma, rng=rng), sigma

@@ -1,7 +1,9 @@
 """Versioned schema migrations, for SQLite and PostgreSQL alike (portable SQL only).
 
 Each migration is applied once, in order, in its own transaction, and recorded in
-``schema_migrations``. Add new ones at the end; never edit one that has shipped.
+``schema_migrations``. Add new ones at the end; never edit one that has shipped. A migration
+whose data comes from the stored uploads (``DATA_FROM_UPLOADS``) has it computed by
+:meth:`.storage.Storage.migrate` in the same transaction, after its statements.
 """
 
 from __future__ import annotations
@@ -105,6 +107,31 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "ALTER TABLE sites ADD COLUMN released_until DOUBLE PRECISION NOT NULL DEFAULT 0",
         ],
     ),
+    (
+        5,
+        "running sums of the increments not yet released (publication reads no raw upload)",
+        [
+            # per increment not yet released (the open one, and the ones cut or purged but not
+            # released since), slot and source bucket: the sum of its uploads, each scaled to one
+            # visitor's norm and not capped (release.py caps each bucket when it is released)
+            """CREATE TABLE increment_sums (
+                site TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                slot TEXT NOT NULL,
+                bucket INTEGER NOT NULL,
+                sums TEXT NOT NULL,
+                PRIMARY KEY (site, seq, slot, bucket))""",
+            # the increment that uploads received after released_until are summed into
+            "ALTER TABLE sites ADD COLUMN open_seq INTEGER NOT NULL DEFAULT 1",
+            """UPDATE sites SET open_seq = 1 + COALESCE(
+                (SELECT MAX(seq) FROM released_increments r WHERE r.site = sites.site), 0)""",
+            # how often the site's sums were rebuilt from its uploads (a purge): a publication
+            # that read sums before a rebuild does not store what it drew from them
+            "ALTER TABLE sites ADD COLUMN rebuilds INTEGER NOT NULL DEFAULT 0",
+            # then Storage.migrate sums the stored uploads of every site into increment_sums
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]
+DATA_FROM_UPLOADS = 5  # the migration after whose statements the sums are built from the uploads

@@ -21,6 +21,17 @@ the site publishes. Several periods of one visitor compose: ``k`` periods cost `
 rho_release``. (Local-mode uploads carry their own noise and may be negative: each is scaled to
 one visitor's norm, so ``u`` such uploads in one period cost at most ``u rho_release``.)
 
+**Where the increment's sums come from.** The server does not read an increment's uploads
+back when it releases it: as each upload is stored, its vector (scaled to one visitor's norm)
+is added to the running sum of its (slot, source bucket) in the increment it belongs to
+(storage, ``increment_sums``); a publication first cuts the open increment (later uploads go
+to the next one) and releases :func:`capped_totals` of its bucket sums. The cap is applied to
+the complete sum of a bucket, once, when the increment is released: the same numbers as
+:func:`increment_totals` of its uploads (sums of vectors do not depend on when they were
+added), so the argument above holds unchanged, and a publication reads at most ``slots x
+4096`` bucket sums per increment however many uploads it holds. A purge rebuilds the sums of
+the increments it sends back for re-release from the uploads that are left.
+
 The published counts have noise ``sigma_release * sqrt(sum w_i^2)`` (``w_i`` the decay weight of
 increment ``i``), which :func:`decayed_sum` reports: with increments a longer memory raises the
 signal linearly in the weights but the noise only as the root of their squares.
@@ -51,6 +62,7 @@ __all__ = [
     "Released",
     "release_sigma",
     "epsilon_of",
+    "capped_totals",
     "increment_totals",
     "noisy_increment",
     "decayed_sum",
@@ -106,14 +118,28 @@ def increment_totals(
     uploads: Iterable[tuple[int, Mapping[str, SlotUpload]]], *, bucket_cap: float, max_shown: int
 ) -> dict[str, SlotSums]:
     """Per slot, the exact sum of one increment's uploads ``(source bucket, slots)``: each
-    upload scaled to one visitor's norm, each bucket capped to ``bucket_cap`` visitors."""
+    upload scaled to one visitor's norm, each bucket capped to ``bucket_cap`` visitors.
+
+    The definition; the server keeps the per-bucket sums as uploads arrive (storage) and
+    releases :func:`capped_totals` of them, the same numbers.
+    """
     by_bucket: dict[tuple[str, int], SlotSums] = {}
     for bucket, slots in uploads:
         for slot, entry in slots.items():
             by_bucket.setdefault((slot, bucket), SlotSums()).add(upload_sums(entry, max_shown))
     rows = [BucketRow(0, slot, bucket, sums) for (slot, bucket), sums in by_bucket.items()]
+    return capped_totals(rows, bucket_cap=bucket_cap, max_shown=max_shown)
+
+
+def capped_totals(
+    rows: Iterable[BucketRow], *, bucket_cap: float, max_shown: int
+) -> dict[str, SlotSums]:
+    """Per slot, the sum of one increment's per-(slot, source bucket) sums (``day`` unused),
+    each bucket capped to ``bucket_cap`` visitors, added in (slot, bucket) order so that the
+    result does not depend on the order the sums were stored in."""
+    ordered = sorted(rows, key=lambda row: (row.slot, row.bucket))
     return robust_totals(
-        rows, bucket_cap=bucket_cap, max_shown=max_shown, half_life_days=math.inf, today=0
+        ordered, bucket_cap=bucket_cap, max_shown=max_shown, half_life_days=math.inf, today=0
     )
 
 

@@ -2,10 +2,12 @@
 
 What is kept (protocol section 4): each accepted upload as received (no identifier) with its
 receive time, batch id and source bucket; per site, UTC day, slot and source bucket the sum of
-those uploads (the admin's report reads it; rebuilt from the uploads after a purge); the noisy
-increments released so far (:mod:`.release`: each upload is noised once, in the increment of
-the first publication after it arrived, and that increment is reused by every later
-publication); the declared sites changed through the admin API; published prior versions (the
+those uploads (the admin's report reads it; rebuilt from the uploads after a purge); per
+increment not yet released, slot and source bucket the running sum of its uploads (what a
+publication releases, so that it never reads raw uploads back: :mod:`.release`); the noisy
+increments released so far (each upload is noised once, in the increment of the first
+publication after it arrived, and that increment is reused by every later publication); the
+declared sites changed through the admin API; published prior versions (the
 last ``keep`` of them); the day's secret of the source buckets (deleted once the day is over).
 
 SQLite (the default) runs in WAL mode with ``synchronous=FULL``: an upload is acknowledged only
@@ -39,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from .aggregate import BucketRow, SlotSums, parse_bucket_rows, upload_sums
-from .migrations import LATEST, MIGRATIONS
+from .migrations import DATA_FROM_UPLOADS, LATEST, MIGRATIONS
 from .models import SiteDeclaration, Upload
 from .release import CountsTable, Increment
 
@@ -66,7 +68,7 @@ class SiteState:
     frozen: bool = False
     aggregated_at: float = 0.0
     published_at: float = 0.0
-    released_until: float = 0.0  # uploads received up to this are in a released increment
+    released_until: float = 0.0  # uploads received up to this are in a cut increment
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +100,13 @@ class Received:
     received_at: float
 
 
-SumsKey = tuple[str, int, str, int]  # site, day, slot, source bucket
-# the uploads of one increment, (source bucket, upload) each -> its noisy counts and their sigma
-Release = Callable[[list[tuple[int, Upload]]], tuple[CountsTable, float]]
-WindowMark = tuple[int, float | None]  # an increment window's uploads: count, latest receive time
+SumsKey = tuple[str, int, str, int]  # site, day (or increment seq), slot, source bucket
+# one increment's per-(slot, source bucket) sums (release.capped_totals) -> noisy counts, sigma
+Release = Callable[[list[BucketRow]], tuple[CountsTable, float]]
+Window = tuple[int, float, float]  # an increment not yet released: seq, since, until
 ROWS_PER_STATEMENT = 100  # rows of one multi-row statement (SQLite allows 32,766 parameters)
 WAL_ATTEMPTS = 100  # 50 ms apart: a worker waits at most 5 s for another to switch to WAL
+MIGRATION_LOCK = 0x6D61646A  # PostgreSQL advisory lock of the instances creating the schema
 
 
 def _rows(count: int, columns: int) -> str:
@@ -250,6 +253,8 @@ class Storage:
     def migrate(self) -> int:
         """Apply the missing migrations in order; return the schema version."""
         with self._transaction() as run:
+            if self.dialect == "postgresql":  # IF NOT EXISTS is not safe against a concurrent
+                run("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))  # create: one at a time
             run(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
                 "name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
@@ -263,6 +268,9 @@ class Storage:
                     continue
                 for statement in statements:
                     run(statement)
+                if version == DATA_FROM_UPLOADS:
+                    for (site,) in run("SELECT site FROM sites").fetchall():
+                        self._replace_increment_sums(run, site, self._sums_of_uploads(run, site)[1])
                 run(
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                     (version, name, time.time()),
@@ -328,7 +336,7 @@ class Storage:
             return []
         sites = sorted({r.site for r in batch})
         with self._transaction(*sites) as run:
-            batch = self._after_release(run, sites, batch)
+            batch, open_seqs = self._after_release(run, sites, batch)
             first: dict[tuple[str, str], Received] = {}  # a batch id repeated in the batch
             for received in batch:
                 first.setdefault((received.site, received.upload.batch_id), received)
@@ -345,61 +353,79 @@ class Storage:
                 for r in batch
                 for key in [(r.site, r.upload.batch_id)]
             ]
-            sums: dict[SumsKey, SlotSums] = {}
+            days: dict[SumsKey, SlotSums] = {}
+            increments: dict[SumsKey, SlotSums] = {}
             aggregated_at: dict[str, float] = {}
             for received, new in zip(batch, stored, strict=True):
                 if new:
-                    self._sum_into(sums, received)
                     site = received.site
+                    self._sum_into(days, increments, received, open_seqs[site])
                     aggregated_at[site] = max(aggregated_at.get(site, 0.0), received.received_at)
-            self._merge_into_buckets(run, sums)
+            self._merge_sums(run, "bucket_sums", "day", days)
+            self._merge_sums(run, "increment_sums", "seq", increments)
             for site, at in aggregated_at.items():
                 run("UPDATE sites SET aggregated_at = ? WHERE site = ?", (at, site))
         return stored
 
     def _after_release(
         self, run: Callable[..., Any], sites: Sequence[str], batch: Sequence[Received]
-    ) -> list[Received]:
-        """``batch`` with each receive time raised above its site's ``released_until``: an
-        upload whose clock ran before a release it commits after belongs to the next increment,
-        never to one already released (which would lose it)."""
+    ) -> tuple[list[Received], dict[str, int]]:
+        """``batch`` with each receive time raised above its site's ``released_until``, and
+        each site's open increment: an upload whose clock ran before a cut it commits after
+        belongs to the next increment, never to one already cut (which would lose it)."""
         rows = run(
-            f"SELECT site, released_until FROM sites WHERE site IN ({', '.join('?' * len(sites))})",
+            "SELECT site, released_until, open_seq FROM sites "
+            f"WHERE site IN ({', '.join('?' * len(sites))})",
             tuple(sites),
         ).fetchall()
-        released = {site: float(until) for site, until in rows}
-        return [
-            r if r.received_at > released.get(r.site, 0.0)
+        released = {site: float(until) for site, until, _ in rows}
+        batch = [
+            r if r.received_at > released[r.site]
             else replace(r, received_at=math.nextafter(released[r.site], math.inf))
             for r in batch
         ]  # fmt: skip
+        return batch, {site: int(seq) for site, _, seq in rows}
 
-    def _sum_into(self, sums: dict[SumsKey, SlotSums], received: Received) -> None:
-        day = day_of(received.received_at)
+    def _sum_into(
+        self,
+        days: dict[SumsKey, SlotSums],
+        increments: dict[SumsKey, SlotSums],
+        received: Received,
+        seq: int | None,
+    ) -> None:
+        """Add an upload to its bucket's sums of the day and, unless ``seq`` is None (an
+        increment already released), of increment ``seq``."""
+        site, bucket, day = received.site, received.bucket, day_of(received.received_at)
         for slot, entry in received.upload.slots.items():
-            key = (received.site, day, slot, received.bucket)
-            sums.setdefault(key, SlotSums()).add(upload_sums(entry, self.max_shown))
+            sums = upload_sums(entry, self.max_shown)
+            days.setdefault((site, day, slot, bucket), SlotSums()).add(sums)
+            if seq is not None:
+                increments.setdefault((site, seq, slot, bucket), SlotSums()).add(sums)
 
-    def _merge_into_buckets(self, run: Callable[..., Any], sums: dict[SumsKey, SlotSums]) -> None:
-        """Add ``sums`` to the stored bucket sums: one read and one upsert per 100 buckets."""
-        by_day: dict[tuple[str, int], list[SumsKey]] = {}
+    def _merge_sums(
+        self, run: Callable[..., Any], table: str, column: str, sums: dict[SumsKey, SlotSums]
+    ) -> None:
+        """Add ``sums``, keyed (site, ``column``, slot, bucket), to the stored sums of
+        ``table`` (bucket_sums by day, increment_sums by seq): one read and one upsert per
+        100 buckets."""
+        by_part: dict[tuple[str, int], list[SumsKey]] = {}
         for key in sums:
-            by_day.setdefault(key[:2], []).append(key)
-        for (site, day), keys in by_day.items():
+            by_part.setdefault(key[:2], []).append(key)
+        for (site, part), keys in by_part.items():
             for chunk in _chunks(keys):
                 buckets = sorted({bucket for *_, bucket in chunk})
                 stored = run(
-                    "SELECT slot, bucket, sums FROM bucket_sums WHERE site = ? AND day = ? "
+                    f"SELECT slot, bucket, sums FROM {table} WHERE site = ? AND {column} = ? "
                     f"AND bucket IN ({', '.join('?' * len(buckets))})",
-                    (site, day, *buckets),
+                    (site, part, *buckets),
                 ).fetchall()
                 for slot, bucket, text in stored:
-                    key = (site, day, slot, int(bucket))
+                    key = (site, part, slot, int(bucket))
                     if key in sums:
                         sums[key].add(SlotSums.from_json(text))
                 run(
-                    "INSERT INTO bucket_sums (site, day, slot, bucket, sums) VALUES "
-                    f"{_rows(len(chunk), 5)} ON CONFLICT (site, day, slot, bucket) "
+                    f"INSERT INTO {table} (site, {column}, slot, bucket, sums) VALUES "
+                    f"{_rows(len(chunk), 5)} ON CONFLICT (site, {column}, slot, bucket) "
                     "DO UPDATE SET sums = excluded.sums",
                     [value for key in chunk for value in (*key, sums[key].to_json())],
                 )
@@ -459,8 +485,9 @@ class Storage:
     @staticmethod
     def _unrelease(run: Callable[..., Any], site: str, deleted: Sequence[float]) -> None:
         """Mark the released increments that held deleted uploads for re-release: the next
-        publication releases what is left of them with fresh noise (or drops them if nothing
-        is), so no published sum keeps a deleted upload. That costs the other visitors of a
+        publication releases what is left of them with fresh noise (their sums are rebuilt from
+        the uploads left, :meth:`_rebuild`), or drops them if nothing is left, so no published
+        sum keeps a deleted upload. That costs the other visitors of a
         re-released increment another ``rho_release`` (docs/sync-protocol.md section 5)."""
         if not deleted:
             return
@@ -480,24 +507,65 @@ class Storage:
             )
 
     def rebuild(self, site: str, *, now: float | None = None) -> int:
-        """Recompute the site's bucket sums from its stored uploads; return their number."""
+        """Recompute the site's sums from its stored uploads; return their number."""
         now = time.time() if now is None else now
         with self._transaction(site) as run:
             return self._rebuild(run, site, now)
 
     def _rebuild(self, run: Callable[..., Any], site: str, now: float) -> int:
+        """The bucket sums of every day and the running sums of the increments not yet
+        released, from the stored uploads; a publication that read sums before does not
+        store what it drew from them (``rebuilds``)."""
+        days, increments, count = self._sums_of_uploads(run, site)
         run("DELETE FROM bucket_sums WHERE site = ?", (site,))
+        self._merge_sums(run, "bucket_sums", "day", days)
+        self._replace_increment_sums(run, site, increments)
+        run(
+            "UPDATE sites SET aggregated_at = ?, rebuilds = rebuilds + 1 WHERE site = ?",
+            (now, site),
+        )
+        return count
+
+    def _replace_increment_sums(
+        self, run: Callable[..., Any], site: str, sums: dict[SumsKey, SlotSums]
+    ) -> None:
+        run("DELETE FROM increment_sums WHERE site = ?", (site,))
+        self._merge_sums(run, "increment_sums", "seq", sums)
+
+    def _sums_of_uploads(
+        self, run: Callable[..., Any], site: str
+    ) -> tuple[dict[SumsKey, SlotSums], dict[SumsKey, SlotSums], int]:
+        """The site's bucket sums by day and by increment not yet released, from its stored
+        uploads, and their number."""
+        windows = self._unreleased_windows(run, site)
         rows = run(
-            "SELECT received_at, bucket, body FROM uploads WHERE site = ? ORDER BY received_at",
+            "SELECT received_at, bucket, body FROM uploads WHERE site = ? "
+            "ORDER BY received_at, batch_id",
             (site,),
         ).fetchall()
-        sums: dict[SumsKey, SlotSums] = {}
+        days: dict[SumsKey, SlotSums] = {}
+        increments: dict[SumsKey, SlotSums] = {}
         for received_at, bucket, body in rows:
+            t = float(received_at)
+            seq = next((q for q, since, until in windows if since < t <= until), None)
             upload = Upload.model_validate_json(body)
-            self._sum_into(sums, Received(site, upload, int(bucket), float(received_at)))
-        self._merge_into_buckets(run, sums)
-        run("UPDATE sites SET aggregated_at = ? WHERE site = ?", (now, site))
-        return len(rows)
+            self._sum_into(days, increments, Received(site, upload, int(bucket), t), seq)
+        return days, increments, len(rows)
+
+    @staticmethod
+    def _unreleased_windows(run: Callable[..., Any], site: str) -> list[Window]:
+        """The increments waiting to be (re-)released, then the open one."""
+        pending = run(
+            "SELECT seq, since, until FROM released_increments WHERE site = ? "
+            "AND counts IS NULL ORDER BY seq",
+            (site,),
+        ).fetchall()
+        open_seq, released_until = run(
+            "SELECT open_seq, released_until FROM sites WHERE site = ?", (site,)
+        ).fetchone()
+        return [(int(q), float(a), float(b)) for q, a, b in pending] + [
+            (int(open_seq), float(released_until), math.inf)
+        ]
 
     def bucket_rows(self, site: str, *, since_day: int = 0) -> list[BucketRow]:
         with self._transaction(write=False) as run:
@@ -531,47 +599,43 @@ class Storage:
         """Release the uploads received since the last release as one noisy increment, and
         publish a new prior version built from every released increment; return its number.
 
-        ``release`` noises the uploads of one increment (once: the result is stored and every
-        later publication reuses it); increments waiting for re-release after a purge are
-        released too, or dropped if no upload of theirs is left. ``build`` makes the document
-        from the released increments that end after ``horizon``; older ones weigh nothing
-        after decay and are deleted.
+        First the open increment is cut (a short write: later uploads go to the next one);
+        then ``release`` noises the running sums of each increment waiting to be released
+        (once: the result is stored and every later publication reuses it), the cut one and
+        any a purge sent back, which are dropped if no upload of theirs is left. ``build``
+        makes the document from the released increments that end after ``horizon``; older
+        ones weigh nothing after decay and are deleted.
 
-        Returns None, and nothing changes, with ``min_interval_s`` (automatic publishing) when
-        the site is frozen, nothing changed since the last publication, or the last one is
-        younger than ``min_interval_s``; also when another instance published, or uploads of
-        the increment were purged, meanwhile (its noise is then discarded unpublished, which
-        costs no privacy). If ``release``, ``build`` or the serialization fails, nothing
-        changes and the error propagates. Only the ``keep`` newest versions (and the one
-        served) are kept.
+        Returns None with ``min_interval_s`` (automatic publishing) when the site is frozen,
+        nothing changed since the last publication, or the last publication or cut is younger
+        than ``min_interval_s``. Returns None, and publishes nothing, when another instance
+        published or a purge rebuilt the sums meanwhile (the noise drawn is discarded
+        unpublished, which costs no privacy). If ``release``, ``build`` or the serialization
+        fails, the error propagates and nothing is published or released; the increment cut
+        waits for the next publication. Only the ``keep`` newest versions (and the one served)
+        are kept.
 
-        The uploads are read and the document built outside the write lock, so uploads are
-        never held up by a publication; the write then checks that nothing changed between.
+        The sums are read and the document built outside the write lock, so uploads are never
+        held up by a publication; the final write checks that nothing changed between.
         """
         now = time.time() if now is None else now
-        with self._transaction(write=False) as run:
+        with self._transaction(site) as run:
             state = _state(run(STATE_QUERY, (site,)).fetchone())
             if not self._may_publish(state, now, min_interval_s):
                 return None
+            self._cut(run, site, state, now)
+        with self._transaction(write=False) as run:
             last = run("SELECT MAX(version) FROM priors WHERE site = ?", (site,)).fetchone()[0]
             stored = self._increments(run, site, horizon)
             pending = [i for i in stored if i.counts is None]
-            windows = [(i.since, i.until) for i in pending]
-            if now > state.released_until:
-                windows.append((state.released_until, now))
-            marks = [self._window_mark(run, site, *w) for w in windows]
-            uploads = [self._window_uploads(run, site, *w) for w in windows]
-            next_seq = 1 + int(
-                run("SELECT COALESCE(MAX(seq), 0) FROM released_increments WHERE site = ?",
-                    (site,)).fetchone()[0]
-            )  # fmt: skip
+            sums = self._increment_rows(run, site, [i.seq for i in pending])
+            rebuilds = self._rebuilds(run, site)
         fresh: list[Increment] = []
-        for i, rows in enumerate(uploads):
-            if rows:
+        for increment in pending:
+            if rows := sums.get(increment.seq):
                 counts, sigma = release(rows)
-                seq = pending[i].seq if i < len(pending) else next_seq
-                fresh.append(Increment(seq, *windows[i], sigma, counts))
-        released = [i for i in stored if i.counts is not None] + fresh
+                fresh.append(replace(increment, sigma=sigma, counts=counts))
+        released = sorted([i for i in stored if i.counts is not None] + fresh, key=lambda i: i.seq)
         version = int(last or 0) + 1
         body = dumps(build(version, released))
         etag = '"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
@@ -579,32 +643,59 @@ class Storage:
             state_now = _state(run(STATE_QUERY, (site,)).fetchone())
             latest = run("SELECT MAX(version) FROM priors WHERE site = ?", (site,)).fetchone()[0]
             if (
-                not self._may_publish(state_now, now, min_interval_s)
-                or latest != last
-                or state_now.released_until != state.released_until
-                or [self._window_mark(run, site, *w) for w in windows] != marks
+                latest != last
+                or (min_interval_s is not None and state_now.frozen)
                 or self._pending_seqs(run, site, horizon) != [i.seq for i in pending]
+                or self._rebuilds(run, site) != rebuilds
             ):
                 return None
             self._store_increments(run, site, pending, fresh, now)
             run(  # beyond the horizon an increment weighs nothing: no need to keep it
-                "DELETE FROM released_increments WHERE site = ? AND until <= ?", (site, horizon)
+                "DELETE FROM increment_sums WHERE site = ? AND seq IN (SELECT seq FROM "
+                "released_increments WHERE site = ? AND until <= ?)",
+                (site, site, horizon),
             )
+            run("DELETE FROM released_increments WHERE site = ? AND until <= ?", (site, horizon))
             run(
                 "INSERT INTO priors (site, version, body, etag, published_at, note) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (site, version, body, etag, now, note),
             )
             run(
-                "UPDATE sites SET current_version = ?, published_at = ?, released_until = ? "
-                "WHERE site = ?",
-                (version, now, max(now, state.released_until), site),
+                "UPDATE sites SET current_version = ?, published_at = ? WHERE site = ?",
+                (version, now, site),
             )
             run(
                 "DELETE FROM priors WHERE site = ? AND version <= ? AND version <> ?",
                 (site, version - keep, version),
             )
         return version
+
+    @staticmethod
+    def _cut(run: Callable[..., Any], site: str, state: SiteState, now: float) -> None:
+        """Close the open increment, if it holds any upload: it waits to be released (counts
+        NULL), covers the uploads received in ``(released_until, until]`` with ``until`` at
+        least ``now`` and the latest of them, and later uploads go to the next increment."""
+        open_seq = int(run("SELECT open_seq FROM sites WHERE site = ?", (site,)).fetchone()[0])
+        if not run(
+            "SELECT 1 FROM increment_sums WHERE site = ? AND seq = ? LIMIT 1", (site, open_seq)
+        ).fetchone():
+            return
+        latest = run(
+            "SELECT received_at FROM uploads WHERE site = ? AND received_at > ? "
+            "ORDER BY received_at DESC LIMIT 1",
+            (site, state.released_until),
+        ).fetchone()
+        until = max(now, state.released_until, float(latest[0]) if latest else now)
+        run(
+            "INSERT INTO released_increments (site, seq, since, until, sigma, counts, "
+            "released_at) VALUES (?, ?, ?, ?, 0, NULL, ?)",
+            (site, open_seq, state.released_until, until, now),
+        )
+        run(
+            "UPDATE sites SET released_until = ?, open_seq = ? WHERE site = ?",
+            (until, open_seq + 1, site),
+        )
 
     @staticmethod
     def _increments(run: Callable[..., Any], site: str, horizon: float) -> list[Increment]:
@@ -619,6 +710,28 @@ class Storage:
         ]
 
     @staticmethod
+    def _increment_rows(
+        run: Callable[..., Any], site: str, seqs: Sequence[int]
+    ) -> dict[int, list[BucketRow]]:
+        """The running per-(slot, source bucket) sums of increments ``seqs`` (``day`` 0)."""
+        stored: list[tuple[int, str, int, str]] = []
+        for chunk in _chunks(seqs):
+            stored += run(
+                "SELECT seq, slot, bucket, sums FROM increment_sums WHERE site = ? "
+                f"AND seq IN ({', '.join('?' * len(chunk))})",
+                (site, *chunk),
+            ).fetchall()
+        by_seq: dict[int, list[tuple[int, str, int, str]]] = {}
+        for seq, slot, bucket, text in stored:
+            by_seq.setdefault(int(seq), []).append((0, slot, int(bucket), text))
+        return {seq: parse_bucket_rows(rows) for seq, rows in by_seq.items()}
+
+    @staticmethod
+    def _rebuilds(run: Callable[..., Any], site: str) -> int:
+        row = run("SELECT rebuilds FROM sites WHERE site = ?", (site,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    @staticmethod
     def _pending_seqs(run: Callable[..., Any], site: str, horizon: float) -> list[int]:
         rows = run(
             "SELECT seq FROM released_increments WHERE site = ? AND until > ? "
@@ -628,26 +741,6 @@ class Storage:
         return [int(seq) for (seq,) in rows]
 
     @staticmethod
-    def _window_mark(run: Callable[..., Any], site: str, since: float, until: float) -> WindowMark:
-        count, latest = run(
-            "SELECT COUNT(*), MAX(received_at) FROM uploads WHERE site = ? AND received_at > ? "
-            "AND received_at <= ?",
-            (site, since, until),
-        ).fetchone()
-        return int(count), None if latest is None else float(latest)
-
-    @staticmethod
-    def _window_uploads(
-        run: Callable[..., Any], site: str, since: float, until: float
-    ) -> list[tuple[int, Upload]]:
-        rows = run(
-            "SELECT bucket, body FROM uploads WHERE site = ? AND received_at > ? "
-            "AND received_at <= ? ORDER BY received_at, batch_id",
-            (site, since, until),
-        ).fetchall()
-        return [(int(bucket), Upload.model_validate_json(body)) for bucket, body in rows]
-
-    @staticmethod
     def _store_increments(
         run: Callable[..., Any],
         site: str,
@@ -655,16 +748,14 @@ class Storage:
         fresh: Sequence[Increment],
         now: float,
     ) -> None:
-        """Store the fresh increments; pending ones with nothing left to release go."""
+        """Store the fresh increments; pending ones with nothing left to release go; the
+        running sums of both are no longer needed."""
         for increment in fresh:
             run(
-                "INSERT INTO released_increments (site, seq, since, until, sigma, counts, "
-                "released_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site, seq) DO UPDATE "
-                "SET sigma = excluded.sigma, counts = excluded.counts, "
-                "released_at = excluded.released_at",
-                (site, increment.seq, increment.since, increment.until, increment.sigma,
-                 increment.counts_json(), now),
-            )  # fmt: skip
+                "UPDATE released_increments SET sigma = ?, counts = ?, released_at = ? "
+                "WHERE site = ? AND seq = ?",
+                (increment.sigma, increment.counts_json(), now, site, increment.seq),
+            )
         released = {i.seq for i in fresh}
         for increment in pending:
             if increment.seq not in released:
@@ -672,6 +763,9 @@ class Storage:
                     "DELETE FROM released_increments WHERE site = ? AND seq = ?",
                     (site, increment.seq),
                 )
+        for chunk in _chunks([i.seq for i in pending]):
+            marks = ", ".join("?" * len(chunk))
+            run(f"DELETE FROM increment_sums WHERE site = ? AND seq IN ({marks})", (site, *chunk))
 
     def increments(self, site: str) -> list[Increment]:
         """Every stored increment of ``site`` (for tests and the admin)."""
@@ -680,11 +774,14 @@ class Storage:
 
     @staticmethod
     def _may_publish(state: SiteState, now: float, min_interval_s: float | None) -> bool:
-        """Automatic publishing (``min_interval_s``) waits for a change and the interval."""
+        """Automatic publishing (``min_interval_s``) waits for a change and the interval since
+        the last publication and the last cut (another instance's publication in progress, or
+        one that failed: it is retried once the interval has passed)."""
         return min_interval_s is None or not (
             state.frozen
             or state.aggregated_at <= state.published_at
             or (state.current_version is not None and now - state.published_at < min_interval_s)
+            or now - state.released_until < min_interval_s  # another publication's cut
         )
 
     def serving(self, site: str) -> tuple[SiteState, Published | None]:
