@@ -8,14 +8,16 @@ differ from the earlier ones more than sampling and noise explain, and if so kee
 increments since the change.
 
 The test, for the split before the latest ``m`` increments: per (slot, cell, variant) with
-enough exposures on both sides, ``z = (rate_after - rate_before) / sqrt(var_after +
-var_before)``, each variance a click's ``p (1 - p) / n`` plus the noise's ``sigma^2 (1 + p^2) /
-n^2`` (``p`` pooled over both sides); without a change ``sum z^2`` is about chi-squared with one
-degree of freedom per term. Splits before each of the latest ``MAX_SPLITS`` increments are
-tested together at level ``ALPHA`` (Bonferroni); the most significant one wins.
+enough exposures on both sides (cells only: the ``*`` cell's rate of a variant also moves when
+the engines change which visitors see it, with no change in any cell), ``z = (rate_after -
+rate_before) / sqrt(var_after + var_before)``, each variance a click's ``p (1 - p) / n`` plus
+the noise's ``sigma^2 (1 + p^2) / n^2`` (``p`` pooled over both sides); without a change ``sum
+z^2`` is about chi-squared with one degree of freedom per term. Splits before each of the
+latest ``MAX_SPLITS`` increments are tested together at level ``ALPHA`` (Bonferroni); the
+most significant one wins.
 
 >>> def inc(seq, rate):
-...     counts = {"cta": {"*": {"a": [1000.0, 1000.0 * rate], "b": [1000.0, 50.0]}}}
+...     counts = {"cta": {"device=mobile": {"a": [1000.0, 1000.0 * rate], "b": [1000.0, 50.0]}}}
 ...     return Increment(seq, seq * 3600.0, (seq + 1) * 3600.0, 2.0, counts)
 >>> steady = [inc(i, 0.05) for i in range(10)]
 >>> len(since_last_change(steady, now=36_000.0, half_life_days=3.0))
@@ -39,6 +41,7 @@ __all__ = ["ALPHA", "MAX_SPLITS", "since_last_change"]
 
 ALPHA = 1e-3  # chance that a steady site loses its memory at one publication
 MAX_SPLITS = 120  # the latest six days at 20 publications a day
+SITE_CELL = "*"  # every cell together: not tested
 MIN_SIGMAS = 3.0  # a side counts for a term once its noisy exposures reach 3 noise sds
 
 
@@ -56,6 +59,7 @@ def since_last_change(
             for slot, cells in i.counts.items()  # type: ignore[union-attr]
             for cell, variants in cells.items()
             for variant in variants
+            if cell != SITE_CELL
         }
     )
     index = {key: k for k, key in enumerate(keys)}
@@ -68,7 +72,8 @@ def since_last_change(
         for slot, cells in increment.counts.items():  # type: ignore[union-attr]
             for cell, variants in cells.items():
                 for variant, pair in variants.items():
-                    counts[index[slot, cell, variant]] += weight * np.asarray(pair, dtype=float)
+                    if cell != SITE_CELL:
+                        counts[index[slot, cell, variant]] += weight * np.asarray(pair, float)
         noise += (weight * increment.sigma) ** 2
         after_counts.append(counts.copy())
         after_noise.append(noise)
