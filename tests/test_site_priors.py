@@ -1,4 +1,5 @@
-"""The priors document as the browser reads it: cells, noise-aware weights, contextual priors."""
+"""The priors document as the browser reads it: cells, noise-aware weights, the random-effects
+prior of a cell."""
 
 from __future__ import annotations
 
@@ -62,32 +63,96 @@ def document(cells: dict) -> PriorsDocument:
     )
 
 
-def test_the_site_prior_alone_is_contextual():
-    """Cells preferring different variants: the site prior (a linear model over the cells)
-    steers mobile and desktop apart without any segment prior."""
+def two_devices(mobile: tuple[int, int], desktop: tuple[int, int], shown: int) -> PriorsDocument:
+    """Default and quiz on mobile and desktop: ``shown`` exposures each, the given rewards."""
+    cells = {
+        "device=mobile": {
+            "default": {"shown": shown, "reward": mobile[0]},
+            "quiz": {"shown": shown, "reward": mobile[1]},
+        },
+        "device=desktop": {
+            "default": {"shown": shown, "reward": desktop[0]},
+            "quiz": {"shown": shown, "reward": desktop[1]},
+        },
+    }
+    cells["*"] = {
+        v: {"shown": 2 * shown, "reward": mobile[i] + desktop[i]}
+        for i, v in enumerate(("default", "quiz"))
+    }
+    return document(cells)
+
+
+def install(doc: PriorsDocument, engine: Engine, cell: str, cap: float = 1000.0) -> None:
+    """What SyncClient.install_priors does: the site prior, then the cell's own."""
+    schema, strength = engine.schema(), float(engine.params["prior_strength"])
+    engine.set_prior("cta", *doc.site_stats("cta", schema, strength, 1.0, cap=cap), level="site")
+    segment = doc.stats("cta", cell, schema, strength, 1.0, cap=cap)
+    if segment is not None:
+        engine.set_prior("cta", *segment, level="segment")
+
+
+def test_cells_that_differ_only_by_chance_have_no_spread():
+    same = two_devices(mobile=(50, 55), desktop=(52, 51), shown=1000)
+    assert same.spread("cta") == 0.0
+    apart = two_devices(mobile=(20, 80), desktop=(80, 20), shown=1000)
+    # rates of 2 % and 8 %, 3 points either side of each variant's 5 %: the variance of two
+    # cells about their mean (ddof 1) is 2 * 0.03 ** 2, less what the counts' noise explains
+    assert apart.spread("cta") == pytest.approx(2 * 0.03**2, rel=0.1)
+
+
+def test_cells_that_differ_steer_their_visitors_apart():
+    doc = two_devices(mobile=(20, 80), desktop=(80, 20), shown=1000)
+    for device, best in (("mobile", "quiz"), ("desktop", "default")):
+        engine = Engine(seed=1)
+        install(doc, engine, f"device={device}")
+        chosen = engine.rank({"device": device}, ["default", "quiz"], slot="cta", now=0.0)
+        assert chosen.action == best
+
+
+def test_a_thin_cell_that_looks_different_by_chance_follows_the_site():
+    """No real difference between cells: a cell whose few exposures favour quiz by chance
+    (3 of 40 against 2 of 40) still starts from the site's best, default, and confidently."""
     doc = document(
         {
             "*": {
-                "default": {"shown": 2000, "reward": 100},
-                "quiz": {"shown": 2000, "reward": 100},
+                "default": {"shown": 20000, "reward": 1600},
+                "quiz": {"shown": 20000, "reward": 1000},
             },
             "device=mobile": {
-                "default": {"shown": 1000, "reward": 20},
-                "quiz": {"shown": 1000, "reward": 80},
+                "default": {"shown": 19960, "reward": 1598},
+                "quiz": {"shown": 19960, "reward": 997},
             },
             "device=desktop": {
-                "default": {"shown": 1000, "reward": 80},
-                "quiz": {"shown": 1000, "reward": 20},
+                "default": {"shown": 40, "reward": 2},
+                "quiz": {"shown": 40, "reward": 3},
             },
         }
     )
-    chosen = {}
-    for device in ("mobile", "desktop"):
-        engine = Engine(seed=1)
-        stats, weight = doc.site_stats("cta", engine, 1.0, cap=500.0)
-        engine.set_prior("cta", stats, weight, level="site")
-        chosen[device] = engine.rank({"device": device}, ["default", "quiz"], slot="cta", now=0.0)
-    assert chosen["mobile"].action == "quiz" and chosen["desktop"].action == "default"
+    assert doc.spread("cta") == 0.0
+    picks = set()
+    for seed in range(20):
+        engine = Engine(seed=seed)
+        install(doc, engine, "device=desktop")
+        picks.add(engine.rank({"device": "desktop"}, ["default", "quiz"], slot="cta").action)
+    assert picks == {"default"}
+
+
+def test_a_thin_variant_keeps_what_it_has_when_the_others_are_capped():
+    """Capping is per variant: a thin variant is not made thinner because another one has
+    more than the cap (so the fleet does not explore it again and again)."""
+    doc = document(
+        {
+            "*": {
+                "default": {"shown": 50000, "reward": 2500},
+                "quiz": {"shown": 400, "reward": 8},
+            }
+        }
+    )
+    engine = Engine(seed=1)
+    install(doc, engine, "*", cap=1000.0)
+    site = engine.state()["slots"]["cta"]["priors"]["site"]["actions"]
+    assert site["default"][0][0][0] == pytest.approx(1000.0)
+    assert site["quiz"][0][0][0] == pytest.approx(400.0)
 
 
 def test_a_prior_counts_as_its_cap_whatever_the_engines_prior_strength():
@@ -107,7 +172,7 @@ def test_a_site_with_no_click_yet_leaves_every_variant_open():
     chosen = set()
     for seed in range(30):
         engine = Engine(seed=seed)
-        prior = doc.site_stats("cta", engine, 1.0, cap=1000.0, floor=50.0)
+        prior = doc.site_stats("cta", engine.schema(), 20.0, 1.0, cap=1000.0, floor=50.0)
         if prior is not None:
             engine.set_prior("cta", *prior, level="site")
         chosen.add(engine.rank({"device": "mobile"}, ["default", "quiz"], slot="cta").action)

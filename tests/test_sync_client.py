@@ -399,7 +399,8 @@ def test_before_the_first_publication_exposures_are_counted_and_local_noise_cove
 def test_priors_of_the_same_version_and_cell_are_installed_once():
     sync, engine = client(), Engine(seed=1)
     sync.install_priors(engine, "cta", MOBILE)
-    engine.set_prior("cta", sync.priors.site_stats("cta", engine, 1.0, cap=1.0)[0], 0.0)
+    site = sync.priors.site_stats("cta", engine.schema(), 20.0, 1.0, cap=1.0)
+    engine.set_prior("cta", site[0], 0.0)
     sync.install_priors(engine, "cta", MOBILE)  # same version and cell: left alone
     assert "site" not in engine.state()["slots"]["cta"]["priors"]
     sync.load_priors({**document(), "version": 6})

@@ -3,20 +3,26 @@
 The server publishes, per declared slot and context cell, each variant's ``shown`` exposures and
 ``reward`` units, with central differential-privacy noise of standard deviation ``sigma``. The
 browser computes its own cell from its context (:func:`cell_of`; it is never sent with an
-identifier) and installs, for a slot on the page:
+identifier) and installs, for a slot on the page, the random-effects estimate of its cell's
+rates as two priors on the engine's bias, which the engine adds up:
 
-* as the engine's ``"site"`` prior, the ``*`` cell on the bias plus every published cell on its
-  own features: a linear model over the cells, what a central engine would fit on those
-  features, so even a visitor whose own cell is thin starts from a contextual prior
-  (:meth:`PriorsDocument.site_stats`);
-* as its ``"segment"`` prior, its own cell on the bias (:meth:`PriorsDocument.stats`).
+* its ``"site"`` prior: each variant's site rate (the ``*`` cell), worth as much as the cells'
+  spread leaves it (:meth:`PriorsDocument.spread`, :meth:`PriorsDocument.site_stats`): where
+  cells differ no more than their noise, the whole site's evidence; where they differ, little;
+* its ``"segment"`` prior: its own cell's rates (:meth:`PriorsDocument.stats`).
 
 A count is worth what its noise leaves of it: a published rate ``reward / shown`` with noise
 ``sigma`` on both counts has the variance of ``n_eff`` clean exposures
 (:func:`effective_exposures`), so a thin cell weighs little and a noiseless one counts in full.
-Each prior then counts as at most ``cap`` observations (``SyncConfig``'s ``site_prior_n`` and
-``segment_prior_n``, tuned with ``bench/fleet.py``); coefficients no cell informs get precision
-``shrinkage * n``, i.e. they start at 0 until the visitor's own data moves them.
+Each variant of each prior then counts as at most ``cap`` observations (``SyncConfig``'s
+``site_prior_n`` and ``segment_prior_n``, tuned with ``bench/fleet.py``); the engine's other
+coefficients get precision ``shrinkage * n``, i.e. they start at 0 until the visitor's own data
+moves them.
+
+Why not a linear model over the cells: with central noise every cell is thin, and a model with
+a coefficient per device, referrer, ... gave each visitor's engine a wide uncertainty on all of
+them, which its UCB bonus turned into exploring variants the whole site had already ruled out,
+visitor after visitor (``bench/fleet.py``, README).
 
 >>> cells = {"device": ["desktop", "mobile"], "returning": ["false", "true"]}
 >>> cell_of(cells, {"device": "mobile", "returning": True, "hour": 3})
@@ -181,88 +187,87 @@ class PriorsDocument:
         """The visitor's cell under this site's declared cells."""
         return cell_of(self.cells, context)
 
-    def site_stats(
-        self, slot: str, engine: Any, shrinkage: float, *, cap: float, floor: float = 0.0
-    ) -> tuple[dict[str, Any], float] | None:
-        """The site prior of ``slot``: the ``*`` cell on the bias, and each published cell on
-        its own features, as a linear model.
-
-        A cell ``c`` adds ``n_c x_c x_c'`` and ``n_c rate_c x_c`` to a variant's statistics,
-        ``x_c`` being the engine's feature vector of the cell's context values and ``n_c`` the
-        exposures its noise leaves it (:func:`effective_exposures`); ``*`` adds the same on the
-        bias alone. That is the ridge regression a central engine would fit on those features,
-        so the visitor's engine starts from a *contextual* prior that borrows strength across
-        cells (a thin cell leans on its device's, its referrer's, ...). A variant counts as
-        ``n_* min(1, cap / max n_*)`` observations (thin variants stay thin, so the engine
-        explores them), plus ``floor`` observations of the site's overall rate: a variant the
-        noise leaves nearly unknown is then believed average rather than promising, so every
-        visitor does not rush to explore it between two publications. Dimensions no cell
-        touches get precision ``shrinkage * n``. Memoized per document and engine configuration.
-        """
-        key = ("site", slot, shrinkage, cap, floor, _featurization(engine))
+    def spread(self, slot: str) -> float:
+        """How much a variant's true click rate varies between cells beyond the noise (its
+        variance ``tau**2``): the DerSimonian-Laird estimate over every (cell, variant) of
+        ``slot``, each cell's rate against its variant's site rate (one mean per variant),
+        weighted by the exposures its noise leaves it. 0 when the cells differ no more than
+        their noise explains: the site's rates then hold in every cell. Memoized per
+        document."""
+        key = ("spread", slot)
         if key not in self._stats_cache:
-            self._stats_cache[key] = self._site_stats(slot, engine, shrinkage, cap, floor)
+            self._stats_cache[key] = self._spread(slot)  # type: ignore[assignment]
+        return self._stats_cache[key]  # type: ignore[return-value]
+
+    def _spread(self, slot: str) -> float:
+        published = self.counts.get(slot, {})
+        star = published.get(SITE_CELL, {})
+        binomial = _binomial(_rate(star)) if star else 0.0
+        q, terms, weights = 0.0, 0, {}  # variant -> (sum of weights, sum of squared weights)
+        for cell, per_variant in published.items():
+            for variant, c in per_variant.items():
+                site = star.get(variant)
+                if cell == SITE_CELL or site is None or site.shown <= 0 or c.shown <= 0:
+                    continue
+                weight = effective_exposures(c, self.noise_sd, _rate(star)) / binomial
+                if weight <= 0:
+                    continue
+                q += weight * (c.reward / c.shown - site.reward / site.shown) ** 2
+                total, squares = weights.get(variant, (0.0, 0.0))
+                weights[variant] = (total + weight, squares + weight * weight)
+                terms += 1
+        scale = sum(total - squares / total for total, squares in weights.values())
+        if terms <= len(weights) or scale <= 0:
+            return 0.0
+        return max(0.0, (q - (terms - len(weights))) / scale)
+
+    def site_stats(
+        self,
+        slot: str,
+        schema: Mapping[str, Any],
+        strength: float,
+        shrinkage: float,
+        *,
+        cap: float,
+        floor: float = 0.0,
+    ) -> tuple[dict[str, Any], float] | None:
+        """What the site's rates say about any one cell: the ``"site"`` prior (None: none).
+
+        A variant's site rate is worth ``n`` exposures *of one cell* with ``1 / n = tau**2 /
+        (p (1 - p)) + 1 / n_site``: cells that differ (:meth:`spread`) make it worth little,
+        cells that do not make it worth everything the site measured. ``floor`` observations
+        of the site's overall rate keep a variant the noise leaves nearly unknown from looking
+        promising to every visitor at once (and every variant declared but unpublished
+        starts there). Each variant counts as at most ``cap`` observations.
+        """
+        key = ("site", slot, strength, shrinkage, cap, floor, repr(sorted(schema.items())))
+        if key not in self._stats_cache:
+            self._stats_cache[key] = self._site_stats(
+                slot, schema, (strength, shrinkage, cap), floor
+            )
         return self._stats_cache[key]
 
     def _site_stats(
-        self, slot: str, engine: Any, shrinkage: float, cap: float, floor: float
+        self,
+        slot: str,
+        schema: Mapping[str, Any],
+        trust: tuple[float, float, float],
+        floor: float,
     ) -> tuple[dict[str, Any], float] | None:
-        published = self.counts.get(slot, {})
-        star = published.get(SITE_CELL, {})
-        if cap <= 0 or not star:
+        star = self.counts.get(slot, {}).get(SITE_CELL, {})
+        if not star:
             return None
-        base_rate = _rate(star)
-        schema = engine.schema()
-        dim = int(schema["features"]["dim"])
-        bias = int(schema["features"].get("bias_index", 0))
-        grams: dict[str, list[Any]] = {}
-        for cell, per_variant in published.items():
-            x = self._features(cell, engine) if cell != SITE_CELL else np.eye(dim)[bias]
-            for variant, c in per_variant.items():
-                n = effective_exposures(c, self.noise_sd, base_rate)
-                if n <= 0:
-                    continue
-                gram = grams.setdefault(variant, [np.zeros((dim, dim)), np.zeros(dim), 0.0, 0.0])
-                gram[0] += n * np.outer(x, x)
-                gram[1] += n * (c.reward / c.shown) * x
-                if cell == SITE_CELL:
-                    gram[2], gram[3] = n, n * c.reward / c.shown
-        grams = {v: g for v, g in grams.items() if g[2] >= 1.0 or floor > 0}
-        for variant in self.variants.get(slot, []) if floor > 0 else []:
-            grams.setdefault(variant, [np.zeros((dim, dim)), np.zeros(dim), 0.0, 0.0])
-        if not grams:
-            return None
-        strength = float(engine.params["prior_strength"])
-        most = max(g[2] for g in grams.values())
-        shrink = min(1.0, cap / most) if most > 0 else 1.0  # one factor: thin ones stay thin
-        weight = max(1.0, (most * shrink + floor) / max(strength, 1e-9))
-        actions = {}
-        for variant, (xtx, xty, n, r) in grams.items():
-            n, r = shrink * n + floor, shrink * r + floor * base_rate
-            xtx, xty = shrink * xtx, shrink * xty
-            xtx[bias, bias] += floor
-            xty[bias] += floor * base_rate
-            untouched = np.diag(xtx) <= 0
-            xtx = xtx + np.diag(np.where(untouched, shrinkage * n, 0.0))
-            actions[variant] = _action_stats(xtx / weight, xty / weight, n / weight, r / weight)
-        return {"schema": schema, "slot": slot, "actions": actions}, weight
-
-    def _features(self, cell: str, engine: Any) -> np.ndarray:
-        """The engine's feature vector of a cell's context values, through its public API: a
-        scratch engine with the same featurization learns one reward of 1 for that context,
-        and its statistics' ``xty`` is the vector."""
-        key = ("x", cell, _featurization(engine))
-        if key not in self._stats_cache:
-            context: dict[str, Any] = {}
-            if cell != SITE_CELL:
-                context = dict(part.split("=", 1) for part in cell.split(","))
-            params = {**engine.params, "discount": 1.0, "holdout": 0.0}
-            scratch = type(engine)("linucb", seed=0, **params)
-            decision = scratch.rank(context, ["x"], slot="cell", now=0.0)
-            scratch.reward(decision.event_id, 1.0, now=0.0)
-            xty = scratch.stats("cell")["actions"]["x"]["xty"]
-            self._stats_cache[key] = np.asarray(xty, dtype=float)
-        return self._stats_cache[key]
+        base_rate, tau2 = _rate(star), self.spread(slot)
+        binomial = _binomial(base_rate)
+        wanted: dict[str, tuple[float, float]] = {}
+        for variant in self.variants.get(slot, []):
+            c = star.get(variant)
+            n = effective_exposures(c, self.noise_sd, base_rate) if c is not None else 0.0
+            n = 1.0 / (tau2 / binomial + 1.0 / n) if n > 0 else 0.0
+            rate = c.reward / c.shown if n > 0 and c is not None else base_rate
+            if n + floor > 0:
+                wanted[variant] = (n + floor, (n * rate + floor * base_rate) / (n + floor))
+        return _bias_prior(slot, wanted, schema, trust)
 
     def stats(
         self,
@@ -274,28 +279,23 @@ class PriorsDocument:
         *,
         cap: float,
     ) -> tuple[dict[str, Any], float] | None:
-        """``cell`` of ``slot`` as engine statistics and the ``set_prior`` weight (None: none).
+        """``cell``'s own published rates: its ``"segment"`` prior (None: none).
 
-        Each variant is to count as ``n_eff min(1, cap / max n_eff)`` observations of its
-        published rate: the best-supported variant as at most ``cap``, the others in
-        proportion, so a thin variant keeps its uncertainty (and the engine explores it).
-        The engine counts a prior of ``n`` observations and weight ``w`` as ``w * min(n,
-        strength)`` (``strength``: its ``prior_strength``), so the statistics are divided by
-        ``w = max(1, largest n / strength)``. Memoized: every visitor of a cell installs the
-        same object.
+        Each variant counts as the exposures its noise leaves it (:func:`effective_exposures`),
+        at most ``cap``. Added to the site prior on the engine's bias, it makes the
+        random-effects estimate of the cell's rate: its own data where it has some, the
+        site's where it is thin. Memoized: every visitor of a cell installs the same object.
         """
         key = (slot, cell, strength, shrinkage, cap, repr(sorted(schema.items())))
         if key not in self._stats_cache:
-            trust = (strength, shrinkage, cap)
-            self._stats_cache[key] = self._stats(slot, cell, schema, trust)
+            self._stats_cache[key] = self._stats(slot, cell, schema, (strength, shrinkage, cap))
         return self._stats_cache[key]
 
     def _stats(
         self, slot: str, cell: str, schema: Mapping[str, Any], trust: tuple[float, float, float]
     ) -> tuple[dict[str, Any], float] | None:
-        strength, shrinkage, cap = trust
         per_variant = self.counts.get(slot, {}).get(cell)
-        if not per_variant or cap <= 0:
+        if not per_variant:
             return None
         base_rate = _rate(self.counts[slot].get(SITE_CELL, per_variant))
         wanted = {
@@ -303,35 +303,53 @@ class PriorsDocument:
             for v, c in per_variant.items()
             if c.shown > 0
         }
-        shrink = min(1.0, cap / max((n for n, _ in wanted.values()), default=1.0))
-        wanted = {v: (n * shrink, rate) for v, (n, rate) in wanted.items()}
-        wanted = {v: (n, rate) for v, (n, rate) in wanted.items() if n >= 1.0}
-        if not wanted:
-            return None
-        weight = max(1.0, max(n for n, _ in wanted.values()) / max(strength, 1e-9))
-        features = schema["features"]
-        dim, bias = int(features["dim"]), int(features.get("bias_index", 0))
-        actions = {}
-        for variant, (n_eff, rate) in wanted.items():
-            n = n_eff / weight
-            xtx = np.eye(dim) * (shrinkage * n)
-            xtx[bias, bias] = n
-            xty = np.zeros(dim)
-            xty[bias] = n * rate
-            actions[variant] = _action_stats(xtx, xty, n, n * rate)
-        return {"schema": dict(schema), "slot": slot, "actions": actions}, weight
+        return _bias_prior(slot, wanted, schema, trust)
+
+
+def _bias_prior(
+    slot: str,
+    wanted: Mapping[str, tuple[float, float]],
+    schema: Mapping[str, Any],
+    trust: tuple[float, float, float],
+) -> tuple[dict[str, Any], float] | None:
+    """Engine statistics in which each variant counts as ``n`` observations of ``rate`` on
+    the bias (``wanted``: variant -> (n, rate)), and the ``set_prior`` weight.
+
+    ``n`` is capped at ``cap`` per variant (a thin variant keeps its uncertainty, so the
+    engine explores it); below 1 observation a variant is left out. The other coefficients
+    get precision ``shrinkage * n``: they start at 0 until the visitor's own data moves them.
+    The engine counts a prior of ``n`` observations and weight ``w`` as ``w * min(n,
+    strength)`` (``strength``: its ``prior_strength``), so the statistics are divided by
+    ``w = max(1, largest n / strength)``.
+    """
+    strength, shrinkage, cap = trust
+    capped = {v: (min(n, cap), rate) for v, (n, rate) in wanted.items() if min(n, cap) >= 1.0}
+    if not capped:
+        return None
+    weight = max(1.0, max(n for n, _ in capped.values()) / max(strength, 1e-9))
+    features = schema["features"]
+    dim, bias = int(features["dim"]), int(features.get("bias_index", 0))
+    actions = {}
+    for variant, (n_eff, rate) in capped.items():
+        n = n_eff / weight
+        xtx = np.eye(dim) * (shrinkage * n)
+        xtx[bias, bias] = n
+        xty = np.zeros(dim)
+        xty[bias] = n * rate
+        actions[variant] = _action_stats(xtx, xty, n, n * rate)
+    return {"schema": dict(schema), "slot": slot, "actions": actions}, weight
+
+
+def _binomial(rate: float) -> float:
+    """The variance of one click at ``rate`` (kept away from 0 and 1)."""
+    p = min(max(rate, 1e-3), 0.5)
+    return p * (1 - p)
 
 
 def _rate(per_variant: Mapping[str, Counts]) -> float:
     """The click rate over all variants of a cell (0.05 when it has no exposures)."""
     shown = sum(c.shown for c in per_variant.values())
     return sum(c.reward for c in per_variant.values()) / shown if shown > 0 else 0.05
-
-
-def _featurization(engine: Any) -> tuple[Any, ...]:
-    """What a prior built for ``engine`` depends on: its feature space and prior strength."""
-    features = engine.schema()["features"]
-    return (*sorted(features.items()), engine.params["prior_strength"])
 
 
 def _action_stats(xtx: np.ndarray, xty: np.ndarray, n: float, r: float) -> dict[str, Any]:

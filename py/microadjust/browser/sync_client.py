@@ -307,12 +307,17 @@ class SyncClient:
         cell = doc.cell_of(context)
         if self.installed.get(slot) == (doc.version, cell):
             return True
+        schema, strength = engine.schema(), float(engine.params["prior_strength"])
         site = doc.site_stats(
-            slot, engine, config.shrinkage, cap=config.site_prior_n, floor=config.site_floor_n
+            slot,
+            schema,
+            strength,
+            config.shrinkage,
+            cap=config.site_prior_n,
+            floor=config.site_floor_n,
         )
         segment = None
         if cell != "*":
-            schema, strength = engine.schema(), float(engine.params["prior_strength"])
             segment = doc.stats(
                 slot, cell, schema, strength, config.shrinkage, cap=config.segment_prior_n
             )

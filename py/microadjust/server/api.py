@@ -32,6 +32,7 @@ from starlette.types import ASGIApp
 
 from .. import __version__
 from .aggregate import BucketRow, restrict, robust_totals
+from .changepoint import since_last_change
 from .config import SITE_NAME, SyncSettings
 from .encoded import EncodedPrior, etag_of
 from .groupcommit import GroupCommit
@@ -247,7 +248,9 @@ class SyncAPI:
             return noisy_increment(totals, site, sigma=sigma, rng=rng), sigma
 
         def build(version: int, increments: list[Increment]) -> dict[str, Any]:
-            released = decayed_sum(increments, now=now, half_life_days=settings.half_life_days)
+            half_life = settings.half_life_days
+            recent = since_last_change(increments, now=now, half_life_days=half_life)
+            released = decayed_sum(recent, now=now, half_life_days=half_life)
             return priors_document(
                 name, site, released, self.rules, version=version, published_at=now
             )
