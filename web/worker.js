@@ -48,6 +48,7 @@ async function boot(init) {
   const persist = init.persist !== false;
   const stored = persist ? store('get') : null; // read while Python starts
   const priors = fetchPriors(init.config && init.config.sync); // meanwhile, while Python boots
+  loadRuntimeScript(base + 'pyodide.asm.js');
   importScripts(base + 'pyodide.js');
   mark('pyodide-js');
   const pyodide = await loadPyodide({
@@ -83,6 +84,18 @@ async function boot(init) {
     install(pyodide, [await numpy]); // numpy's subpackages beside the rest of numpy
     host('packages_loaded', { packages: plan.packages });
   }
+}
+
+// pyodide.asm.js as a module script, not through importScripts: Chromium keeps no compiled code
+// for a dedicated worker's classic scripts, and does for its modules (from the third load on:
+// about 40 ms of a warm boot). loadPyodide finds _createPyodideModule defined and waits for the
+// module meanwhile; a browser that cannot import() in a worker gets the script the classic way.
+function loadRuntimeScript(url) {
+  const loaded = import(url).catch(() => importScripts(url));
+  self._createPyodideModule = async (settings) => {
+    await loaded; // the module replaces this stand-in with Pyodide's own function
+    return self._createPyodideModule(settings);
+  };
 }
 
 // The precompiled numpy and the engine wheel are unpacked into site-packages as they are, no
