@@ -61,6 +61,15 @@ def quiz_shown(store: Storage) -> float:
     )
 
 
+def in_two_threads(start) -> None:
+    """Run ``start`` in two threads at once, as two server instances starting together."""
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def test_migrations_reach_the_latest_version(backend, tmp_path):
     store = open_store(backend, tmp_path)
     assert store.migrate() == LATEST and store.up_to_date
@@ -314,11 +323,7 @@ def test_workers_starting_together_on_a_new_sqlite_file_both_open_it(tmp_path):
             except Exception as error:  # noqa: BLE001 (the test reports any)
                 errors.append(repr(error))
 
-        threads = [threading.Thread(target=start) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        in_two_threads(start)
         assert errors == [], f"start {attempt}: {errors}"
 
 
@@ -519,9 +524,5 @@ def test_workers_starting_together_on_a_new_postgresql_database_both_migrate_it(
             finally:
                 store.close()
 
-        threads = [threading.Thread(target=start) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        in_two_threads(start)
         assert errors == [], f"start {attempt}: {errors}"
