@@ -202,14 +202,15 @@ class PriorsDocument:
     def _spread(self, slot: str) -> float:
         published = self.counts.get(slot, {})
         star = published.get(SITE_CELL, {})
-        binomial = _binomial(_rate(star)) if star else 0.0
+        base_rate = _rate(star)
+        binomial = _binomial(base_rate)
         q, terms, weights = 0.0, 0, {}  # variant -> (sum of weights, sum of squared weights)
         for cell, per_variant in published.items():
             for variant, c in per_variant.items():
                 site = star.get(variant)
                 if cell == SITE_CELL or site is None or site.shown <= 0 or c.shown <= 0:
                     continue
-                weight = effective_exposures(c, self.noise_sd, _rate(star)) / binomial
+                weight = effective_exposures(c, self.noise_sd, base_rate) / binomial
                 if weight <= 0:
                     continue
                 q += weight * (c.reward / c.shown - site.reward / site.shown) ** 2
