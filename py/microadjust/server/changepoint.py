@@ -52,31 +52,18 @@ def since_last_change(
     released = [i for i in increments if i.counts is not None]
     if len(released) < 2:
         return list(increments)
-    keys = sorted(
-        {
-            (slot, cell, variant)
-            for i in released
-            for slot, cells in i.counts.items()  # type: ignore[union-attr]
-            for cell, variants in cells.items()
-            for variant in variants
-            if cell != SITE_CELL
-        }
-    )
-    index = {key: k for k, key in enumerate(keys)}
-    # newest first: after[m] is the weighted sum of the latest m increments
-    counts = np.zeros((len(keys), 2))
-    noise = 0.0
+    index: dict[tuple[str, str, str], int] = {}
+    flat = [_flatten(i, index) for i in reversed(released)]  # newest first
+    # after_counts[m - 1]: the weighted sum of the latest m increments (m <= MAX_SPLITS + 1)
+    counts, noise = np.zeros((len(index), 2)), 0.0
     after_counts, after_noise = [], []
-    for increment in reversed(released):
+    for k, (increment, (rows, values)) in enumerate(zip(reversed(released), flat, strict=True)):
         weight = decay_weight(increment, now, half_life_days)
-        for slot, cells in increment.counts.items():  # type: ignore[union-attr]
-            for cell, variants in cells.items():
-                for variant, pair in variants.items():
-                    if cell != SITE_CELL:
-                        counts[index[slot, cell, variant]] += weight * np.asarray(pair, float)
+        np.add.at(counts, rows, weight * values)
         noise += (weight * increment.sigma) ** 2
-        after_counts.append(counts.copy())
-        after_noise.append(noise)
+        if k <= MAX_SPLITS or k == len(released) - 1:
+            after_counts.append(counts.copy())
+            after_noise.append(noise)
     total, total_noise = after_counts[-1], after_noise[-1]
     splits = range(1, min(len(released) - 1, MAX_SPLITS) + 1)
     critical = NormalDist().inv_cdf(1.0 - ALPHA / len(splits))
@@ -89,6 +76,22 @@ def since_last_change(
     if not best:
         return list(increments)
     return list(increments[list(increments).index(released[-best]) :])
+
+
+def _flatten(
+    increment: Increment, index: dict[tuple[str, str, str], int]
+) -> tuple[list[int], np.ndarray]:
+    """An increment's (slot, cell, variant) counts but ``*``'s as rows of ``index`` (new keys
+    added) and their (shown, reward) pairs."""
+    rows, values = [], []
+    for slot, cells in increment.counts.items():  # type: ignore[union-attr]
+        for cell, variants in cells.items():
+            if cell == SITE_CELL:
+                continue
+            for variant, pair in variants.items():
+                rows.append(index.setdefault((slot, cell, variant), len(index)))
+                values.append(pair)
+    return rows, np.asarray(values, dtype=float).reshape(-1, 2)
 
 
 def _change_score(after: np.ndarray, before: np.ndarray, var_a: float, var_b: float) -> float:
