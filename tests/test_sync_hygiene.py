@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 import warnings
@@ -397,11 +398,14 @@ def test_a_failed_pipeline_leaves_no_transaction_open(postgres_url):
     try:
         with pytest.raises(psycopg.DataError, match="NUL"):
             buckets.take_many([[("upload:192.0.2.7", rule)], [("upload:\x00", rule)]])
+        # a closed connection's server process ends when it reads the close: wait for that,
+        # boundedly (a reused connection would keep its transaction open for good)
+        deadline = time.monotonic() + 30
         with psycopg.connect(postgres_url, autocommit=True) as probe:
-            open_transactions = probe.execute(
-                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND state LIKE 'idle in transaction%'"
-            ).fetchone()[0]
+            while (
+                open_transactions := _idle_in_transaction(probe)
+            ) and time.monotonic() < deadline:
+                threading.Event().wait(0.05)
         assert open_transactions == 0
         assert buckets.take_many([[("upload:192.0.2.7", rule)]] * 4) == [None] * 4
     finally:
@@ -571,3 +575,11 @@ def test_health_is_503_on_a_read_only_postgresql(postgres_url):
     health = check_health(Storage(database_url=read_only_url))
     assert health.http_status == 503 and "read-only" in health.reason
     assert store_problem(Storage(database_url=postgres_url)) is None  # the same, writable
+
+
+def _idle_in_transaction(probe) -> int:
+    """Server processes of this database inside a transaction that waits for its client."""
+    return probe.execute(
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND state LIKE 'idle in transaction%'"
+    ).fetchone()[0]
