@@ -81,9 +81,12 @@ def effective_exposures(counts: Counts, noise_sd: float, base_rate: float) -> fl
     n = counts.shown
     if n <= 0:
         return 0.0
-    p = min(max(base_rate, 1e-3), 0.5)
+    p = _clamped(base_rate)
     binomial = p * (1 - p) / n
     return n * binomial / (binomial + noise_sd**2 * (1 + p * p) / (n * n))
+
+
+UNPUBLISHED = Counts(0.0, 0.0)  # a declared variant the document has no counts for
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,10 +265,10 @@ class PriorsDocument:
         binomial = _binomial(base_rate)
         wanted: dict[str, tuple[float, float]] = {}
         for variant in self.variants.get(slot, []):
-            c = star.get(variant)
-            n = effective_exposures(c, self.noise_sd, base_rate) if c is not None else 0.0
+            c = star.get(variant, UNPUBLISHED)
+            n = effective_exposures(c, self.noise_sd, base_rate)
             n = 1.0 / (tau2 / binomial + 1.0 / n) if n > 0 else 0.0
-            rate = c.reward / c.shown if n > 0 and c is not None else base_rate
+            rate = c.reward / c.shown if n > 0 else base_rate
             if n + floor > 0:
                 wanted[variant] = (n + floor, (n * rate + floor * base_rate) / (n + floor))
         return _bias_prior(slot, wanted, schema, trust)
@@ -341,9 +344,14 @@ def _bias_prior(
     return {"schema": dict(schema), "slot": slot, "actions": actions}, weight
 
 
+def _clamped(rate: float) -> float:
+    """A click rate kept in [0.001, 0.5], where the variance formulas hold."""
+    return min(max(rate, 1e-3), 0.5)
+
+
 def _binomial(rate: float) -> float:
-    """The variance of one click at ``rate`` (kept away from 0 and 1)."""
-    p = min(max(rate, 1e-3), 0.5)
+    """The variance of one click at ``rate``."""
+    p = _clamped(rate)
     return p * (1 - p)
 
 

@@ -49,7 +49,8 @@ def since_last_change(
     increments: Sequence[Increment], *, now: float, half_life_days: float
 ) -> list[Increment]:
     """The released increments (in release order) from the last significant change on."""
-    released = [i for i in increments if i.counts is not None]
+    positions = [k for k, i in enumerate(increments) if i.counts is not None]
+    released = [increments[k] for k in positions]
     if len(released) < 2:
         return list(increments)
     index: dict[tuple[str, str, str], int] = {}
@@ -75,7 +76,7 @@ def since_last_change(
             best, best_score = m, score
     if not best:
         return list(increments)
-    return list(increments[list(increments).index(released[-best]) :])
+    return list(increments[positions[-best] :])
 
 
 def _flatten(
