@@ -72,6 +72,7 @@ async function boot(init) {
   });
   mark('ready');
   for (const message of pending.splice(0)) handle(message); // Python takes them in order
+  if (!saved) compileRuntimeAgain(base + 'pyodide.asm.js'); // a first visit, most likely
   if (plan.upload_interval_ms) startUploads(plan.upload_interval_ms);
   if (plan.packages.length) {
     const loading = pyodide.loadPackage(plan.packages, { messageCallback: () => {} });
@@ -96,6 +97,27 @@ function loadRuntimeScript(url) {
     await loaded; // the module replaces this stand-in with Pyodide's own function
     return self._createPyodideModule(settings);
   };
+}
+
+// pyodide.asm.js loaded once more, in a throwaway worker (compile.js), so that Chromium writes
+// its code cache during this page view rather than during the next one. Only ever a gain: a
+// browser that cannot start it, or where it fails, compiles the runtime next time as before.
+// Its errors stop here (preventDefault): uncaught, they would reach the page as this worker's.
+function compileRuntimeAgain(url) {
+  try {
+    const compiler = new Worker(new URL('compile.js', self.location.href));
+    compiler.onmessage = ({ data: loaded }) => {
+      mark(loaded ? 'compiled-again' : 'compile-again-failed');
+      compiler.terminate();
+    };
+    compiler.onerror = (event) => {
+      event.preventDefault();
+      mark('compile-again-failed');
+      compiler.terminate();
+    };
+    compiler.postMessage(url);
+    mark('compile-again');
+  } catch { /* no workers inside workers here: nothing is lost */ }
 }
 
 // The precompiled numpy and the engine wheel are unpacked into site-packages as they are, no
