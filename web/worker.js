@@ -72,7 +72,7 @@ async function boot(init) {
   });
   mark('ready');
   for (const message of pending.splice(0)) handle(message); // Python takes them in order
-  if (!saved) compileRuntimeAgain(base + 'pyodide.asm.js'); // a first visit, most likely
+  if (!saved) compileRuntimeAgain(base + 'pyodide.asm.js'); // a first visit (or no state kept)
   if (plan.upload_interval_ms) startUploads(plan.upload_interval_ms);
   if (plan.packages.length) {
     const loading = pyodide.loadPackage(plan.packages, { messageCallback: () => {} });
@@ -106,15 +106,9 @@ function loadRuntimeScript(url) {
 function compileRuntimeAgain(url) {
   try {
     const compiler = new Worker(new URL('compile.js', self.location.href));
-    compiler.onmessage = ({ data: loaded }) => {
-      mark(loaded ? 'compiled-again' : 'compile-again-failed');
-      compiler.terminate();
-    };
-    compiler.onerror = (event) => {
-      event.preventDefault();
-      mark('compile-again-failed');
-      compiler.terminate();
-    };
+    const finish = (step) => { mark(step); compiler.terminate(); };
+    compiler.onmessage = ({ data: loaded }) => finish(loaded ? 'compiled-again' : 'compile-again-failed');
+    compiler.onerror = (event) => { event.preventDefault(); finish('compile-again-failed'); };
     compiler.postMessage(url);
     mark('compile-again');
   } catch { /* no workers inside workers here: nothing is lost */ }
