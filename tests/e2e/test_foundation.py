@@ -152,7 +152,7 @@ def test_a_first_visit_loads_the_runtime_again_for_the_next_views_code_cache(ser
     visit.page.reload()  # a returning view (its state restored) finds the code cache written
     assert visit.page.evaluate("window.microadjust.ready")["restored"] is True
     decided(visit.page, "headline", "cta")
-    marks = worker_marks(visit.page)  # compile.js starts, if at all, in the task that marks ready
+    marks = worker_marks(visit.page)  # compile.js is scheduled, if at all, as ready is marked
     assert "microadjust:worker:ready" in marks and "microadjust:worker:compile-again" not in marks
     assert visit.errors == []
 
