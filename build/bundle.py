@@ -8,7 +8,8 @@ Layout of ``dist/`` (served at ``/`` by serve.py):
     index.html, pyscript.html, demo.css ...   the demo pages from web/demo/
     microadjust/microadjust.js                 the loader: the one stable name a site links to
     microadjust/app-<hash>/worker.js           the worker (the derived files' hashes written in),
-                                                 the debug panel and the engine wheel,
+                                                 its runtime compiler (compile.js), the debug
+                                                 panel and the engine wheel,
     microadjust/app-<hash>/microadjust-*.whl     in a directory named by their content hash
     microadjust/pyodide-0.27.7-<hash>/         the Pyodide runtime, the wheels that ship and a
                                                  trimmed pyodide-lock.json listing exactly those;
@@ -363,7 +364,8 @@ def with_bytecode(wheel: bytes) -> bytes:
 
 
 def build_app(bundle: Path, pyodide_dir: str) -> str:
-    """Write the worker, the debug panel and the engine wheel into a content-named directory.
+    """Write the worker, compile.js, the debug panel and the engine wheel into a content-named
+    directory.
 
     The worker gets the derived files' names and sha256 written in (the lock's ``"derived"``),
     so it starts downloading numpy at once, without waiting for the lock file.
@@ -379,6 +381,7 @@ def build_app(bundle: Path, pyodide_dir: str) -> str:
     assets = {
         "worker.js": worker.encode(),
         "debug.js": (ROOT / "web" / "debug.js").read_bytes(),
+        "compile.js": (ROOT / "web" / "compile.js").read_bytes(),
         wheel_name: wheel,
     }
     app_dir = content_name("app", assets)

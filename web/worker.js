@@ -72,6 +72,7 @@ async function boot(init) {
   });
   mark('ready');
   for (const message of pending.splice(0)) handle(message); // Python takes them in order
+  if (!saved) compileRuntimeAgain(base + 'pyodide.asm.js'); // a first visit (or no state kept)
   if (plan.upload_interval_ms) startUploads(plan.upload_interval_ms);
   if (plan.packages.length) {
     const loading = pyodide.loadPackage(plan.packages, { messageCallback: () => {} });
@@ -96,6 +97,26 @@ function loadRuntimeScript(url) {
     await loaded; // the module replaces this stand-in with Pyodide's own function
     return self._createPyodideModule(settings);
   };
+}
+
+// pyodide.asm.js loaded once more, in a throwaway worker (compile.js), so that Chromium writes
+// its code cache during this page view rather than during the next one. Only ever a gain: a
+// browser that cannot start it, or where it fails, compiles the runtime next time as before.
+// Its errors stop here (preventDefault): uncaught, they would reach the page as this worker's.
+// It starts a while after the first decisions, not while a slow phone's page applies them.
+const COMPILE_AGAIN_AFTER_MS = 2000;
+
+function compileRuntimeAgain(url) {
+  mark('compile-again');
+  setTimeout(() => {
+    try {
+      const compiler = new Worker(new URL('compile.js', self.location.href));
+      const finish = (step) => { mark(step); compiler.terminate(); };
+      compiler.onmessage = ({ data: loaded }) => finish(loaded ? 'compiled-again' : 'compile-again-failed');
+      compiler.onerror = (event) => { event.preventDefault(); finish('compile-again-failed'); };
+      compiler.postMessage(url);
+    } catch { /* no workers inside workers here: nothing is lost */ }
+  }, COMPILE_AGAIN_AFTER_MS);
 }
 
 // The precompiled numpy and the engine wheel are unpacked into site-packages as they are, no

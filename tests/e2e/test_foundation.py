@@ -116,6 +116,73 @@ def test_a_reload_keeps_the_learned_state(server, visit):
     assert second["rewards"] == 1
 
 
+def engine_worker(page):
+    [worker] = [w for w in page.workers if w.url.endswith("/worker.js")]
+    return worker
+
+
+def worker_marks(page) -> list[str]:
+    """The boot steps the engine's worker has marked so far (microadjust:worker:<step>)."""
+    return engine_worker(page).evaluate("performance.getEntriesByType('mark').map((m) => m.name)")
+
+
+def wait_for_worker_mark(page, step: str) -> None:
+    """Wait until the engine's worker marks ``step`` (a PerformanceObserver, not a poll)."""
+    engine_worker(page).evaluate(
+        """(name) => new Promise((resolve, reject) => {
+          const seen = () => performance.getEntriesByName(name).length > 0;
+          if (seen()) return resolve();
+          const observer = new PerformanceObserver(() => {
+            if (seen()) { observer.disconnect(); resolve(); }
+          });
+          observer.observe({ type: 'mark' });
+          setTimeout(() => reject(new Error(`no ${name} mark in 30 s`)), 30000); // a bound only
+        })""",
+        f"microadjust:worker:{step}",
+    )
+
+
+def test_a_first_visit_loads_the_runtime_again_for_the_next_views_code_cache(server, visit):
+    open_fixture(visit, server, TWO_SLOTS)
+    assert visit.page.evaluate("window.microadjust.ready")["restored"] is False
+    decided(visit.page, "headline", "cta")
+    wait_for_worker_mark(visit.page, "compiled-again")  # compile.js imported pyodide.asm.js
+    assert sum(url.endswith("/pyodide.asm.js") for url in visit.requests) == 2
+    wait_for_stored_state(visit, "(s) => s.visits === 1", "the first visit's state")
+    visit.page.reload()  # a returning view (its state restored) finds the code cache written
+    assert visit.page.evaluate("window.microadjust.ready")["restored"] is True
+    decided(visit.page, "headline", "cta")
+    marks = worker_marks(visit.page)  # compile.js is scheduled, if at all, as ready is marked
+    assert "microadjust:worker:ready" in marks and "microadjust:worker:compile-again" not in marks
+    assert visit.errors == []
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"status": 404, "body": "gone"},
+        {"body": "throw new Error('broken')", "content_type": "text/javascript"},
+    ],
+    ids=["missing", "throwing"],
+)
+def test_a_failed_second_load_of_the_runtime_leaves_the_engine_running(server, visit, broken):
+    loads = []
+
+    def second_load_broken(route):  # the engine's own load passes, compile.js's fails
+        loads.append(route.request.url)
+        return route.fulfill(**broken) if len(loads) > 1 else route.continue_()
+
+    visit.context.route("**/pyodide.asm.js", second_load_broken)
+    open_fixture(visit, server, TWO_SLOTS)
+    visit.page.evaluate("window.microadjust.ready")
+    decided(visit.page, "headline", "cta")
+    wait_for_worker_mark(visit.page, "compile-again-failed")
+    decision = visit.page.evaluate("microadjust.decide('later', ['default', 'b'])")
+    assert decision["variant"] in ("default", "b")  # the engine still answers
+    assert len(loads) == 2
+    assert visit.errors == [] and not [w for w in visit.warnings() if "microadjust" in w]
+
+
 @pytest.mark.parametrize("missing", ["worker.js", "pyodide.js", "pyodide.asm.wasm"])
 def test_a_broken_engine_leaves_the_default_content(server, visit, missing):
     visit.context.route(f"**/{missing}", lambda route: route.fulfill(status=404, body="gone"))
