@@ -3,10 +3,11 @@
 The admin's report reads every bucket-day row (per site, day, slot and source bucket, up to
 4,096 buckets a day), parses each row's sums and aggregates them robustly
 (:func:`microadjust.server.aggregate.robust_totals`); a purge rebuilds increments' sums the same
-way. (A publication reads neither: it releases the running sums kept per increment.) This fills a throw-away SQLite store with
-``--rows`` rows of a realistic shape (2 slots, up to 24 cells, 1-4 variants a cell), then
-times each step ``--repeat`` times with the process's CPU clock and prints the best run of
-each, in µs per row. Bounded: a few seconds at the default 20,000 rows.
+way. (A publication reads neither: it releases the running sums kept per increment.) This
+fills a throw-away SQLite store with ``--rows`` rows of a realistic shape (2 slots, up to 24
+cells, 1-4 variants a cell), then times each step ``--repeat`` times with the process's CPU
+clock and prints the best run of each, in µs per row. Bounded: a few seconds at the default
+20,000 rows.
 
 Run: ``.venv/bin/python bench/publication_cost.py [--rows 20000] [--repeat 5]``
 """
