@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import InvalidPrior
+from ..core.noisy_rates import rate_variance
 
 __all__ = ["PRIORS_VERSION", "SITE_CELL", "Counts", "PriorsDocument", "cell_of"]
 
@@ -74,16 +75,12 @@ class Counts:
 def effective_exposures(counts: Counts, noise_sd: float, base_rate: float) -> float:
     """How many clean exposures the noisy rate ``reward / shown`` is worth.
 
-    The rate's variance is about ``p (1 - p) / n + noise_sd**2 (1 + p**2) / n**2`` (the delta
-    method, noise on both counts); ``n_eff`` exposures without noise have the first term alone.
+    ``n_eff`` clean exposures have the binomial variance alone (:func:`rate_variance`).
     ``base_rate`` (the site's rate) stands in for ``p``, which is itself noisy in a thin cell.
     """
-    n = counts.shown
-    if n <= 0:
+    if counts.shown <= 0:
         return 0.0
-    p = _clamped(base_rate)
-    binomial = p * (1 - p) / n
-    return n * binomial / (binomial + noise_sd**2 * (1 + p * p) / (n * n))
+    return _binomial(base_rate) / rate_variance(_clamped(base_rate), counts.shown, noise_sd**2)
 
 
 UNPUBLISHED = Counts(0.0, 0.0)  # a declared variant the document has no counts for
