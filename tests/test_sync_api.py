@@ -27,6 +27,7 @@ SHOP = SiteDeclaration(
     cells={"device": ["desktop", "mobile"]},
 )
 EXACT = {"rho_per_release": 1e6}  # noise ~0.006 per increment: counts check exactly
+MAX_SHOWN = 4  # the counts below are written for this bound (the default, 2: test_sync_publication)
 
 
 def batch() -> str:
@@ -68,6 +69,7 @@ def settings(tmp_path: Path, **changes) -> SyncSettings:
         "publish_interval_s": 0.0,
         "origins": ("https://shop.example",),
         "bucket_cap": float("inf"),
+        "max_shown": MAX_SHOWN,
         **EXACT,
         **changes,
     }
@@ -117,8 +119,9 @@ def test_priors_before_any_upload_carry_the_upload_rules_and_are_cacheable(api):
     body = response.json()
     assert response.status_code == 200
     assert body["v"] == 2 and body["version"] == 0 and body["slots"] == {}
-    assert body["upload"] == {"max_shown": 4, "period_s": 86400, "default_mode": "aggregate",
-                              "modes": ["aggregate", "local"]}  # fmt: skip
+    modes = ["aggregate", "local"]
+    assert body["upload"] == {"max_shown": MAX_SHOWN, "period_s": 86400,
+                              "default_mode": "aggregate", "modes": modes}  # fmt: skip
     assert body["cells"] == {"device": ["desktop", "mobile"]}
     cache = response.headers["cache-control"]
     assert cache.startswith("public") and "max-age=" in cache and "stale-while-revalidate=" in cache
@@ -213,9 +216,8 @@ def test_counts_beyond_one_visitor_get_a_422_and_nothing_is_stored(api, counts, 
 
 def test_a_slot_sums_to_at_most_max_shown(api):
     body = make_upload()
-    body["slots"]["cta"]["variants"] = {"quiz": {"shown": 3, "reward": 0},
+    body["slots"]["cta"]["variants"] = {"quiz": {"shown": MAX_SHOWN, "reward": 0},
                                         "deal": {"shown": 1, "reward": 0}}  # fmt: skip
-    body["slots"]["cta"]["holdout"] = {"shown": 1, "reward": 0}
     response = post(api, body)
     assert response.status_code == 422 and response.json()["field"] == "slots.cta"
 

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 
+from microadjust.browser.site_priors import DEFAULT_MAX_SHOWN
 from microadjust.server.aggregate import (
     BucketRow,
     SlotSums,
@@ -248,6 +249,12 @@ def test_the_documents_privacy_is_one_release_per_visitor_period_whatever_the_me
     assert privacy["sigma"] == 1.5  # the published numbers' noise, as given
     sigma_release = release_sigma(max_shown=MAX_SHOWN, slots=2, rho=2.0)
     assert privacy["sigma_release"] == pytest.approx(sigma_release, abs=1e-4)
+
+
+def test_the_default_bound_is_two_per_visitor_and_the_browser_falls_back_to_it():
+    """Chosen with bench/fleet.py: half the noise of 4 at the same privacy (README)."""
+    assert SyncSettings().max_shown == DEFAULT_MAX_SHOWN == 2
+    assert release_sigma(max_shown=2, slots=1, rho=8.0) == 1.0
 
 
 def test_the_default_costs_less_than_the_re_noised_cumulative_counts_did():

@@ -49,6 +49,7 @@ __all__ = ["PRIORS_VERSION", "SITE_CELL", "Counts", "PriorsDocument", "cell_of"]
 
 PRIORS_VERSION = 2
 SITE_CELL = "*"
+DEFAULT_MAX_SHOWN = 2  # the protocol's per-visitor bound when a document omits it (section 2)
 OTHER = "other"
 
 
@@ -125,7 +126,7 @@ class PriorsDocument:
         upload = raw.get("upload", {})
         if not isinstance(upload, Mapping):
             raise InvalidPrior(f"priors.upload must be an object, got {type(upload).__name__}")
-        max_shown = upload.get("max_shown", 4)
+        max_shown = upload.get("max_shown", DEFAULT_MAX_SHOWN)
         if type(max_shown) is not int or max_shown < 1:
             raise InvalidPrior(f"priors.upload.max_shown must be an int >= 1, got {max_shown!r}")
         period_s = _number(upload.get("period_s", 86_400.0), "priors.upload.period_s")
