@@ -15,6 +15,7 @@ with warnings.catch_warnings():  # starlette suggests httpx2, which is not neede
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
+from microadjust.browser.privacy import local_range
 from microadjust.server.api import create_app
 from microadjust.server.config import SyncSettings, load_sites, parse_site_option
 from microadjust.server.models import SiteDeclaration
@@ -228,6 +229,18 @@ def test_local_mode_accepts_noise_within_its_tolerance(api):
     body = make_upload(privacy={"mode": "local", "epsilon": 1.0}, shown=400.0, reward=0)
     response = post(api, body)
     assert response.status_code == 422 and response.json()["field"].endswith("quiz.shown")
+
+
+@pytest.mark.parametrize("epsilon", [0.1, 1.0, 10.0])
+def test_local_mode_accepts_the_devices_whole_range_and_nothing_beyond(api, epsilon):
+    """The device's noise lies in the protocol's [-T, max_shown + T] (privacy.local_range)."""
+    low, high = local_range(epsilon, MAX_SHOWN)
+    local = {"mode": "local", "epsilon": epsilon}
+    assert post(api, make_upload(privacy=local, shown=low, reward=high)).status_code == 200
+    for shown, reward, field in ((low - 0.01, 0.0, "shown"), (0.0, high + 0.01, "reward")):
+        response = post(api, make_upload(privacy=local, shown=shown, reward=reward))
+        assert response.status_code == 422
+        assert response.json()["field"] == f"slots.cta.variants.quiz.{field}"
 
 
 def test_a_loud_local_upload_weighs_at_most_one_visitor(api):

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from microadjust.browser.site_priors import DEFAULT_MAX_SHOWN
+from microadjust.browser.privacy import DEFAULT_MAX_SHOWN
 from microadjust.server.aggregate import (
     BucketRow,
     SlotSums,
@@ -251,7 +251,7 @@ def test_the_documents_privacy_is_one_release_per_visitor_period_whatever_the_me
     assert privacy["sigma_release"] == pytest.approx(sigma_release, abs=1e-4)
 
 
-def test_the_default_bound_is_two_per_visitor_and_the_browser_falls_back_to_it():
+def test_the_default_bound_is_two_per_visitor():
     """Chosen with bench/fleet.py: half the noise of 4 at the same privacy (README)."""
     assert SyncSettings().max_shown == DEFAULT_MAX_SHOWN == 2
     assert release_sigma(max_shown=2, slots=1, rho=8.0) == 1.0

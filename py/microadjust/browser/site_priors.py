@@ -44,12 +44,12 @@ import numpy as np
 
 from ..core.errors import InvalidPrior
 from ..core.noisy_rates import rate_variance
+from .privacy import DEFAULT_MAX_SHOWN
 
 __all__ = ["PRIORS_VERSION", "SITE_CELL", "Counts", "PriorsDocument", "cell_of"]
 
 PRIORS_VERSION = 2
 SITE_CELL = "*"
-DEFAULT_MAX_SHOWN = 2  # the protocol's per-visitor bound when a document omits it (section 2)
 OTHER = "other"
 
 

@@ -40,8 +40,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..browser.privacy import DEFAULT_MAX_SHOWN
 from .aggregate import BucketRow, SlotSums, parse_bucket_rows, upload_sums
-from .config import DEFAULT_MAX_SHOWN
 from .migrations import DATA_FROM_UPLOADS, LATEST, MIGRATIONS
 from .models import SiteDeclaration, Upload
 from .release import CountsTable, Increment
