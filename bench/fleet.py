@@ -474,16 +474,17 @@ class Deployed(Policy):
 class Outcome:
     """Clicks and seen decisions per visitor (by arrival), so runs cut short compare fairly."""
 
-    clicks: np.ndarray
+    clicks: np.ndarray  # per visitor: [before the shift, after it] (all "before" without one)
     seen: np.ndarray
     visitors: int = 0
     seconds: float = 0.0
     note: str = ""
 
-    def ctr(self, visitors: int) -> float:
-        """Clicks per seen decision of the first ``visitors`` visitors."""
-        seen = self.seen[:visitors].sum()
-        return float(self.clicks[:visitors].sum() / seen) if seen else float("nan")
+    def ctr(self, visitors: int, period: slice = slice(None)) -> float:
+        """Clicks per seen decision of the first ``visitors`` visitors (in ``period``: 0 before
+        the shift, 1 after it)."""
+        seen = self.seen[:visitors, period].sum()
+        return float(self.clicks[:visitors, period].sum() / seen) if seen else float("nan")
 
 
 def simulate(
@@ -491,7 +492,8 @@ def simulate(
 ) -> Outcome:
     """Run ``n`` visitors through ``policy`` in time order (page views interleave)."""
     shift_at = n / args.per_day * DAY / 2 if site.name == "shift" else None
-    out, started = Outcome(np.zeros(n, dtype=int), np.zeros(n, dtype=int)), time.perf_counter()
+    out = Outcome(np.zeros((n, 2), dtype=int), np.zeros((n, 2), dtype=int))
+    started = time.perf_counter()
     queue: list[tuple[float, int, int, Visitor, Any]] = []
     arrivals = visitors(n, len(site.slots), args.per_day, args.seed)
     pending = next(arrivals, None)
@@ -512,10 +514,10 @@ def simulate(
             variant, token = policy.choose(state, slot, page, j)
             if not page.seen[j]:
                 continue
-            out.seen[v.index] += 1
+            out.seen[v.index, int(after)] += 1
             policy.seen(state, slot, token, page)
             if page.click_draw[j] < slot.rate(cell_of(CELLS, page.context), variant, after):
-                out.clicks[v.index] += 1
+                out.clicks[v.index, int(after)] += 1
                 policy.clicked(state, token, page.t + 5.0)
         policy.page_end(state, v, page)
         if k + 1 < len(v.pages):
@@ -621,8 +623,10 @@ def report(site: SiteShape, n: int, args: argparse.Namespace) -> None:
     reached = min(o.visitors for o in results.values())
     cut = "" if reached == n else f" (the first {reached:,} reached by every policy in time)"
     print(f"\n## {site.name}, {n:,} visitors{cut}\n")
-    print("| policy | CTR | lift over default | share of central's lift | s | note |")
-    print("|---|---|---|---|---|---|")
+    shifted = site.name == "shift"
+    halves = " CTR before / after the shift |" if shifted else ""
+    print(f"| policy | CTR | lift over default | share of central's lift |{halves} s | note |")
+    print("|---|---|---|---|---|---|" + ("---|" if shifted else ""))
     base = results["default"].ctr(reached) if "default" in results else None
     central = results["central"].ctr(reached) if "central" in results else None
     for label, outcome in results.items():
@@ -632,8 +636,11 @@ def report(site: SiteShape, n: int, args: argparse.Namespace) -> None:
             lift = f"{ctr / base - 1:+.1%}"
         if base is not None and central is not None and central != base:
             share = f"{(ctr - base) / (central - base):.2f}"
+        before, after = (outcome.ctr(reached, slice(k, k + 1)) for k in (0, 1))
+        halves = f" {before:.2%} / {after:.2%} |" if shifted else ""
         print(
-            f"| {label} | {ctr:.2%} | {lift} | {share} | {outcome.seconds:.0f} | {outcome.note} |"
+            f"| {label} | {ctr:.2%} | {lift} | {share} |{halves} {outcome.seconds:.0f} | "
+            f"{outcome.note} |"
         )
     sys.stdout.flush()
 

@@ -144,11 +144,12 @@ def simulate(
         rho_per_release=rho,
     )
     app = with_simulated_clients(create_app(settings, rng=np.random.default_rng(seed)))
-    uploads = [(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", honest_upload(rng, 4))
+    bound = settings.max_shown
+    uploads = [(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", honest_upload(rng, bound))
                for i in range(visitors)]  # fmt: skip
     for k in range(forged):
         target = HONEST_CELLS[0] if concentrated else HONEST_CELLS[k % len(HONEST_CELLS)]
-        uploads.append(("203.0.113.66", forged_upload(target, 4)))
+        uploads.append(("203.0.113.66", forged_upload(target, bound)))
     order = rng.permutation(len(uploads))
     with TestClient(app) as client:
         for index in order:

@@ -1,11 +1,13 @@
 """Publication cost: CPU per bucket-day row to read, parse and aggregate the stored sums.
 
-A publication reads every bucket-day row of the decay horizon (per site, day, slot and source
-bucket, up to 4,096 buckets a day), parses each row's sums and aggregates them robustly
-(:func:`microadjust.server.aggregate.robust_totals`). This fills a throw-away SQLite store with
-``--rows`` rows of a realistic shape (2 slots, up to 24 cells, 1-4 variants a cell), then
-times each step ``--repeat`` times with the process's CPU clock and prints the best run of
-each, in µs per row. Bounded: a few seconds at the default 20,000 rows.
+The admin's report reads every bucket-day row (per site, day, slot and source bucket, up to
+4,096 buckets a day), parses each row's sums and aggregates them robustly
+(:func:`microadjust.server.aggregate.robust_totals`); a purge rebuilds increments' sums the same
+way. (A publication reads neither: it releases the running sums kept per increment.) This
+fills a throw-away SQLite store with ``--rows`` rows of a realistic shape (2 slots, up to 24
+cells, 1-4 variants a cell), then times each step ``--repeat`` times with the process's CPU
+clock and prints the best run of each, in µs per row. Bounded: a few seconds at the default
+20,000 rows.
 
 Run: ``.venv/bin/python bench/publication_cost.py [--rows 20000] [--repeat 5]``
 """
@@ -80,7 +82,6 @@ def main() -> None:
         store = Storage(data_dir=Path(data_dir))
         store.migrate()
         fill(store, args.rows, args.seed)
-        today = 20_000 + args.rows // (len(SLOTS) * BUCKETS)
 
         def read() -> list:
             with store._transaction(write=False) as run:
@@ -88,9 +89,7 @@ def main() -> None:
                 return run(sql, ("shop", 0)).fetchall()
 
         rows = store.bucket_rows("shop")
-        aggregate = lambda: robust_totals(  # noqa: E731
-            rows, bucket_cap=8.0, max_shown=4, half_life_days=3.0, today=today
-        )
+        aggregate = lambda: robust_totals(rows, bucket_cap=8.0, max_shown=4)  # noqa: E731
         figures = {
             "read (SQL rows)": best_cpu_s(read, args.repeat),
             "read + parse (Storage.bucket_rows)": best_cpu_s(

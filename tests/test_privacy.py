@@ -55,6 +55,18 @@ def test_the_noise_has_the_calibrated_spread_and_no_bias():
     assert draws.min() >= lo - 1 and draws.max() <= hi
 
 
+@pytest.mark.parametrize("epsilon", [EPSILON_RANGE[0], 1.0, EPSILON_RANGE[1]])
+def test_noise_beyond_the_range_lands_on_its_bounds_exactly(epsilon):
+    """Clipped after rounding: the server accepts [lo, hi] and not a hundredth more."""
+    lo, hi = local_range(epsilon, 2)
+
+    class Huge:  # noise far past 6 sigma, both ways
+        def normal(self, loc, scale, size):
+            return np.array([-1e9, 1e9])
+
+    assert local_noise([0.0, 2.0], epsilon, 2, Huge()) == [lo, hi]
+
+
 def test_the_budget_bounds_a_slot_per_period_and_rolls_over():
     budget = ContributionBudget()
     rules = {"max_shown": 3, "period_s": 100.0}

@@ -15,6 +15,7 @@ with warnings.catch_warnings():  # starlette suggests httpx2, which is not neede
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
+from microadjust.browser.privacy import local_range
 from microadjust.server.api import create_app
 from microadjust.server.config import SyncSettings, load_sites, parse_site_option
 from microadjust.server.models import SiteDeclaration
@@ -27,6 +28,7 @@ SHOP = SiteDeclaration(
     cells={"device": ["desktop", "mobile"]},
 )
 EXACT = {"rho_per_release": 1e6}  # noise ~0.006 per increment: counts check exactly
+MAX_SHOWN = 4  # the counts below are written for this bound (the default, 2: test_sync_publication)
 
 
 def batch() -> str:
@@ -68,6 +70,7 @@ def settings(tmp_path: Path, **changes) -> SyncSettings:
         "publish_interval_s": 0.0,
         "origins": ("https://shop.example",),
         "bucket_cap": float("inf"),
+        "max_shown": MAX_SHOWN,
         **EXACT,
         **changes,
     }
@@ -117,8 +120,9 @@ def test_priors_before_any_upload_carry_the_upload_rules_and_are_cacheable(api):
     body = response.json()
     assert response.status_code == 200
     assert body["v"] == 2 and body["version"] == 0 and body["slots"] == {}
-    assert body["upload"] == {"max_shown": 4, "period_s": 86400, "default_mode": "aggregate",
-                              "modes": ["aggregate", "local"]}  # fmt: skip
+    modes = ["aggregate", "local"]
+    assert body["upload"] == {"max_shown": MAX_SHOWN, "period_s": 86400,
+                              "default_mode": "aggregate", "modes": modes}  # fmt: skip
     assert body["cells"] == {"device": ["desktop", "mobile"]}
     cache = response.headers["cache-control"]
     assert cache.startswith("public") and "max-age=" in cache and "stale-while-revalidate=" in cache
@@ -213,9 +217,8 @@ def test_counts_beyond_one_visitor_get_a_422_and_nothing_is_stored(api, counts, 
 
 def test_a_slot_sums_to_at_most_max_shown(api):
     body = make_upload()
-    body["slots"]["cta"]["variants"] = {"quiz": {"shown": 3, "reward": 0},
+    body["slots"]["cta"]["variants"] = {"quiz": {"shown": MAX_SHOWN, "reward": 0},
                                         "deal": {"shown": 1, "reward": 0}}  # fmt: skip
-    body["slots"]["cta"]["holdout"] = {"shown": 1, "reward": 0}
     response = post(api, body)
     assert response.status_code == 422 and response.json()["field"] == "slots.cta"
 
@@ -226,6 +229,18 @@ def test_local_mode_accepts_noise_within_its_tolerance(api):
     body = make_upload(privacy={"mode": "local", "epsilon": 1.0}, shown=400.0, reward=0)
     response = post(api, body)
     assert response.status_code == 422 and response.json()["field"].endswith("quiz.shown")
+
+
+@pytest.mark.parametrize("epsilon", [0.1, 1.0, 10.0])
+def test_local_mode_accepts_the_devices_whole_range_and_nothing_beyond(api, epsilon):
+    """The device's noise lies in the protocol's [-T, max_shown + T] (privacy.local_range)."""
+    low, high = local_range(epsilon, MAX_SHOWN)
+    local = {"mode": "local", "epsilon": epsilon}
+    assert post(api, make_upload(privacy=local, shown=low, reward=high)).status_code == 200
+    for shown, reward, field in ((low - 0.01, 0.0, "shown"), (0.0, high + 0.01, "reward")):
+        response = post(api, make_upload(privacy=local, shown=shown, reward=reward))
+        assert response.status_code == 422
+        assert response.json()["field"] == f"slots.cta.variants.quiz.{field}"
 
 
 def test_a_loud_local_upload_weighs_at_most_one_visitor(api):

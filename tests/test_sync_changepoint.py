@@ -19,7 +19,7 @@ from microadjust.server.changepoint import since_last_change
 from microadjust.server.release import Increment
 
 HOUR = 3600.0
-SIGMA = 2.0  # the default release noise of one slot (rho 8, max_shown 4)
+SIGMA = 2.0  # the release noise of one slot at rho 8 and max_shown 4 (twice the default's)
 CELLS = ("*", "device=desktop", "device=mobile")
 
 

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 
+from microadjust.browser.privacy import DEFAULT_MAX_SHOWN
 from microadjust.server.aggregate import (
     BucketRow,
     SlotSums,
@@ -70,8 +71,7 @@ def declared_numbers(totals: dict[str, SlotSums]) -> list[float]:
 
 def published_vector(rows: list[BucketRow], cap: float) -> np.ndarray:
     """Every number a publication would add noise to, before the noise."""
-    totals = robust_totals(rows, bucket_cap=cap, max_shown=MAX_SHOWN, half_life_days=30.0,
-                           today=10)  # fmt: skip
+    totals = robust_totals(rows, bucket_cap=cap, max_shown=MAX_SHOWN)
     return np.array(declared_numbers(totals))
 
 
@@ -227,17 +227,16 @@ def test_published_counts_are_clamped_and_empty_cells_left_out():
     assert later["slots"]["hero"]["cells"] == {"*": {"a": {"shown": 0.0, "reward": 0.0}}}
 
 
-def test_decay_and_capping_combine_per_bucket_day():
+def test_capping_is_per_bucket():
     heavy = SlotSums()
     for _ in range(100):
         heavy.add(SlotSums({"device=mobile": {"quiz": [4.0, 0.0]}}, {}))
     light = SlotSums({"device=mobile": {"quiz": [4.0, 0.0]}}, {})
     rows = [BucketRow(0, "cta", 1, heavy), BucketRow(10, "cta", 2, light)]
-    totals = robust_totals(rows, bucket_cap=2.0, max_shown=MAX_SHOWN, half_life_days=10.0,
-                           today=10)  # fmt: skip
-    # heavy: capped to norm 16 (its cell and * copies: 400 sqrt 2) -> 8 sqrt 2, halved by decay
+    totals = robust_totals(rows, bucket_cap=2.0, max_shown=MAX_SHOWN)
+    # heavy: capped to norm 16 (its cell and * copies: 400 sqrt 2) -> 8 sqrt 2; light: as is
     assert totals["cta"].variants["device=mobile"]["quiz"][0] == pytest.approx(
-        4.0 + 0.5 * 16 / math.sqrt(2)
+        4.0 + 16 / math.sqrt(2)
     )
 
 
@@ -250,6 +249,12 @@ def test_the_documents_privacy_is_one_release_per_visitor_period_whatever_the_me
     assert privacy["sigma"] == 1.5  # the published numbers' noise, as given
     sigma_release = release_sigma(max_shown=MAX_SHOWN, slots=2, rho=2.0)
     assert privacy["sigma_release"] == pytest.approx(sigma_release, abs=1e-4)
+
+
+def test_the_default_bound_is_two_per_visitor():
+    """Chosen with bench/fleet.py: half the noise of 4 at the same privacy (README)."""
+    assert SyncSettings().max_shown == DEFAULT_MAX_SHOWN == 2
+    assert release_sigma(max_shown=2, slots=1, rho=8.0) == 1.0
 
 
 def test_the_default_costs_less_than_the_re_noised_cumulative_counts_did():
@@ -270,12 +275,12 @@ def defined_norm(sums: SlotSums) -> float:
     return math.sqrt(squares)
 
 
-def defined_totals(rows: list[BucketRow], cap: float, half_life: float, today: int) -> dict:
+def defined_totals(rows: list[BucketRow], cap: float) -> dict:
     """:func:`robust_totals` with :func:`defined_norm`."""
     totals: dict[str, SlotSums] = {}
     for row in rows:
         norm, limit = defined_norm(row.sums), cap * visitor_norm(MAX_SHOWN)
-        scale = (1.0 if norm <= limit else limit / norm) * 0.5 ** ((today - row.day) / half_life)
+        scale = 1.0 if norm <= limit else limit / norm
         totals.setdefault(row.slot, SlotSums()).add(row.sums, scale)
     return totals
 
@@ -314,9 +319,8 @@ def test_published_priors_are_bit_identical_to_the_definition():
     stored = [(r.day, r.slot, r.bucket, r.sums.to_json()) for r in rows]
     documents = []
     for totals in (
-        robust_totals(parse_bucket_rows(stored), bucket_cap=2.0, max_shown=MAX_SHOWN,
-                      half_life_days=3.0, today=10),
-        defined_totals(rows, cap=2.0, half_life=3.0, today=10),
+        robust_totals(parse_bucket_rows(stored), bucket_cap=2.0, max_shown=MAX_SHOWN),
+        defined_totals(rows, cap=2.0),
     ):  # fmt: skip
         assert any(row.sums.norm() > 2.0 * visitor_norm(MAX_SHOWN) for row in rows)  # capped
         document = noisy_increment(totals, SITE, sigma=8.9, rng=np.random.default_rng(0))

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from test_sync_api import make_upload
+from test_sync_api import MAX_SHOWN, make_upload
 
 from microadjust.server import storage as storage_module
 from microadjust.server.limits import RateRule
@@ -27,13 +27,13 @@ TABLES = ("uploads", "aggregates", "bucket_sums", "day_secrets", "site_declarati
 
 def open_store(backend: str, tmp_path) -> Storage:
     if backend == "sqlite":
-        return Storage(data_dir=tmp_path)
+        return Storage(data_dir=tmp_path, max_shown=MAX_SHOWN)
     if not PG_URL:
         pytest.skip(
             "PostgreSQL not configured: set MICROADJUST_TEST_DATABASE_URL=postgresql://... "
             "(.ci/run starts a local server and sets it)"
         )
-    return Storage(database_url=PG_URL)
+    return Storage(database_url=PG_URL, max_shown=MAX_SHOWN)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -317,7 +317,7 @@ def test_workers_starting_together_on_a_new_sqlite_file_both_open_it(tmp_path):
         def start(folder=folder, barrier=barrier, errors=errors):
             barrier.wait()
             try:
-                store = Storage(data_dir=folder)
+                store = Storage(data_dir=folder, max_shown=MAX_SHOWN)
                 store.migrate()
                 store.close()
             except Exception as error:  # noqa: BLE001 (the test reports any)
@@ -358,7 +358,7 @@ def noising(seed: int, calls: list):
 
     def release(rows):
         calls.append(rows)
-        totals = capped_totals(rows, bucket_cap=2.0, max_shown=4)
+        totals = capped_totals(rows, bucket_cap=2.0, max_shown=MAX_SHOWN)
         return noisy_increment(totals, SITE, sigma=3.0, rng=np.random.default_rng(seed)), 3.0
 
     return release
@@ -388,7 +388,7 @@ def test_released_increments_are_the_old_computation_on_the_same_uploads(backend
     expected = [
         noisy_increment(
             increment_totals(
-                [(r.bucket, r.upload.slots) for r in uploads], bucket_cap=2.0, max_shown=4
+                [(r.bucket, r.upload.slots) for r in uploads], bucket_cap=2.0, max_shown=MAX_SHOWN
             ),
             SITE,
             sigma=3.0,
@@ -507,7 +507,7 @@ def test_workers_starting_together_on_a_new_postgresql_database_both_migrate_it(
     if not PG_URL:
         pytest.skip("PostgreSQL not configured: set MICROADJUST_TEST_DATABASE_URL")
     for attempt in range(8):  # it failed the first time without the lock
-        store = Storage(database_url=PG_URL)
+        store = Storage(database_url=PG_URL, max_shown=MAX_SHOWN)
         with store._transaction() as run:
             for table in TABLES:
                 run(f"DROP TABLE IF EXISTS {table} CASCADE")
@@ -515,7 +515,7 @@ def test_workers_starting_together_on_a_new_postgresql_database_both_migrate_it(
         barrier, errors = threading.Barrier(2), []
 
         def start(barrier=barrier, errors=errors):
-            store = Storage(database_url=PG_URL)
+            store = Storage(database_url=PG_URL, max_shown=MAX_SHOWN)
             try:
                 barrier.wait()
                 assert store.migrate() == LATEST

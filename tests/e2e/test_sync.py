@@ -15,10 +15,13 @@ import httpx
 import pytest
 from conftest import serving
 
+from microadjust.server.config import SyncSettings
+
 from .helpers import LEARN_UNDER_AUTOMATION, decided, record, wait_for_value
 
 KEY = "e2e-upload-key"
 ADMIN = "e2e-admin-token-0123456789"
+MAX_SHOWN = SyncSettings().max_shown  # the server's default: one visitor's bound per slot
 VARIANTS = ["default", "discount", "quiz"]
 CELLS = {"device": ["desktop", "mobile"]}
 SITES = {
@@ -219,7 +222,7 @@ def check_body(raw: str) -> dict:
         assert set(entry["variants"]) <= set(VARIANTS)
         for counts in [*entry["variants"].values(), entry["holdout"]]:
             assert set(counts) == COUNT_KEYS
-            assert all(type(n) is int and 0 <= n <= 4 for n in counts.values()), counts
+            assert all(type(n) is int and 0 <= n <= MAX_SHOWN for n in counts.values()), counts
     return body
 
 

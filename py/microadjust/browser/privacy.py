@@ -77,7 +77,7 @@ __all__ = [
 DEFAULT_EPSILON = 1.0
 DEFAULT_DELTA = 1e-5  # fixed by the protocol: the server checks local uploads against it
 EPSILON_RANGE = (0.1, 10.0)
-DEFAULT_MAX_SHOWN = 4
+DEFAULT_MAX_SHOWN = 2  # one visitor's bound per slot and period (protocol section 2)
 DEFAULT_PERIOD_S = 86_400.0
 RANGE_SIGMAS = 6.0  # a local upload's numbers lie within [-6 sigma, max_shown + 6 sigma]
 
@@ -112,12 +112,13 @@ def local_range(epsilon: float, max_shown: int) -> tuple[float, float]:
 def local_noise(
     values: list[float], epsilon: float, max_shown: int, rng: np.random.Generator
 ) -> list[float]:
-    """``values`` with the local mode's Gaussian noise, rounded to 2 digits, in range."""
+    """``values`` with the local mode's Gaussian noise, rounded to 2 digits, in range (clipped
+    after rounding: a rounded bound could lie just outside it)."""
     lo, hi = local_range(epsilon, max_shown)
     noisy = np.asarray(values, dtype=float) + rng.normal(
         0.0, local_sigma(epsilon, max_shown), len(values)
     )
-    return [float(v) for v in np.round(np.clip(noisy, lo, hi), 2)]
+    return [float(v) for v in np.clip(np.round(noisy, 2), lo, hi)]
 
 
 @dataclass

@@ -43,6 +43,8 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import InvalidPrior
+from ..core.noisy_rates import rate_variance
+from .privacy import DEFAULT_MAX_SHOWN
 
 __all__ = ["PRIORS_VERSION", "SITE_CELL", "Counts", "PriorsDocument", "cell_of"]
 
@@ -74,16 +76,12 @@ class Counts:
 def effective_exposures(counts: Counts, noise_sd: float, base_rate: float) -> float:
     """How many clean exposures the noisy rate ``reward / shown`` is worth.
 
-    The rate's variance is about ``p (1 - p) / n + noise_sd**2 (1 + p**2) / n**2`` (the delta
-    method, noise on both counts); ``n_eff`` exposures without noise have the first term alone.
+    ``n_eff`` clean exposures have the binomial variance alone (:func:`rate_variance`).
     ``base_rate`` (the site's rate) stands in for ``p``, which is itself noisy in a thin cell.
     """
-    n = counts.shown
-    if n <= 0:
+    if counts.shown <= 0:
         return 0.0
-    p = _clamped(base_rate)
-    binomial = p * (1 - p) / n
-    return n * binomial / (binomial + noise_sd**2 * (1 + p * p) / (n * n))
+    return _binomial(base_rate) / rate_variance(_clamped(base_rate), counts.shown, noise_sd**2)
 
 
 UNPUBLISHED = Counts(0.0, 0.0)  # a declared variant the document has no counts for
@@ -128,7 +126,7 @@ class PriorsDocument:
         upload = raw.get("upload", {})
         if not isinstance(upload, Mapping):
             raise InvalidPrior(f"priors.upload must be an object, got {type(upload).__name__}")
-        max_shown = upload.get("max_shown", 4)
+        max_shown = upload.get("max_shown", DEFAULT_MAX_SHOWN)
         if type(max_shown) is not int or max_shown < 1:
             raise InvalidPrior(f"priors.upload.max_shown must be an int >= 1, got {max_shown!r}")
         period_s = _number(upload.get("period_s", 86_400.0), "priors.upload.period_s")

@@ -19,7 +19,7 @@ True
 >>> for _ in range(100):  # 100 forged uploads from one source on one day
 ...     day.add(SlotSums.from_upload(one))
 >>> rows = [BucketRow(day=0, slot="cta", bucket=7, sums=day)]
->>> totals = robust_totals(rows, bucket_cap=2.0, max_shown=4, half_life_days=math.inf, today=0)
+>>> totals = robust_totals(rows, bucket_cap=2.0, max_shown=4)
 >>> [round(x, 6) for x in totals["cta"].variants["device=mobile"]["a"]]  # two visitors' worth
 [8.0, 8.0]
 """
@@ -207,7 +207,7 @@ class BucketRow:
 def parse_bucket_rows(stored: Iterable[tuple[int, str, int, str]]) -> list[BucketRow]:
     """Bucket rows from their stored form (day, slot, bucket, :meth:`SlotSums.to_json`).
 
-    A publication parses every bucket-day of the decay horizon. Each row is a few dozen new
+    The admin's report parses every bucket-day. Each row is a few dozen new
     containers, so the cyclic garbage collector ran every few rows and walked all the rows
     parsed so far: 70% of the parse (bench/publication_cost.py). It is paused meanwhile:
     parsed JSON has no cycles, so there is nothing for it to find.
@@ -217,22 +217,15 @@ def parse_bucket_rows(stored: Iterable[tuple[int, str, int, str]]) -> list[Bucke
 
 
 def robust_totals(
-    rows: Iterable[BucketRow],
-    *,
-    bucket_cap: float,
-    max_shown: int,
-    half_life_days: float,
-    today: int,
+    rows: Iterable[BucketRow], *, bucket_cap: float, max_shown: int
 ) -> dict[str, SlotSums]:
-    """Per slot, the decayed sum of every bucket-day, each capped to ``bucket_cap`` visitors."""
+    """Per slot, the sum of the rows, each capped to ``bucket_cap`` visitors. (Decay is the
+    release's job, over released increments: :func:`.release.decayed_sum`.)"""
     cap = bucket_cap * visitor_norm(max_shown)
     totals: dict[str, SlotSums] = {}
     for row in rows:
         norm = row.sums.norm()
-        scale = 1.0 if norm <= cap else cap / norm
-        if math.isfinite(half_life_days):
-            scale *= 0.5 ** (max(today - row.day, 0) / half_life_days)
-        totals.setdefault(row.slot, SlotSums()).add(row.sums, scale)
+        totals.setdefault(row.slot, SlotSums()).add(row.sums, 1.0 if norm <= cap else cap / norm)
     return totals
 
 

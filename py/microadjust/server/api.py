@@ -495,11 +495,7 @@ class SyncAPI:
         rows = await self._db(self.storage.bucket_rows, name)
         state = await self._db(self.storage.site_state, name)
         totals = robust_totals(
-            rows,
-            bucket_cap=self.settings.bucket_cap,
-            max_shown=self.settings.max_shown,
-            half_life_days=math.inf,
-            today=day_of(self.clock()),
+            rows, bucket_cap=self.settings.bucket_cap, max_shown=self.settings.max_shown
         )
         uploads = await self._db(self.storage.upload_count, name)
         return site_report(

@@ -10,10 +10,10 @@ increments since the change.
 The test, for the split before the latest ``m`` increments: per (slot, cell, variant) with
 enough exposures on both sides (cells only: the ``*`` cell's rate of a variant also moves when
 the engines change which visitors see it, with no change in any cell), ``z = (rate_after -
-rate_before) / sqrt(var_after + var_before)``, each variance a click's ``p (1 - p) / n`` plus
-the noise's ``sigma^2 (1 + p^2) / n^2`` (``p`` pooled over both sides); without a change ``sum
-z^2`` is about chi-squared with one degree of freedom per term. Splits before each of the
-latest ``MAX_SPLITS`` increments are tested together at level ``ALPHA`` (Bonferroni); the
+rate_before) / sqrt(var_after + var_before)``, each variance the noisy rate's
+(:func:`~microadjust.core.noisy_rates.rate_variance`, ``p`` pooled over both sides); without a
+change ``sum z^2`` is about chi-squared with one degree of freedom per term. Splits before each
+of the latest ``MAX_SPLITS`` increments are tested together at level ``ALPHA`` (Bonferroni); the
 most significant one wins.
 
 >>> def inc(seq, rate):
@@ -35,6 +35,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from ..core.noisy_rates import rate_variance
 from .release import Increment, decay_weight
 
 __all__ = ["ALPHA", "MAX_SPLITS", "since_last_change"]
@@ -107,7 +108,7 @@ def _change_score(after: np.ndarray, before: np.ndarray, var_a: float, var_b: fl
     n_a, n_b = n_a[usable], n_b[usable]
     r_a, r_b = after[usable, 1], before[usable, 1]
     p = np.clip((r_a + r_b) / (n_a + n_b), 1e-3, 0.5)
-    variance = p * (1 - p) * (1 / n_a + 1 / n_b) + (1 + p * p) * (var_a / n_a**2 + var_b / n_b**2)
+    variance = rate_variance(p, n_a, var_a) + rate_variance(p, n_b, var_b)
     q = float(np.sum((np.clip(r_a / n_a, 0, 1) - np.clip(r_b / n_b, 0, 1)) ** 2 / variance))
     scale = 2.0 / (9.0 * terms)
     return ((q / terms) ** (1 / 3) - (1 - scale)) / math.sqrt(scale)

@@ -47,7 +47,7 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     group.add_argument("--max-body", type=int, default=16 * 1024, help="max upload bytes")
     group.add_argument(
-        "--max-shown", type=int, default=4,
+        "--max-shown", type=int, default=DEFAULT.max_shown,
         help="exposures (and reward units) one visitor contributes per slot and period",
     )  # fmt: skip
     group.add_argument(

@@ -23,6 +23,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from ..browser.privacy import local_range
+
 __all__ = [
     "NAME_PATTERN",
     "BATCH_ID_PATTERN",
@@ -38,7 +40,6 @@ __all__ = [
     "PriorsDocument",
     "FieldError",
     "check_bounds",
-    "local_sigma",
 ]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
@@ -50,8 +51,6 @@ MAX_CELL_KEYS = 3
 MAX_CELL_VALUES = 8
 MAX_CELLS = 256
 OTHER = "other"
-LOCAL_DELTA = 1e-5  # the delta of the local mode's Gaussian mechanism
-TOLERANCE_SIGMAS = 6.0  # a local-mode value may lie this many sigmas outside its range
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 FiniteNumber = Annotated[float, Field(ge=-1e6, le=1e6, allow_inf_nan=False, strict=True)]
@@ -204,27 +203,22 @@ class Upload(Strict):
     slots: dict[Name, SlotUpload] = Field(min_length=1, max_length=MAX_SLOTS)
 
 
-def local_sigma(epsilon: float, max_shown: int) -> float:
-    """The local mode's noise: the Gaussian mechanism for one visitor's slot vector, whose L2
-    sensitivity is ``max_shown * sqrt(2)`` (all exposures and all rewards on one variant)."""
-    return max_shown * math.sqrt(2.0) * math.sqrt(2.0 * math.log(1.25 / LOCAL_DELTA)) / epsilon
-
-
 def check_bounds(upload: Upload, max_shown: int) -> None:
     """Raise :class:`FieldError` unless every count lies within one visitor's contribution."""
     local = upload.privacy.mode == "local"
-    slack = TOLERANCE_SIGMAS * local_sigma(upload.privacy.epsilon, max_shown) if local else 0.0
+    # a local value lies where the device's noise puts it (the protocol's [-T, max_shown + T])
+    low, high = local_range(upload.privacy.epsilon, max_shown) if local else (0.0, max_shown)
     for slot, entry in upload.slots.items():
         named = [(f"slots.{slot}.variants.{v}", c) for v, c in entry.variants.items()]
         named.append((f"slots.{slot}.holdout", entry.holdout))
         for path, counts in named:
             for name in ("shown", "reward"):
                 value = getattr(counts, name)
-                if not -slack <= value <= max_shown + slack:
+                if not low <= value <= high:
                     raise FieldError(
                         f"{path}.{name}",
-                        f"{path}.{name} = {value!r} is outside [{0 - slack:g}, "
-                        f"{max_shown + slack:g}]: one visitor contributes at most "
+                        f"{path}.{name} = {value!r} is outside [{low:g}, {high:g}]: one "
+                        "visitor contributes at most "
                         f"max_shown = {max_shown} per slot",
                     )
                 if name == "shown" and not local and not float(value).is_integer():

@@ -138,9 +138,7 @@ def capped_totals(
     each bucket capped to ``bucket_cap`` visitors, added in (slot, bucket) order so that the
     result does not depend on the order the sums were stored in."""
     ordered = sorted(rows, key=lambda row: (row.slot, row.bucket))
-    return robust_totals(
-        ordered, bucket_cap=bucket_cap, max_shown=max_shown, half_life_days=math.inf, today=0
-    )
+    return robust_totals(ordered, bucket_cap=bucket_cap, max_shown=max_shown)
 
 
 def noisy_increment(

@@ -40,6 +40,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..browser.privacy import DEFAULT_MAX_SHOWN
 from .aggregate import BucketRow, SlotSums, parse_bucket_rows, upload_sums
 from .migrations import DATA_FROM_UPLOADS, LATEST, MIGRATIONS
 from .models import SiteDeclaration, Upload
@@ -168,7 +169,7 @@ class Storage:
         *,
         data_dir: Path | None = None,
         database_url: str | None = None,
-        max_shown: int = 4,
+        max_shown: int = DEFAULT_MAX_SHOWN,
     ):
         self.max_shown = max_shown  # one upload is summed as at most one visitor's norm
         if database_url:
