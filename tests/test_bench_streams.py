@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import sys
 from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 
 import pytest
+from conftest import load_bench
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-
-
-def _load(name: str) -> ModuleType:
-    """Import a module from bench/ (a folder of scripts, not a package)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-streams = _load("streams")
+streams = load_bench("streams")
 
 
 def _snapshot(stream, n: int) -> list:
@@ -115,7 +97,7 @@ def test_supervised_passes_reshuffle() -> None:
 
 def test_adapters_play_a_stream_with_a_stand_in_engine() -> None:
     """Adapter plumbing only: the stand-in is not microadjust and yields no figures."""
-    adapters = _load("quality_adapters")
+    adapters = load_bench("quality_adapters")
 
     @dataclass
     class Decision:
@@ -142,7 +124,7 @@ def test_adapters_play_a_stream_with_a_stand_in_engine() -> None:
 
 
 def test_vw_text_format() -> None:
-    adapters = _load("quality_adapters")
+    adapters = load_bench("quality_adapters")
     lines = adapters.vw_lines(
         {"device": "mobile tab", "scroll": 0.5, "returning": True, "zero": 0.0},
         {"x": {"color": "red"}, "y": {}},

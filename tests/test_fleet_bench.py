@@ -6,26 +6,15 @@ figures are in the README."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "fleet.py"
+from conftest import load_bench
+
 ROW = re.compile(r"^\| (\S+) \| ([\d.]+)% \|.*\| ([\d.]+)% / ([\d.]+)% \| \d+ \| (.*) \|$")
 
 
-def _fleet():
-    if "fleet" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("fleet", BENCH)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["fleet"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["fleet"]
-
-
 def test_a_tiny_shift_prints_every_policy_with_its_halves(capsys):
-    fleet = _fleet()
+    fleet = load_bench("fleet")
     fleet.main(["--sizes", "150", "--shapes", "shift", "--per-day", "300",
                 "--policies", "default,oracle,deployed:aggregate"])  # fmt: skip
     rows = {}

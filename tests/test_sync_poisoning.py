@@ -6,28 +6,15 @@ is bench/poison.py (real app, real storage, one address per honest visitor)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "poison.py"
-
-
-def _poison():
-    if "poison" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("poison", BENCH)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["poison"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["poison"]
+from conftest import load_bench
 
 
 def test_forged_within_bounds_from_one_ip_leaves_every_best_variant_honest():
-    outcome = _poison().simulate(0.05, visitors=2000, concentrated=True, seed=3)
+    outcome = load_bench("poison").simulate(0.05, visitors=2000, concentrated=True, seed=3)
     assert outcome.honest == outcome.total == 6
 
 
 def test_the_same_forgery_takes_over_without_source_capping():
     """The attack is real: it is the capping that stops it."""
-    outcome = _poison().simulate(0.05, visitors=2000, bucket_cap=float("inf"), seed=3)
+    outcome = load_bench("poison").simulate(0.05, visitors=2000, bucket_cap=float("inf"), seed=3)
     assert outcome.honest <= outcome.total // 2

@@ -35,6 +35,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from ..browser.site_priors import SITE_CELL  # every cell together: not tested
 from ..core.noisy_rates import rate_variance
 from .release import Increment, decay_weight
 
@@ -42,7 +43,6 @@ __all__ = ["ALPHA", "MAX_SPLITS", "since_last_change"]
 
 ALPHA = 1e-3  # chance that a steady site loses its memory at one publication
 MAX_SPLITS = 120  # the latest six days at 20 publications a day
-SITE_CELL = "*"  # every cell together: not tested
 MIN_SIGMAS = 3.0  # a side counts for a term once its noisy exposures reach 3 noise sds
 
 
