@@ -1,10 +1,11 @@
 // Boot the worker's runtime under Node as web/worker.js does, then run a Python file that times
 // the engine's import and init (bench/import_time.py writes it and reads what it prints).
 //
-//   node bench/import_time.cjs RUNTIME_DIR HOST_DIR SCRIPT.py STDLIB_ZIP ARCHIVE... [--importtime]
+//   node bench/import_time.cjs RUNTIME_DIR HOST_DIR SCRIPT.py STDLIB_ZIP RUNTIME_SCRIPT ARCHIVE...
+//        [--importtime]
 //
-// The runtime boots as build/pyodide_node.cjs boots it (the worker's trimmed stdlib, each ARCHIVE
-// unpacked into site-packages) before the timed steps.
+// The runtime boots as build/pyodide_node.cjs boots it (the worker's trimmed stdlib and runtime
+// script, each ARCHIVE unpacked into site-packages) before the timed steps.
 // WebAssembly compilation and instantiation after Python is up (numpy's shared libraries, loaded
 // on import) are timed: globalThis.wasmTiming.ms and .count, read by the script through `js`,
 // as is globalThis.cpuMs().
@@ -43,9 +44,9 @@ WebAssembly.Instance = timed(Instance);
 
 const { runScript, fail } = require('../build/pyodide_node.cjs');
 const args = process.argv.slice(2);
-const [runtime, host, script, stdlib, ...archives] = args.filter((arg) => !arg.startsWith('--'));
+const [runtime, host, script, stdlib, runtimeScript, ...archives] = args.filter((arg) => !arg.startsWith('--'));
 runScript({
-  runtime, host, script, stdlib, archives,
+  runtime, host, script, stdlib, runtimeScript, archives,
   env: args.includes('--importtime') ? { PYTHONPROFILEIMPORTTIME: '1' } : {},
   beforeScript: () => { wasmTiming.on = true; },
 }).catch(fail);

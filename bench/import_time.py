@@ -1,6 +1,7 @@
 """How long the worker's Python steps take: the engine's import, its init and the first decision.
 
     .venv/bin/python bench/import_time.py [--runs 5] [--importtime 25] [--wheel OTHER.whl ...]
+        [--runtime OTHER/pyodide-* ...]
 
 Boots the trimmed, precompiled runtime of dist/ under Node as web/worker.js does
 (bench/import_time.cjs), then times, in one fresh process per run, what follows ``installed``
@@ -15,8 +16,9 @@ runs, and the median CPU time of the process (all threads: less disturbed than w
 the machine's other load).
 ``--importtime N`` adds one run under ``PYTHONPROFILEIMPORTTIME`` and its N costliest modules
 by their own time (microseconds, as Python prints them). ``--wheel`` also times another build
-of the engine wheel (an earlier commit's, say) on the same runtime, for a before/after: the
-runs of each wheel are interleaved.
+of the engine wheel (an earlier commit's, say) on the same runtime, and ``--runtime`` another
+build's Pyodide directory (its numpy and runtime script) with the same wheel, for a
+before/after: the runs of each are interleaved.
 """
 
 from __future__ import annotations
@@ -89,23 +91,32 @@ print("TIMES " + json.dumps(took))
 
 @dataclass(frozen=True)
 class Runtime:
-    """The worker's files in dist/: Pyodide, the trimmed stdlib, precompiled numpy, the wheel."""
+    """The worker's files in dist/: Pyodide, its runtime script, the trimmed stdlib,
+    precompiled numpy, the wheel."""
 
     pyodide: Path
+    script: str  # the runtime script's name in ``pyodide``
     numpy: Path
     wheel: Path
 
     @classmethod
     def in_dist(cls) -> Runtime:
         subprocess.run([sys.executable, str(ROOT / "build" / "bundle.py")], check=True)
-        pyodide = next((ROOT / "dist" / "microadjust").glob("pyodide-*"))
-        lock = json.loads((pyodide / "pyodide-lock.json").read_text())
         [wheel] = (ROOT / "dist" / "microadjust").glob("app-*/microadjust-*.whl")
-        return cls(pyodide, pyodide / lock["derived"]["numpy"]["file_name"], wheel)
+        return cls.in_directory(next((ROOT / "dist" / "microadjust").glob("pyodide-*")), wheel)
+
+    @classmethod
+    def in_directory(cls, pyodide: Path, wheel: Path) -> Runtime:
+        """The runtime of a built ``pyodide-*`` directory (its own numpy and runtime script:
+        the official one in a build that derives none), with ``wheel``."""
+        derived = json.loads((pyodide / "pyodide-lock.json").read_text())["derived"]
+        script = derived.get("runtime", {"file_name": "pyodide.asm.js"})["file_name"]
+        return cls(pyodide, script, pyodide / derived["numpy"]["file_name"], wheel)
 
     def run(self, host: Path, importtime: bool = False) -> subprocess.CompletedProcess[str]:
         command = ["node", str(ROOT / "bench" / "import_time.cjs"), str(self.pyodide), str(host)]
-        command += ["script.py", "python_stdlib-engine.zip", str(self.numpy), str(self.wheel)]
+        command += ["script.py", "python_stdlib-engine.zip", self.script]
+        command += [str(self.numpy), str(self.wheel)]
         result = subprocess.run(
             command + (["--importtime"] if importtime else []),
             capture_output=True,
@@ -193,8 +204,17 @@ def main() -> int:
     parser.add_argument(
         "--wheel", type=Path, action="append", default=[], help="another engine wheel to time"
     )
+    parser.add_argument(
+        "--runtime",
+        type=Path,
+        action="append",
+        default=[],
+        help="another build's dist/microadjust/pyodide-* directory to time (with dist's wheel)",
+    )
     args = parser.parse_args()
     runtimes = {"dist": Runtime.in_dist()}
+    for pyodide in args.runtime:
+        runtimes[str(pyodide)] = Runtime.in_directory(pyodide, runtimes["dist"].wheel)
     for wheel in args.wheel:
         runtimes[wheel.name if wheel.name not in runtimes else str(wheel)] = dataclasses.replace(
             runtimes["dist"], wheel=wheel

@@ -14,15 +14,17 @@ Layout of ``dist/`` (served at ``/`` by serve.py):
     microadjust/pyodide-0.27.7-<hash>/         the Pyodide runtime, the wheels that ship and a
                                                  trimmed pyodide-lock.json listing exactly those;
                                                  the worker's stdlib and numpy, trimmed and
-                                                 precompiled (see build/precompile.py)
+                                                 precompiled (see build/precompile.py), and its
+                                                 pyodide.asm.js (see build/pyodide_glue.py)
     microadjust/pyscript-0.6.66/               @pyscript/core, and beside it pyscript.js and
                                                  pyscript.json (see build/pyscript_core.py)
 
 Directories named ``app-<hash>``, ``pyodide-<version>-<hash>`` (the hash of their files) and
 ``pyscript-<version>`` never change content, so the server may cache them for a year. Every
 Pyodide file is accepted only if its sha256 equals the one in the official lock file of the
-pinned release; files derived from them (the worker's precompiled stdlib and numpy) get their
-own sha256 in the shipped lock, under ``"derived"``, beside the official file each comes from.
+pinned release; files derived from them (the worker's precompiled stdlib and numpy, its
+runtime script) get their own sha256 in the shipped lock, under ``"derived"``, beside the
+official file each comes from.
 Text-like files and the derived archives get gzip and brotli twins the server sends as they are.
 """
 
@@ -245,9 +247,10 @@ def build_pyodide(bundle: Path) -> str:
     official = pyodide_files()
     lock = json.loads(official["pyodide-lock.json"])
     names = package_closure(lock, PACKAGE_ROOTS)
-    stamp_text = (
-        ",".join(names) + " " + derivation_digest() + " " + sha256(Path(__file__).read_bytes())
+    build_code = (
+        Path(__file__).read_bytes() + (Path(__file__).parent / "pyodide_glue.py").read_bytes()
     )
+    stamp_text = ",".join(names) + " " + derivation_digest() + " " + sha256(build_code)
     for existing in bundle.glob(f"pyodide-{PYODIDE_VERSION}-*/.complete"):
         if existing.read_text() == stamp_text:
             log(f"{existing.parent.name}/ is complete, kept")
@@ -299,6 +302,7 @@ class DerivedFile(NamedTuple):  # not a dataclass: tests load this file without 
     data: bytes
     source: str
     source_sha256: str
+    by: str = "build/precompile.py"
 
     def record(self) -> dict[str, str]:
         return {
@@ -306,19 +310,21 @@ class DerivedFile(NamedTuple):  # not a dataclass: tests load this file without 
             "sha256": sha256(self.data),
             "from": self.source,
             "from_sha256": self.source_sha256,
-            "by": "build/precompile.py",
+            "by": self.by,
         }
 
 
 def derive_boot_files(
     official: dict[str, bytes], numpy: dict, numpy_wheel: bytes
 ) -> dict[str, DerivedFile]:
-    """The worker's stdlib and numpy (at boot, and for the lazy packages), keyed by role.
+    """The worker's stdlib and numpy (at boot, and for the lazy packages) and its runtime
+    script (``pyodide.asm.js`` with a faster dynamic linker), keyed by role.
 
     Compiled by the bundled Pyodide under Node, once per version of the derivation code: the
     results are cached, so a change elsewhere in the build only rewrites the directory.
     """
     import precompile  # build/ is sys.path[0] when bundle.py runs
+    import pyodide_glue
 
     stdlib = official["python_stdlib.zip"]
     names = {
@@ -343,9 +349,18 @@ def derive_boot_files(
         "numpy": (numpy["file_name"], numpy["sha256"]),
         "numpy-lazy": (numpy["file_name"], numpy["sha256"]),
     }
+    glue = official["pyodide.asm.js"]
     return {
         role: DerivedFile(name, (cache / name).read_bytes(), *sources[role])
         for role, name in names.items()
+    } | {
+        "runtime": DerivedFile(
+            pyodide_glue.DERIVED_NAME,
+            pyodide_glue.derive_glue(glue),
+            "pyodide.asm.js",
+            sha256(glue),
+            "build/pyodide_glue.py",
+        )
     }
 
 

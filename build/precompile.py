@@ -11,7 +11,8 @@ stdlib and numpy are blanked (see ``compile_sources``):
 - the numpy wheel: without ``NUMPY_UNUSED`` (typing stubs, C headers, test extensions), ``.py``
   replaced by ``.pyc``, renamed with a build tag so it is never mistaken for the official file;
   ``numpy/random/__init__.py`` is build/numpy_random_init.py, which loads the bit generators
-  and the legacy API the engine does not use on first use;
+  and the legacy API the engine does not use on first use; two modules are edited so that
+  ``import numpy`` loads neither a test extension nor numpy's typing aliases (``NUMPY_EDITS``);
   the subpackages only scikit-learn and scipy reach (``NUMPY_LAZY``) go to a second archive,
   unpacked beside the rest with the lazy packages;
 - the engine wheel: its ``.py`` files kept (tracebacks show the engine's source lines), with
@@ -25,6 +26,7 @@ the server's brotli and gzip twins compress the whole archive better than zip do
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import io
@@ -61,9 +63,9 @@ STDLIB_UNUSED = re.compile(
 # adds to sys.path with the lazy packages. loadPackage itself needs tarfile, so tarfile stays
 # at boot. A package stays in one zip: a package's modules are found only beside its __init__.
 STDLIB_LAZY = re.compile(r"^(multiprocessing|unittest|html)/|^(pydoc|argparse|difflib)\.py$")
-# numpy's own test extensions (but _multiarray_tests, which numpy documents at import), typing
-# stubs, C headers, static libraries and Cython declarations. f2py stays: numpy's __all__ names
-# it, so `from numpy import *` (scipy's array API layer does it) imports it.
+# numpy's own test extensions (but _multiarray_tests, below), typing stubs, C headers, static
+# libraries and Cython declarations. f2py stays: numpy's __all__ names it, so
+# `from numpy import *` (scipy's array API layer does it) imports it.
 NUMPY_UNUSED = re.compile(
     r"^numpy/(_pyinstaller/|_core/include/|_core/lib/|random/lib/|random/_examples/"
     r"|conftest\.py$|_core/_(rational_tests|operand_flag_tests"
@@ -72,11 +74,16 @@ NUMPY_UNUSED = re.compile(
 # Subpackages numpy imports only on first use (numpy/__init__.py's __getattr__) and the engine
 # never uses: scikit-learn and scipy (segments) reach them, and `from numpy import *` imports
 # them all. web/worker.js unpacks them into site-packages with the lazy packages.
-NUMPY_LAZY = re.compile(r"^numpy/(fft|polynomial|ma|testing|f2py)/|^numpy/linalg/lapack_lite\.")
+# _multiarray_tests too: only numpy.testing imports it, once its docstring is left out.
+NUMPY_LAZY = re.compile(
+    r"^numpy/(fft|polynomial|ma|testing|f2py)/|^numpy/linalg/lapack_lite\."
+    r"|^numpy/_core/_multiarray_tests\."
+)
 # numpy.random's own __init__ (numpy 2.0.2), which build/numpy_random_init.py replaces: checked,
 # so a numpy upgrade cannot silently ship a stale replacement
 NUMPY_RANDOM_INIT = "numpy/random/__init__.py"
 NUMPY_RANDOM_INIT_SHA256 = "f354e19dec60e6e98de566700f94d1cb335cd98a7e775e01e940bb3418152a1f"
+NUMPY_TEST_EXTENSION = "numpy._core._multiarray_tests"
 BUILD_TAG = "1pyc"  # a wheel build tag: the derived numpy wheel's name says it is not official
 SITE_PACKAGES = "/lib/python3.12/site-packages/"
 STDLIB_ZIP = "/lib/python312.zip/"  # where Pyodide puts the stdlib zip it is given
@@ -120,11 +127,67 @@ def derive_numpy(official: bytes, runtime: Path) -> tuple[bytes, bytes]:
             " against the new one, then update NUMPY_RANDOM_INIT_SHA256"
         )
     files[NUMPY_RANDOM_INIT] = (HERE / "numpy_random_init.py").read_bytes()
+    for path, (official_sha256, edit) in NUMPY_EDITS.items():
+        if hashlib.sha256(files[path]).hexdigest() != official_sha256:
+            raise CompileError(
+                f"{path} is not numpy 2.0.2's: check that {edit.__name__} still applies to"
+                " the new one, then update its sha256 in NUMPY_EDITS"
+            )
+        files[path] = edit(files[path])
     lazy = {path: data for path, data in files.items() if NUMPY_LAZY.search(path)}
     boot = {path: data for path, data in files.items() if path not in lazy}
     return _sourceless_zip(boot, runtime, SITE_PACKAGES), _sourceless_zip(
         lazy, runtime, SITE_PACKAGES
     )
+
+
+def without_test_docstring(source: bytes) -> bytes:
+    """numpy's ``_add_newdocs.py`` without its call documenting a function of the test
+    extension ``_multiarray_tests``: that call imports the extension, a WebAssembly library
+    loaded at every ``import numpy`` for nothing the engine runs. The call's lines become blank,
+    so every other line keeps its number."""
+    calls = [
+        node
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Call)
+        and node.value.args
+        and isinstance(node.value.args[0], ast.Constant)
+        and node.value.args[0].value == NUMPY_TEST_EXTENSION
+    ]
+    if len(calls) != 1:
+        raise CompileError(
+            f"expected one add_newdoc call for {NUMPY_TEST_EXTENSION}, found {len(calls)}"
+        )
+    lines = source.splitlines(keepends=True)
+    first, last = calls[0].lineno - 1, calls[0].end_lineno
+    lines[first:last] = [b"\n"] * (last - first)
+    return b"".join(lines)
+
+
+def without_typing_aliases(source: bytes) -> bytes:
+    """numpy.linalg's ``_linalg.py`` naming ``ndarray`` where it named ``numpy._typing``'s
+    ``NDArray``: it uses it only in the annotations of its result tuples (``EigResult``...),
+    and importing ``numpy._typing``, about 15 ms under Node, is then left to code that asks
+    for it. ``NDArray[Any]`` becomes ``ndarray[Any]``: both are aliases of ``ndarray``."""
+    typing_import = b"from numpy._typing import NDArray\n"
+    if source.count(typing_import) != 1:
+        raise CompileError(f"expected one {typing_import!r} in numpy/linalg/_linalg.py")
+    return source.replace(typing_import, b"from numpy._core import ndarray as NDArray\n")
+
+
+# numpy 2.0.2's modules the derived numpy edits, with their official sha256, checked first so
+# that a numpy upgrade cannot ship a stale edit; each edit keeps every line's number
+NUMPY_EDITS: dict[str, tuple[str, Callable[[bytes], bytes]]] = {
+    "numpy/_core/_add_newdocs.py": (
+        "25e0da1af12df3f7207e97d3b9fd33f72dd43f474f02322cd89633a4630bc477",
+        without_test_docstring,
+    ),
+    "numpy/linalg/_linalg.py": (
+        "ad8bf394d57b99955b65cb23952312fe27cd0ad725fd68b407d5f259a7600749",
+        without_typing_aliases,
+    ),
+}
 
 
 def add_bytecode(wheel: bytes, runtime: Path) -> bytes:

@@ -1,9 +1,11 @@
 // Run a Python file in a Pyodide runtime directory under Node, the way the worker boots it.
 //
-//   node build/pyodide_node.cjs RUNTIME_DIR HOST_DIR SCRIPT.py [--stdlib=ZIP] [ARCHIVE.whl ...]
+//   node build/pyodide_node.cjs RUNTIME_DIR HOST_DIR SCRIPT.py [--stdlib=ZIP]
+//        [--runtime-script=JS] [ARCHIVE.whl ...]
 //
 // HOST_DIR is mounted at /host. --stdlib names the stdlib zip in RUNTIME_DIR (default: the
-// official python_stdlib.zip). Each ARCHIVE is unpacked into site-packages first and marked
+// official python_stdlib.zip), --runtime-script the runtime script (default: the official
+// pyodide.asm.js; the worker's is derived by build/pyodide_glue.py). Each ARCHIVE is unpacked into site-packages first and marked
 // loaded, as web/worker.js does, without micropip. SCRIPT.py (a path inside HOST_DIR) runs
 // with top-level await allowed. The hash seed is fixed, so what a script compiles is
 // reproducible.
@@ -12,9 +14,12 @@ const fs = require('fs');
 const path = require('path');
 
 /** Boot the runtime as the worker does, then run ``script`` (a path inside ``host``).
- * ``env`` adds to Python's environment; ``beforeScript`` runs once everything is unpacked. */
-async function runScript({ runtime, host, script, stdlib, archives, env = {}, beforeScript = () => {} }) {
+ * ``env`` adds to Python's environment; ``beforeScript`` runs once everything is unpacked.
+ * ``runtimeScript``, when given, is loaded in place of pyodide.asm.js (loadPyodide then finds
+ * Pyodide's factory defined and loads no script of its own). */
+async function runScript({ runtime, host, script, stdlib, runtimeScript, archives, env = {}, beforeScript = () => {} }) {
   const indexURL = path.resolve(runtime) + path.sep;
+  if (runtimeScript) require(path.join(indexURL, runtimeScript));
   const { loadPyodide } = require(path.join(indexURL, 'pyodide.js'));
   const pyodide = await loadPyodide({
     indexURL,
@@ -42,9 +47,9 @@ function fail(error) {
 
 if (require.main === module) {
   const [runtime, host, script, ...rest] = process.argv.slice(2);
-  const stdlib = rest.filter((arg) => arg.startsWith('--stdlib=')).map((arg) => arg.slice(9))[0];
+  const option = (name) => rest.filter((arg) => arg.startsWith(`--${name}=`)).map((arg) => arg.slice(name.length + 3))[0];
   const archives = rest.filter((arg) => !arg.startsWith('--'));
-  runScript({ runtime, host, script, stdlib, archives }).catch(fail);
+  runScript({ runtime, host, script, stdlib: option('stdlib'), runtimeScript: option('runtime-script'), archives }).catch(fail);
 }
 
 module.exports = { runScript, fail };

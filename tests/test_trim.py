@@ -1,10 +1,11 @@
 """The worker's trimmed, precompiled runtime still runs everything the engine needs.
 
-The built stdlib zips, numpy wheel and engine wheel are loaded into the bundled Pyodide under
-Node the way web/worker.js loads them (unpacked, no micropip); a script then imports every
-engine module and drives a worker session through boot, decisions of every policy and the
-segments path, which loads scikit-learn, the lazy stdlib and the rest of numpy. A module
-trimmed, or left for later, by mistake fails it with ImportError.
+The built stdlib zips, numpy wheel and engine wheel are loaded into the bundled Pyodide (booted
+from the worker's derived runtime script) under Node the way web/worker.js loads them
+(unpacked, no micropip); a script then imports every engine module and drives a worker session
+through boot, decisions of every policy and the segments path, which loads scikit-learn, the
+lazy stdlib and the rest of numpy. A module trimmed, or left for later, by mistake fails it
+with ImportError.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ for policy in ("auto", "epsilon_greedy", "thompson", "linucb", "lin_ts"):
         engine_.reward(chosen.event_id, float(i % 2))
     Engine.from_state(engine_.state())
 assert importlib.util.find_spec("numpy.fft") is None  # in the lazy numpy, not yet unpacked
+# build/precompile.py's NUMPY_EDITS: neither the test extension nor the typing aliases load
+assert not {"numpy._core._multiarray_tests", "numpy._typing"} & set(sys.modules)
+assert numpy.linalg.eig(numpy.eye(2)).eigenvalues.tolist() == [1.0, 1.0]
 legacy = {"numpy.random.mtrand", "numpy.random._mt19937", "numpy.random._philox"}
 assert not legacy & set(sys.modules), legacy & set(sys.modules)  # build/numpy_random_init.py
 
@@ -81,7 +85,8 @@ handle({"type": "packages_loaded", "packages": lazy}, from_host=True)
 decided = handle({"type": "decide", "slots": [{"slot": "after", "variants": ["default", "b"]},
         {"slot": "cards", "items": ["a", "b", "c"]}]})
 assert session.segments.segmenter.centers is not None
-import numpy.fft, numpy.testing, numpy.f2py, numpy.linalg.lapack_lite
+import numpy.fft, numpy.testing, numpy.f2py, numpy.linalg.lapack_lite, numpy._typing
+import numpy._core._multiarray_tests
 from microadjust.browser.segments import dbscan_segments
 dbscan_segments([{"a": float(i % 3)} for i in range(30)], ["a"], eps=0.5, min_samples=3)
 import pickle  # numpy.random still offers all it did, each part loaded on first use
@@ -122,6 +127,7 @@ def test_the_trimmed_runtime_runs_the_engine_the_worker_and_segments(pyodide_dir
             str(tmp_path),
             "scenario.py",
             "--stdlib=python_stdlib-engine.zip",
+            f"--runtime-script={lock['derived']['runtime']['file_name']}",
             str(numpy),
             str(engine),
         ],
@@ -136,7 +142,7 @@ def test_the_trimmed_runtime_runs_the_engine_the_worker_and_segments(pyodide_dir
 
 def test_the_lock_records_each_derived_file_and_its_official_source(pyodide_dir):
     lock = json.loads((pyodide_dir / "pyodide-lock.json").read_text())
-    assert set(lock["derived"]) == {"stdlib", "stdlib-lazy", "numpy", "numpy-lazy"}
+    assert set(lock["derived"]) == {"stdlib", "stdlib-lazy", "numpy", "numpy-lazy", "runtime"}
     for record in lock["derived"].values():
         data = (pyodide_dir / record["file_name"]).read_bytes()
         assert record["sha256"] == precompile.hashlib.sha256(data).hexdigest()
@@ -182,7 +188,7 @@ def test_the_stdlib_trim_list(path, trimmed):
         ("numpy/__init__.pyi", True),
         ("numpy/_core/include/numpy/ndarraytypes.h", True),
         ("numpy/_core/_umath_tests.cpython-312-wasm32-emscripten.so", True),
-        ("numpy/_core/_multiarray_tests.cpython-312-wasm32-emscripten.so", False),  # documented
+        ("numpy/_core/_multiarray_tests.cpython-312-wasm32-emscripten.so", False),  # lazy
         ("numpy/_core/_multiarray_umath.cpython-312-wasm32-emscripten.so", False),
         ("numpy/testing/__init__.py", False),  # scikit-learn reaches numpy.testing
         ("numpy/typing/__init__.py", False),
@@ -208,9 +214,33 @@ def test_derived_wheels_carry_a_build_tag():
         ("numpy/ma/core.py", True),
         ("numpy/linalg/lapack_lite.cpython-312-wasm32-emscripten.so", True),
         ("numpy/linalg/_umath_linalg.cpython-312-wasm32-emscripten.so", False),  # np.linalg.inv
+        ("numpy/_core/_multiarray_tests.cpython-312-wasm32-emscripten.so", True),  # NUMPY_EDITS
         ("numpy/random/_generator.cpython-312-wasm32-emscripten.so", False),  # the engine's rng
         ("numpy/__init__.py", False),
     ],
 )
 def test_the_numpy_lazy_list(path, lazy):
     assert bool(precompile.NUMPY_LAZY.search(path)) is lazy
+
+
+def test_the_numpy_edits_keep_every_line_and_change_only_their_own(pyodide_dir):
+    lock = json.loads((pyodide_dir / "pyodide-lock.json").read_text())
+    official = precompile._read_zip(
+        (pyodide_dir / lock["packages"]["numpy"]["file_name"]).read_bytes(),
+        drop=lambda path: path not in precompile.NUMPY_EDITS,
+    )
+    for path, (_, edit) in precompile.NUMPY_EDITS.items():
+        before, after = official[path].splitlines(), edit(official[path]).splitlines()
+        changed = [i for i, (old, new) in enumerate(zip(before, after, strict=True)) if old != new]
+        assert 0 < len(changed) <= 30, path  # one statement each
+    docs = precompile.without_test_docstring(official["numpy/_core/_add_newdocs.py"])
+    assert b"_multiarray_tests" not in docs and docs.count(b"add_newdoc(") > 100
+    linalg = precompile.without_typing_aliases(official["numpy/linalg/_linalg.py"])
+    assert b"numpy._typing" not in linalg and b"NDArray[Any]" in linalg
+
+
+def test_an_edit_that_no_longer_applies_fails_the_build():
+    with pytest.raises(precompile.CompileError, match="expected one"):
+        precompile.without_typing_aliases(b"from numpy._typing import ArrayLike\n")
+    with pytest.raises(precompile.CompileError, match="found 0"):
+        precompile.without_test_docstring(b"add_newdoc('numpy._core.multiarray', 'x', 'doc')\n")

@@ -8,7 +8,7 @@
 
 const PROTOCOL = 1;
 // written by build/bundle.py: the lock file's "derived" entries (file name, sha256 of the
-// precompiled stdlib and numpy), so numpy's download starts at once
+// precompiled stdlib and numpy, and of the runtime script), so numpy's download starts at once
 const DERIVED = /*DERIVED*/null;
 const SAVE_DELAY_MS = 250;
 let session = null; // the Python WorkerSession, once booted
@@ -48,7 +48,8 @@ async function boot(init) {
   const persist = init.persist !== false;
   const stored = persist ? store('get') : null; // read while Python starts
   const priors = fetchPriors(init.config && init.config.sync); // meanwhile, while Python boots
-  loadRuntimeScript(base + 'pyodide.asm.js');
+  const runtimeScript = base + DERIVED.runtime.file_name; // build/pyodide_glue.py
+  loadRuntimeScript(runtimeScript);
   importScripts(base + 'pyodide.js');
   mark('pyodide-js');
   const pyodide = await loadPyodide({
@@ -72,7 +73,7 @@ async function boot(init) {
   });
   mark('ready');
   for (const message of pending.splice(0)) handle(message); // Python takes them in order
-  if (!saved) compileRuntimeAgain(base + 'pyodide.asm.js'); // a first visit (or no state kept)
+  if (!saved) compileRuntimeAgain(runtimeScript); // a first visit (or no state kept)
   if (plan.upload_interval_ms) startUploads(plan.upload_interval_ms);
   if (plan.packages.length) {
     const loading = pyodide.loadPackage(plan.packages, { messageCallback: () => {} });
@@ -87,10 +88,12 @@ async function boot(init) {
   }
 }
 
-// pyodide.asm.js as a module script, not through importScripts: Chromium keeps no compiled code
-// for a dedicated worker's classic scripts, and does for its modules (from the third load on:
-// about 40 ms of a warm boot). loadPyodide finds _createPyodideModule defined and waits for the
-// module meanwhile; a browser that cannot import() in a worker gets the script the classic way.
+// The runtime script (pyodide.asm.js, derived: build/pyodide_glue.py) as a module script, not
+// through importScripts: Chromium keeps no compiled code for a dedicated worker's classic
+// scripts, and does for its modules (from the third load on: about 40 ms of a warm boot).
+// loadPyodide finds _createPyodideModule defined, so it loads no pyodide.asm.js of its own, and
+// waits for the module meanwhile; a browser that cannot import() in a worker gets the script
+// the classic way.
 function loadRuntimeScript(url) {
   const loaded = import(url).catch(() => importScripts(url));
   self._createPyodideModule = async (settings) => {
@@ -99,7 +102,7 @@ function loadRuntimeScript(url) {
   };
 }
 
-// pyodide.asm.js loaded once more, in a throwaway worker (compile.js), so that Chromium writes
+// The runtime script loaded once more, in a throwaway worker (compile.js), so that Chromium writes
 // its code cache during this page view rather than during the next one. Only ever a gain: a
 // browser that cannot start it, or where it fails, compiles the runtime next time as before.
 // Its errors stop here (preventDefault): uncaught, they would reach the page as this worker's.

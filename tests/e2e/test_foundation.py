@@ -20,6 +20,8 @@ from .helpers import (
     wait_for_stored_state,
 )
 
+# the worker's runtime script: pyodide.asm.js as build/pyodide_glue.py derives it
+RUNTIME_SCRIPT = "pyodide.asm-1glue.js"
 TWO_SLOTS = fixture_page(
     BELOW_THE_FOLD
     + "<h2 data-ma-slot='headline'>Plain<template data-ma-variant='bold'>Bold</template></h2>"
@@ -146,8 +148,9 @@ def test_a_first_visit_loads_the_runtime_again_for_the_next_views_code_cache(ser
     open_fixture(visit, server, TWO_SLOTS)
     assert visit.page.evaluate("window.microadjust.ready")["restored"] is False
     decided(visit.page, "headline", "cta")
-    wait_for_worker_mark(visit.page, "compiled-again")  # compile.js imported pyodide.asm.js
-    assert sum(url.endswith("/pyodide.asm.js") for url in visit.requests) == 2
+    wait_for_worker_mark(visit.page, "compiled-again")  # compile.js imported the runtime script
+    assert sum(url.endswith(f"/{RUNTIME_SCRIPT}") for url in visit.requests) == 2
+    assert not any(url.endswith("/pyodide.asm.js") for url in visit.requests)  # the official one
     wait_for_stored_state(visit, "(s) => s.visits === 1", "the first visit's state")
     visit.page.reload()  # a returning view (its state restored) finds the code cache written
     assert visit.page.evaluate("window.microadjust.ready")["restored"] is True
@@ -172,7 +175,7 @@ def test_a_failed_second_load_of_the_runtime_leaves_the_engine_running(server, v
         loads.append(route.request.url)
         return route.fulfill(**broken) if len(loads) > 1 else route.continue_()
 
-    visit.context.route("**/pyodide.asm.js", second_load_broken)
+    visit.context.route(f"**/{RUNTIME_SCRIPT}", second_load_broken)
     open_fixture(visit, server, TWO_SLOTS)
     visit.page.evaluate("window.microadjust.ready")
     decided(visit.page, "headline", "cta")
@@ -183,7 +186,7 @@ def test_a_failed_second_load_of_the_runtime_leaves_the_engine_running(server, v
     assert visit.errors == [] and not [w for w in visit.warnings() if "microadjust" in w]
 
 
-@pytest.mark.parametrize("missing", ["worker.js", "pyodide.js", "pyodide.asm.wasm"])
+@pytest.mark.parametrize("missing", ["worker.js", "pyodide.js", RUNTIME_SCRIPT, "pyodide.asm.wasm"])
 def test_a_broken_engine_leaves_the_default_content(server, visit, missing):
     visit.context.route(f"**/{missing}", lambda route: route.fulfill(status=404, body="gone"))
     html = fixture_page(BELOW_THE_FOLD + TWO_SLOTS.split("<body>")[1], {"boot_timeout_s": 8})
