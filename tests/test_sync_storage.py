@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 from test_sync_api import MAX_SHOWN, make_upload
 
+from microadjust.browser.privacy import local_sigma
 from microadjust.server import storage as storage_module
+from microadjust.server.aggregate import visitor_norm
 from microadjust.server.limits import RateRule
 from microadjust.server.migrations import LATEST, MIGRATIONS
 from microadjust.server.models import SiteDeclaration, Upload
 from microadjust.server.ratelimit import PostgresBuckets
-from microadjust.server.release import capped_totals, increment_totals, noisy_increment
+from microadjust.server.release import Noised, capped_totals, increment_totals, noisy_increment
 from microadjust.server.storage import Received, Storage
 
 PG_URL = os.environ.get("MICROADJUST_TEST_DATABASE_URL")
@@ -175,7 +177,7 @@ class Releases:
         buckets = sorted(row.bucket for row in rows)
         self.calls.append(buckets)
         self.shown.append(sum(quiz(row.sums) for row in rows))
-        return {"buckets": buckets, "draw": len(self.calls)}, 2.0
+        return Noised({"buckets": buckets, "draw": len(self.calls)}, 2.0, {})
 
 
 def quiz(sums) -> float:
@@ -359,7 +361,7 @@ def noising(seed: int, calls: list):
     def release(rows):
         calls.append(rows)
         totals = capped_totals(rows, bucket_cap=2.0, max_shown=MAX_SHOWN)
-        return noisy_increment(totals, SITE, sigma=3.0, rng=np.random.default_rng(seed)), 3.0
+        return noisy_increment(totals, SITE, sigma=3.0, rng=np.random.default_rng(seed))
 
     return release
 
@@ -393,7 +395,7 @@ def test_released_increments_are_the_old_computation_on_the_same_uploads(backend
             SITE,
             sigma=3.0,
             rng=np.random.default_rng(part),
-        )
+        ).counts
         for part, uploads in enumerate(arrived)
     ]
     assert stored == expected
@@ -526,3 +528,21 @@ def test_workers_starting_together_on_a_new_postgresql_database_both_migrate_it(
 
         in_two_threads(start)
         assert errors == [], f"start {attempt}: {errors}"
+
+
+def test_the_devices_noise_of_local_mode_uploads_is_kept_with_their_increment(backend, tmp_path):
+    """Summed as uploads arrive and stored with the released increment (read back as
+    released), per slot and cell, ``*`` included; an aggregate-mode increment has none."""
+    store = open_store(backend, tmp_path)
+    local = make_upload("d" * 32, privacy={"mode": "local", "epsilon": 1.0}, shown=0.5)
+    store.record_upload("shop", Upload.model_validate(local), bucket=1, now=10.0)
+    assert store.publish("shop", noising(0, []), lambda v, i: {"v": v}, note="local", keep=5,
+                         now=20.0) == 1  # fmt: skip
+    store.record_upload("shop", upload("e" * 32), bucket=2, now=30.0)
+    assert store.publish("shop", noising(1, []), lambda v, i: {"v": v}, note="exact", keep=5,
+                         now=40.0) == 2  # fmt: skip
+    first, second = store.increments("shop")
+    per_number = min(local_sigma(1.0, MAX_SHOWN) ** 2, visitor_norm(MAX_SHOWN) ** 2 / (2 * 2 * 2))
+    expected = pytest.approx({"device=mobile": per_number, "*": per_number}, rel=1e-4)
+    assert first.local_noise == {"cta": expected} and second.local_noise == {}
+    store.close()

@@ -131,6 +131,15 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             # then Storage.migrate sums the stored uploads of every site into increment_sums
         ],
     ),
+    (
+        6,
+        "the devices' own noise of local-mode uploads, kept per released increment",
+        [
+            # slot -> cell -> variance per number (release.NoiseTable); NULL: none. Increments
+            # released before this have it NULL: their local-mode noise was not tracked
+            "ALTER TABLE released_increments ADD COLUMN local_noise TEXT",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]
