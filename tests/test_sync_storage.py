@@ -13,7 +13,7 @@ from test_sync_api import MAX_SHOWN, make_upload
 
 from microadjust.browser.privacy import local_sigma
 from microadjust.server import storage as storage_module
-from microadjust.server.aggregate import visitor_norm
+from microadjust.server.aggregate import SlotSums, visitor_norm
 from microadjust.server.limits import RateRule
 from microadjust.server.migrations import LATEST, MIGRATIONS
 from microadjust.server.models import SiteDeclaration, Upload
@@ -27,15 +27,15 @@ TABLES = ("uploads", "aggregates", "bucket_sums", "day_secrets", "site_declarati
           "schema_migrations")  # fmt: skip
 
 
-def open_store(backend: str, tmp_path) -> Storage:
+def open_store(backend: str, tmp_path, max_shown: int = MAX_SHOWN) -> Storage:
     if backend == "sqlite":
-        return Storage(data_dir=tmp_path, max_shown=MAX_SHOWN)
+        return Storage(data_dir=tmp_path, max_shown=max_shown)
     if not PG_URL:
         pytest.skip(
             "PostgreSQL not configured: set MICROADJUST_TEST_DATABASE_URL=postgresql://... "
             "(.ci/run starts a local server and sets it)"
         )
-    return Storage(database_url=PG_URL, max_shown=MAX_SHOWN)
+    return Storage(database_url=PG_URL, max_shown=max_shown)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -465,7 +465,8 @@ def test_migration_5_sums_the_uploads_not_yet_released(backend, tmp_path, monkey
         for table in TABLES if backend == "postgresql" else ():
             run(f"DROP TABLE IF EXISTS {table} CASCADE")
     assert old.migrate() == 4
-    with old._transaction("shop") as run:
+    with old._transaction() as run:  # schema 4 has no bound column: the row by hand
+        run("INSERT INTO sites (site) VALUES ('shop')")
         for bucket, t in ((1, 10.0), (2, 30.0), (3, 50.0)):
             run("INSERT INTO uploads (site, batch_id, received_at, bucket, body) VALUES "
                 "(?, ?, ?, ?, ?)", ("shop", f"{bucket:032x}", t, bucket,
@@ -546,3 +547,25 @@ def test_the_devices_noise_of_local_mode_uploads_is_kept_with_their_increment(ba
     expected = pytest.approx({"device=mobile": per_number, "*": per_number}, rel=1e-4)
     assert first.local_noise == {"cta": expected} and second.local_noise == {}
     store.close()
+
+
+def test_a_store_reopened_with_another_bound_rescales_what_is_not_released(backend, tmp_path):
+    """Uploads summed under max_shown 4 and not yet released are projected onto the ball of
+    a server restarted with 2 (whose release noise is calibrated for 2); released increments
+    and the stored uploads stay; the same bound again rebuilds nothing."""
+    store = open_store(backend, tmp_path)
+    store.record_upload("shop", upload("f" * 32), bucket=1, now=10.0)
+    assert store.publish("shop", noising(0, []), lambda v, i: {"v": v}, note="1", keep=5,
+                         now=20.0) == 1  # fmt: skip
+    big = make_upload("a" * 32, shown=4, reward=4)  # norm 8 with its * cell: a bound-4 visitor
+    store.record_upload("shop", Upload.model_validate(big), bucket=2, now=30.0)
+    released_before = store.increments("shop")
+    assert store.match_bound(now=40.0) == []
+    store.close()
+    smaller = open_store(backend, tmp_path, max_shown=2)
+    assert smaller.match_bound(now=50.0) == ["shop"]
+    sums = [SlotSums.from_json(text) for *_, text in increment_sums(smaller)]
+    assert len(sums) == 1 and sums[0].norm() == pytest.approx(visitor_norm(2))
+    assert smaller.increments("shop") == released_before and smaller.upload_count("shop") == 2
+    assert smaller.match_bound(now=60.0) == []
+    smaller.close()

@@ -560,6 +560,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(storage.migrate)
+        await run_in_threadpool(storage.match_bound)
         yield
         storage.close()
 

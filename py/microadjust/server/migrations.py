@@ -133,11 +133,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     ),
     (
         6,
-        "the devices' own noise of local-mode uploads, kept per released increment",
+        "local-mode noise kept per released increment; the bound the running sums are under",
         [
             # slot -> cell -> variance per number (release.NoiseTable); NULL: none. Increments
             # released before this have it NULL: their local-mode noise was not tracked
             "ALTER TABLE released_increments ADD COLUMN local_noise TEXT",
+            # the max_shown the site's running sums are scaled to (Storage.match_bound); NULL:
+            # not known, so they are rebuilt under the server's bound at its next start
+            "ALTER TABLE sites ADD COLUMN sums_max_shown INTEGER",
         ],
     ),
 ]

@@ -105,6 +105,8 @@ SumsKey = tuple[str, int, str, int]  # site, day (or increment seq), slot, sourc
 # one increment's per-(slot, source bucket) sums (release.capped_totals) -> what is drawn
 Release = Callable[[list[BucketRow]], Noised]
 Window = tuple[int, float, float]  # an increment not yet released: seq, since, until
+# a site's row; its running sums are scaled to this store's bound from the start
+NEW_SITE = "INSERT INTO sites (site, sums_max_shown) VALUES (?, ?) ON CONFLICT DO NOTHING"
 ROWS_PER_STATEMENT = 100  # rows of one multi-row statement (SQLite allows 32,766 parameters)
 WAL_ATTEMPTS = 100  # 50 ms apart: a worker waits at most 5 s for another to switch to WAL
 MIGRATION_LOCK = 0x6D61646A  # PostgreSQL advisory lock of the instances creating the schema
@@ -228,7 +230,7 @@ class Storage:
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 for site in sorted(sites):
-                    run("INSERT INTO sites (site) VALUES (?) ON CONFLICT DO NOTHING", (site,))
+                    run(NEW_SITE, (site, self.max_shown))
                 yield run
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -237,7 +239,7 @@ class Storage:
         else:
             with conn.transaction():
                 for site in sorted(sites):
-                    run("INSERT INTO sites (site) VALUES (?) ON CONFLICT DO NOTHING", (site,))
+                    run(NEW_SITE, (site, self.max_shown))
                     run("SELECT site FROM sites WHERE site = ? FOR UPDATE", (site,))
                 yield run
 
@@ -523,10 +525,33 @@ class Storage:
         self._merge_sums(run, "bucket_sums", "day", days)
         self._replace_increment_sums(run, site, increments)
         run(
-            "UPDATE sites SET aggregated_at = ?, rebuilds = rebuilds + 1 WHERE site = ?",
-            (now, site),
+            "UPDATE sites SET aggregated_at = ?, rebuilds = rebuilds + 1, sums_max_shown = ? "
+            "WHERE site = ?",
+            (now, self.max_shown, site),
         )
         return count
+
+    def match_bound(self, *, now: float | None = None) -> list[str]:
+        """Rebuild the running sums of every site whose sums were scaled to another bound
+        (a server restarted with a new ``max_shown``, or a store from before the bound was
+        recorded); return those sites.
+
+        Each unreleased upload is projected again onto one visitor's ball under this bound, so
+        the next release's noise, calibrated from this bound, covers every upload in it: a
+        lower bound would otherwise release sums of larger visitors with too little noise.
+        Every instance of one store must run with the same bound.
+        """
+        now = time.time() if now is None else now
+        with self._transaction(write=False) as run:
+            stale = run(
+                "SELECT site FROM sites WHERE sums_max_shown IS NULL OR sums_max_shown <> ? "
+                "ORDER BY site",
+                (self.max_shown,),
+            ).fetchall()
+        for (site,) in stale:
+            with self._transaction(site) as run:
+                self._rebuild(run, site, now)
+        return [site for (site,) in stale]
 
     def _replace_increment_sums(
         self, run: Callable[..., Any], site: str, sums: dict[SumsKey, SlotSums]
