@@ -205,3 +205,37 @@ def test_a_site_with_no_click_yet_leaves_every_variant_open():
             engine.set_prior("cta", *prior, level="site")
         chosen.add(engine.rank({"device": "mobile"}, ["default", "quiz"], slot="cta").action)
     assert chosen == {"default", "quiz"}
+
+
+def test_rates_worth_less_than_one_exposure_tilt_no_visitor():
+    """Counts buried in noise (local mode, few uploads) give every variant the same prior,
+    however their noisy rates differ, so visitors spread as with no prior; a variant with real
+    evidence keeps its own rate."""
+    loud = {"sigma": 120.0}
+    doc = document(
+        {
+            "*": {
+                "default": {"shown": 200, "reward": 0, **loud},
+                "quiz": {"shown": 200, "reward": 200, **loud},
+            }
+        }
+    )
+    schema = Engine(seed=0).schema()
+    prior, _ = doc.site_stats("cta", schema, 1e6, 1.0, cap=1e6, floor=50.0)
+    means = {v: a["reward_sum"] / a["n"] for v, a in prior["actions"].items()}
+    assert means["default"] == means["quiz"]
+    engine = Engine(seed=0)
+    engine.set_prior("cta", prior, 1.0, level="site")
+    chosen = engine.rank({"device": "mobile"}, ["default", "quiz"], slot="cta", now=0.0)
+    assert chosen.probability == pytest.approx(0.5)
+    clear = document(
+        {
+            "*": {
+                "default": {"shown": 20000, "reward": 600},
+                "quiz": {"shown": 200, "reward": 200, **loud},
+            }
+        }
+    )
+    prior, _ = clear.site_stats("cta", schema, 1e6, 1.0, cap=1e6, floor=50.0)
+    means = {v: a["reward_sum"] / a["n"] for v, a in prior["actions"].items()}
+    assert means["default"] == pytest.approx(0.03, abs=0.001)

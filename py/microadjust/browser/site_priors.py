@@ -245,7 +245,10 @@ class PriorsDocument:
         cells that do not make it worth everything the site measured. ``floor`` observations
         of the site's overall rate keep a variant the noise leaves nearly unknown from looking
         promising to every visitor at once (and every variant declared but unpublished
-        starts there). Each variant counts as at most ``cap`` observations.
+        starts there). A variant whose rate is worth less than one exposure counts as none:
+        under the floor its noise, the same for every visitor, would still tilt them all one
+        way (local-mode counts did, in ``bench/fleet.py``). Each variant counts as at most
+        ``cap`` observations.
         """
         key = ("site", slot, strength, shrinkage, cap, floor, repr(sorted(schema.items())))
         if key not in self._stats_cache:
@@ -271,6 +274,7 @@ class PriorsDocument:
             c = star.get(variant, UNPUBLISHED)
             n = effective_exposures(c, base_rate)
             n = 1.0 / (tau2 / binomial + 1.0 / n) if n > 0 else 0.0
+            n = n if n >= 1.0 else 0.0  # its noise would only tilt every visitor alike
             rate = c.reward / c.shown if n > 0 else base_rate
             if n + floor > 0:
                 wanted[variant] = (n + floor, (n * rate + floor * base_rate) / (n + floor))
