@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from microadjust import Engine
+from microadjust import Engine, InvalidPrior
 from microadjust.browser.site_priors import Counts, PriorsDocument, cell_of, effective_exposures
 
 CELLS = {
@@ -42,25 +42,53 @@ def test_no_declared_keys_is_the_single_cell():
 
 
 def test_a_count_is_worth_what_its_noise_leaves_of_it():
-    clean = effective_exposures(Counts(1000.0, 50.0), 0.0, 0.05)
+    clean = effective_exposures(Counts(1000.0, 50.0), 0.05)
     assert clean == pytest.approx(1000.0)
-    noisy = effective_exposures(Counts(1000.0, 50.0), 25.0, 0.05)
-    thin = effective_exposures(Counts(100.0, 5.0), 25.0, 0.05)
+    noisy = effective_exposures(Counts(1000.0, 50.0, 25.0), 0.05)
+    thin = effective_exposures(Counts(100.0, 5.0, 25.0), 0.05)
     assert 0 < thin < noisy < clean
-    assert effective_exposures(Counts(0.0, 0.0), 25.0, 0.05) == 0.0
+    assert effective_exposures(Counts(0.0, 0.0, 25.0), 0.05) == 0.0
 
 
-def document(cells: dict) -> PriorsDocument:
-    return PriorsDocument.parse(
-        {
-            "v": 2,
-            "site": "shop",
-            "version": 1,
-            "cells": {"device": ["desktop", "mobile"]},
-            "privacy": {"sigma": 0.0},
-            "slots": {"cta": {"variants": ["default", "quiz"], "cells": cells}},
-        }
+def raw_document(cells: dict, sigma: float = 0.0) -> dict:
+    return {
+        "v": 2,
+        "site": "shop",
+        "version": 1,
+        "cells": {"device": ["desktop", "mobile"]},
+        "privacy": {"sigma": sigma},
+        "slots": {"cta": {"variants": ["default", "quiz"], "cells": cells}},
+    }
+
+
+def document(cells: dict, sigma: float = 0.0) -> PriorsDocument:
+    return PriorsDocument.parse(raw_document(cells, sigma))
+
+
+def test_an_entry_with_its_own_noise_is_worth_what_that_noise_leaves_of_it():
+    """Local-mode uploads' cells carry their own sigma (the devices' noise too): the same
+    counts weigh less under it than under the header's."""
+    counts = {"shown": 1000, "reward": 50}
+    doc = document(
+        {"*": {"quiz": counts}, "device=mobile": {"quiz": {**counts, "sigma": 60.0}}}, sigma=2.0
     )
+    assert doc.counts["cta"]["*"]["quiz"].noise_sd == 2.0
+    assert doc.counts["cta"]["device=mobile"]["quiz"].noise_sd == 60.0
+    schema = Engine(seed=0).schema()
+    worth = {
+        cell: doc.stats("cta", cell, schema, 1e6, 1.0, cap=1e6)[0]["actions"]["quiz"]["n"]
+        for cell in ("*", "device=mobile")
+    }
+    assert worth["device=mobile"] < worth["*"] / 4
+
+
+@pytest.mark.parametrize("sigma", [-1.0, "60", float("nan"), True])
+def test_a_malformed_noise_is_refused_naming_the_entry(sigma):
+    raw = raw_document({"*": {"quiz": {"shown": 10, "reward": 1, "sigma": sigma}}})
+    with pytest.raises(InvalidPrior, match=r"priors\.slots\.cta\.cells\.\*\.quiz\.sigma"):
+        PriorsDocument.parse(raw)
+    with pytest.raises(InvalidPrior, match=r"priors\.privacy\.sigma"):
+        PriorsDocument.parse({**raw_document({}), "privacy": {"sigma": sigma}})
 
 
 def two_devices(mobile: tuple[int, int], desktop: tuple[int, int], shown: int) -> PriorsDocument:
@@ -177,3 +205,37 @@ def test_a_site_with_no_click_yet_leaves_every_variant_open():
             engine.set_prior("cta", *prior, level="site")
         chosen.add(engine.rank({"device": "mobile"}, ["default", "quiz"], slot="cta").action)
     assert chosen == {"default", "quiz"}
+
+
+def test_rates_worth_less_than_one_exposure_tilt_no_visitor():
+    """Counts buried in noise (local mode, few uploads) give every variant the same prior,
+    however their noisy rates differ, so visitors spread as with no prior; a variant with real
+    evidence keeps its own rate."""
+    loud = {"sigma": 120.0}
+    doc = document(
+        {
+            "*": {
+                "default": {"shown": 200, "reward": 0, **loud},
+                "quiz": {"shown": 200, "reward": 200, **loud},
+            }
+        }
+    )
+    schema = Engine(seed=0).schema()
+    prior, _ = doc.site_stats("cta", schema, 1e6, 1.0, cap=1e6, floor=50.0)
+    means = {v: a["reward_sum"] / a["n"] for v, a in prior["actions"].items()}
+    assert means["default"] == means["quiz"]
+    engine = Engine(seed=0)
+    engine.set_prior("cta", prior, 1.0, level="site")
+    chosen = engine.rank({"device": "mobile"}, ["default", "quiz"], slot="cta", now=0.0)
+    assert chosen.probability == pytest.approx(0.5)
+    clear = document(
+        {
+            "*": {
+                "default": {"shown": 20000, "reward": 600},
+                "quiz": {"shown": 200, "reward": 200, **loud},
+            }
+        }
+    )
+    prior, _ = clear.site_stats("cta", schema, 1e6, 1.0, cap=1e6, floor=50.0)
+    means = {v: a["reward_sum"] / a["n"] for v, a in prior["actions"].items()}
+    assert means["default"] == pytest.approx(0.03, abs=0.001)

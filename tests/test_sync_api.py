@@ -253,6 +253,39 @@ def test_a_loud_local_upload_weighs_at_most_one_visitor(api):
     assert deal["reward"] == pytest.approx(deal["shown"], abs=0.05)
 
 
+def test_local_mode_counts_are_published_with_all_their_noise(tmp_path):
+    """A cell holding local-mode uploads states its own sigma (the devices' noise and the
+    central one), growing as the root of its uploads; exact uploads' cells keep the header's."""
+    with TestClient(create_app(settings(tmp_path), rng=np.random.default_rng(1))) as client:
+        local = {"mode": "local", "epsilon": 1.0}
+        assert post(client, make_upload(cell="device=desktop")).json()["accepted"] == {"cta": "ok"}
+        sigmas = []
+        for uploads in (1, 4, 16):
+            while admin(client, "GET", "/v1/admin/sites/shop").json()["uploads"] < 1 + uploads:
+                assert post(client, make_upload(privacy=local, shown=-3.0)).status_code == 200
+            admin(client, "POST", "/v1/admin/sites/shop/publish")
+            document = priors(client).json()
+            cells, central = document["slots"]["cta"]["cells"], document["privacy"]["sigma"]
+            assert all("sigma" not in e for e in cells["device=desktop"].values())
+            mobile = {e["sigma"] for e in cells["*"].values()}
+            assert len(mobile) == 1 and mobile.pop() > central
+            sigmas.append(cells["*"]["quiz"]["sigma"])
+        assert sigmas[1] / sigmas[0] == pytest.approx(2.0, rel=0.01)
+        assert sigmas[2] / sigmas[1] == pytest.approx(2.0, rel=0.01)
+
+
+def test_a_server_restarted_with_a_lower_bound_releases_nothing_above_it(tmp_path):
+    """Uploads stored under max_shown 4 and not yet released are scaled to one visitor under
+    2 when the server restarts with 2, whose release noise is calibrated for 2."""
+    with TestClient(create_app(settings(tmp_path), rng=np.random.default_rng(0))) as client:
+        full = make_upload(shown=4, reward=4)  # norm 8 with its * cell: one visitor under 4
+        assert post(client, full).json()["accepted"] == {"cta": "ok"}
+    lower = settings(tmp_path, max_shown=2)
+    with TestClient(create_app(lower, rng=np.random.default_rng(0))) as client:
+        quiz = priors(client).json()["slots"]["cta"]["cells"]["*"]["quiz"]
+    assert quiz["shown"] == pytest.approx(2.0, abs=0.05)  # norm 4: one visitor under 2
+
+
 def test_undeclared_slots_variants_and_cells_are_refused_and_the_rest_kept(api):
     body = make_upload()
     body["slots"]["fake"] = {"cell": "device=mobile", "variants": {"x": {"shown": 1}}}

@@ -150,3 +150,27 @@ def test_the_published_priors_follow_the_site_after_its_preferences_change(tmp_p
     rate = {v: c["reward"] / c["shown"] for v, c in mobile.items()}
     assert max(rate, key=rate.get) == "deal"
     assert SHOP.slots["cta"] == ["default", "quiz", "deal"]
+
+
+def loud_mobile(increment_: Increment, rng: np.random.Generator, variance: float, stated: bool):
+    """``increment_`` with local-mode devices' noise of ``variance`` on every number of the
+    mobile cell (and ``*``), stated in its ``local_noise`` or not."""
+    counts = increment_.counts["cta"]
+    for cell in ("device=mobile", "*"):
+        counts[cell] = {v: [x + rng.normal(0, variance**0.5) for x in pair]
+                        for v, pair in counts[cell].items()}  # fmt: skip
+    local = {"cta": {"device=mobile": variance, "*": variance}} if stated else {}
+    return Increment(increment_.seq, increment_.since, increment_.until, SIGMA,
+                     {"cta": counts}, local)  # fmt: skip
+
+
+def test_the_noise_of_local_mode_uploads_is_not_taken_for_a_change():
+    """A steady site whose mobile cell holds local-mode uploads: their devices' noise, stated
+    with each increment, keeps the memory; the same noise unstated looks like a change."""
+    forgot = {True: 0, False: 0}
+    for seed, stated in itertools.product(range(6), (True, False)):
+        rng = np.random.default_rng(seed)
+        steady = [loud_mobile(increment(i, BEFORE, rng), rng, 400.0, stated) for i in range(60)]
+        forgot[stated] += since_last_change(steady, now=60 * HOUR, half_life_days=3.0) != steady
+    assert forgot[True] == 0
+    assert forgot[False] >= 3

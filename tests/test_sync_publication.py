@@ -12,12 +12,13 @@ import math
 import numpy as np
 import pytest
 
-from microadjust.browser.privacy import DEFAULT_MAX_SHOWN
+from microadjust.browser.privacy import DEFAULT_MAX_SHOWN, local_noise, local_sigma
 from microadjust.server.aggregate import (
     BucketRow,
     SlotSums,
     parse_bucket_rows,
     robust_totals,
+    upload_sums,
     visitor_norm,
 )
 from microadjust.server.config import SyncSettings
@@ -171,12 +172,12 @@ def test_one_increment_has_the_documented_noise_and_costs_rho():
     rng = np.random.default_rng(3)
     lots = {"cta": SlotSums({"*": {v: [1e6, 5e5] for v in SITE.slots["cta"]}}, {})}
     draws = [
-        noisy_increment(lots, SITE, sigma=sigma, rng=rng)["cta"]["*"]["quiz"][0]
+        noisy_increment(lots, SITE, sigma=sigma, rng=rng).counts["cta"]["*"]["quiz"][0]
         for _ in range(2000)
     ]
     assert np.std(draws) == pytest.approx(sigma, rel=0.06)
     assert np.mean(draws) == pytest.approx(1e6, abs=4 * sigma / math.sqrt(2000))
-    empty = noisy_increment({}, SITE, sigma=sigma, rng=rng)  # every declared number, data or not
+    empty = noisy_increment({}, SITE, sigma=sigma, rng=rng).counts  # every number, data or not
     assert set(empty) == set(SITE.slots) and set(empty["cta"]) == set(SITE.cell_ids())
 
 
@@ -201,6 +202,58 @@ def test_a_published_sum_states_its_own_noise():
     assert released.increments == 12
 
 
+def local_upload(rng: np.random.Generator, epsilon: float) -> SlotUpload:
+    """A local-mode visitor of the mobile cell who saw nothing: all its numbers are noise."""
+    variants = SITE.slots["cta"]
+    noisy = local_noise([0.0] * (2 * len(variants) + 2), epsilon, MAX_SHOWN, rng)
+    pairs = [Counts(shown=noisy[2 * k], reward=noisy[2 * k + 1]) for k in range(len(variants) + 1)]
+    return SlotUpload(
+        cell="device=mobile", variants=dict(zip(variants, pairs, strict=False)), holdout=pairs[-1]
+    )
+
+
+@pytest.mark.parametrize("uploads", [4, 40])
+def test_a_published_sum_of_local_mode_uploads_states_the_devices_noise_too(uploads):
+    """Local-mode counts carry each device's noise (scaled with its upload): the published
+    sigma of their cell and of ``*`` is all the noise in them, and grows with the uploads;
+    a cell without local-mode uploads keeps the central sigma. Measured on uploads whose
+    true counts are 0, so that what is published is the noise alone."""
+    rng = np.random.default_rng(uploads)
+    central, epsilon = 1.0, 1.0
+    rules = Rules(MAX_SHOWN, 86_400, rho_per_release=2.0, half_life_days=30.0)
+    z: dict[str, list[float]] = {"device=mobile": [], "*": []}
+    sigmas = []
+    for _ in range(300):
+        sums = SlotSums()
+        for _ in range(uploads):
+            sums.add(
+                upload_sums(local_upload(rng, epsilon), MAX_SHOWN, local_sigma(1.0, MAX_SHOWN))
+            )
+        noised = noisy_increment({"cta": sums}, SITE, sigma=central, rng=rng)
+        increment = Increment(1, 0.0, 0.0, noised.sigma, noised.counts, noised.local_noise)
+        released = decayed_sum([increment], now=0.0, half_life_days=30.0)
+        for cell, draws in z.items():
+            sigma = released.sigma_of("cta", cell)
+            draws += [
+                pair[k] / sigma for pair in released.counts["cta"][cell].values() for k in (0, 1)
+            ]
+        sigmas.append(released.sigma_of("cta", "device=mobile"))
+        assert released.sigma_of("cta", "device=desktop") == central
+        assert released.sigma_of("headline", "device=mobile") == central
+    for draws in z.values():
+        assert np.std(draws) == pytest.approx(1.0, rel=0.05)
+    # each loud upload is scaled to one visitor's norm, shared by its 8 numbers counted twice
+    per_upload = visitor_norm(MAX_SHOWN) / math.sqrt(2 * 2 * (len(SITE.slots["cta"]) + 1))
+    assert sigmas == pytest.approx([math.sqrt(central**2 + uploads * per_upload**2)] * 300)
+    document = priors_document("shop", SITE, released, rules, version=1, published_at=0.0)
+    star = document["slots"]["cta"]["cells"]["*"]
+    assert all(entry["sigma"] == round(released.sigma_of("cta", "*"), 4) for entry in star.values())
+    assert document["privacy"]["sigma"] == central
+    assert all(
+        "sigma" not in entry for entry in document["slots"]["headline"]["cells"]["*"].values()
+    )
+
+
 def test_pending_increments_are_left_out_of_the_sum():
     done = Increment(1, 0.0, 1.0, 2.0, {"cta": {"*": {"quiz": [5.0, 1.0]}}})
     pending = Increment(2, 1.0, 2.0, 2.0, None)
@@ -210,7 +263,7 @@ def test_pending_increments_are_left_out_of_the_sum():
 
 def test_published_counts_are_clamped_and_empty_cells_left_out():
     rules = Rules(MAX_SHOWN, 86_400, rho_per_release=2.0, half_life_days=30.0)
-    noise = noisy_increment({}, SITE, sigma=5.0, rng=np.random.default_rng(0))
+    noise = noisy_increment({}, SITE, sigma=5.0, rng=np.random.default_rng(0)).counts
     increment = Increment(1, 0.0, 0.0, 5.0, noise)
     released = decayed_sum([increment], now=0.0, half_life_days=30.0)
     document = priors_document("shop", SITE, released, rules, version=3, published_at=0.0)
@@ -323,7 +376,7 @@ def test_published_priors_are_bit_identical_to_the_definition():
         defined_totals(rows, cap=2.0),
     ):  # fmt: skip
         assert any(row.sums.norm() > 2.0 * visitor_norm(MAX_SHOWN) for row in rows)  # capped
-        document = noisy_increment(totals, SITE, sigma=8.9, rng=np.random.default_rng(0))
+        document = noisy_increment(totals, SITE, sigma=8.9, rng=np.random.default_rng(0)).counts
         documents.append((json.dumps(document), repr(sorted(totals.items()))))
     assert documents[0] == documents[1]
 

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 from test_sync_api import MAX_SHOWN, make_upload
 
+from microadjust.browser.privacy import local_sigma
 from microadjust.server import storage as storage_module
+from microadjust.server.aggregate import SlotSums, visitor_norm
 from microadjust.server.limits import RateRule
 from microadjust.server.migrations import LATEST, MIGRATIONS
 from microadjust.server.models import SiteDeclaration, Upload
 from microadjust.server.ratelimit import PostgresBuckets
-from microadjust.server.release import capped_totals, increment_totals, noisy_increment
+from microadjust.server.release import Noised, capped_totals, increment_totals, noisy_increment
 from microadjust.server.storage import Received, Storage
 
 PG_URL = os.environ.get("MICROADJUST_TEST_DATABASE_URL")
@@ -25,15 +27,15 @@ TABLES = ("uploads", "aggregates", "bucket_sums", "day_secrets", "site_declarati
           "schema_migrations")  # fmt: skip
 
 
-def open_store(backend: str, tmp_path) -> Storage:
+def open_store(backend: str, tmp_path, max_shown: int = MAX_SHOWN) -> Storage:
     if backend == "sqlite":
-        return Storage(data_dir=tmp_path, max_shown=MAX_SHOWN)
+        return Storage(data_dir=tmp_path, max_shown=max_shown)
     if not PG_URL:
         pytest.skip(
             "PostgreSQL not configured: set MICROADJUST_TEST_DATABASE_URL=postgresql://... "
             "(.ci/run starts a local server and sets it)"
         )
-    return Storage(database_url=PG_URL, max_shown=MAX_SHOWN)
+    return Storage(database_url=PG_URL, max_shown=max_shown)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -175,7 +177,7 @@ class Releases:
         buckets = sorted(row.bucket for row in rows)
         self.calls.append(buckets)
         self.shown.append(sum(quiz(row.sums) for row in rows))
-        return {"buckets": buckets, "draw": len(self.calls)}, 2.0
+        return Noised({"buckets": buckets, "draw": len(self.calls)}, 2.0, {})
 
 
 def quiz(sums) -> float:
@@ -359,7 +361,7 @@ def noising(seed: int, calls: list):
     def release(rows):
         calls.append(rows)
         totals = capped_totals(rows, bucket_cap=2.0, max_shown=MAX_SHOWN)
-        return noisy_increment(totals, SITE, sigma=3.0, rng=np.random.default_rng(seed)), 3.0
+        return noisy_increment(totals, SITE, sigma=3.0, rng=np.random.default_rng(seed))
 
     return release
 
@@ -393,7 +395,7 @@ def test_released_increments_are_the_old_computation_on_the_same_uploads(backend
             SITE,
             sigma=3.0,
             rng=np.random.default_rng(part),
-        )
+        ).counts
         for part, uploads in enumerate(arrived)
     ]
     assert stored == expected
@@ -463,7 +465,8 @@ def test_migration_5_sums_the_uploads_not_yet_released(backend, tmp_path, monkey
         for table in TABLES if backend == "postgresql" else ():
             run(f"DROP TABLE IF EXISTS {table} CASCADE")
     assert old.migrate() == 4
-    with old._transaction("shop") as run:
+    with old._transaction() as run:  # schema 4 has no bound column: the row by hand
+        run("INSERT INTO sites (site) VALUES ('shop')")
         for bucket, t in ((1, 10.0), (2, 30.0), (3, 50.0)):
             run("INSERT INTO uploads (site, batch_id, received_at, bucket, body) VALUES "
                 "(?, ?, ?, ?, ?)", ("shop", f"{bucket:032x}", t, bucket,
@@ -526,3 +529,43 @@ def test_workers_starting_together_on_a_new_postgresql_database_both_migrate_it(
 
         in_two_threads(start)
         assert errors == [], f"start {attempt}: {errors}"
+
+
+def test_the_devices_noise_of_local_mode_uploads_is_kept_with_their_increment(backend, tmp_path):
+    """Summed as uploads arrive and stored with the released increment (read back as
+    released), per slot and cell, ``*`` included; an aggregate-mode increment has none."""
+    store = open_store(backend, tmp_path)
+    local = make_upload("d" * 32, privacy={"mode": "local", "epsilon": 1.0}, shown=0.5)
+    store.record_upload("shop", Upload.model_validate(local), bucket=1, now=10.0)
+    assert store.publish("shop", noising(0, []), lambda v, i: {"v": v}, note="local", keep=5,
+                         now=20.0) == 1  # fmt: skip
+    store.record_upload("shop", upload("e" * 32), bucket=2, now=30.0)
+    assert store.publish("shop", noising(1, []), lambda v, i: {"v": v}, note="exact", keep=5,
+                         now=40.0) == 2  # fmt: skip
+    first, second = store.increments("shop")
+    per_number = min(local_sigma(1.0, MAX_SHOWN) ** 2, visitor_norm(MAX_SHOWN) ** 2 / (2 * 2 * 2))
+    expected = pytest.approx({"device=mobile": per_number, "*": per_number}, rel=1e-4)
+    assert first.local_noise == {"cta": expected} and second.local_noise == {}
+    store.close()
+
+
+def test_a_store_reopened_with_another_bound_rescales_what_is_not_released(backend, tmp_path):
+    """Uploads summed under max_shown 4 and not yet released are projected onto the ball of
+    a server restarted with 2 (whose release noise is calibrated for 2); released increments
+    and the stored uploads stay; the same bound again rebuilds nothing."""
+    store = open_store(backend, tmp_path)
+    store.record_upload("shop", upload("f" * 32), bucket=1, now=10.0)
+    assert store.publish("shop", noising(0, []), lambda v, i: {"v": v}, note="1", keep=5,
+                         now=20.0) == 1  # fmt: skip
+    big = make_upload("a" * 32, shown=4, reward=4)  # norm 8 with its * cell: a bound-4 visitor
+    store.record_upload("shop", Upload.model_validate(big), bucket=2, now=30.0)
+    released_before = store.increments("shop")
+    assert store.match_bound(now=40.0) == []
+    store.close()
+    smaller = open_store(backend, tmp_path, max_shown=2)
+    assert smaller.match_bound(now=50.0) == ["shop"]
+    sums = [SlotSums.from_json(text) for *_, text in increment_sums(smaller)]
+    assert len(sums) == 1 and sums[0].norm() == pytest.approx(visitor_norm(2))
+    assert smaller.increments("shop") == released_before and smaller.upload_count("shop") == 2
+    assert smaller.match_bound(now=60.0) == []
+    smaller.close()

@@ -1,7 +1,8 @@
 """The sync server's priors document (protocol v2, section 6), read and turned into engine priors.
 
 The server publishes, per declared slot and context cell, each variant's ``shown`` exposures and
-``reward`` units, with central differential-privacy noise of standard deviation ``sigma``. The
+``reward`` units, with central differential-privacy noise of standard deviation ``sigma`` (an
+entry holding local-mode uploads has its own, larger ``sigma``: the devices' noise too). The
 browser computes its own cell from its context (:func:`cell_of`; it is never sent with an
 identifier) and installs, for a slot on the page, the random-effects estimate of its cell's
 rates as two priors on the engine's bias, which the engine adds up:
@@ -67,13 +68,16 @@ def cell_of(cells: Mapping[str, list[str]], context: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Counts:
-    """A variant's published exposures and reward units in one cell."""
+    """A variant's published exposures and reward units in one cell, and the standard
+    deviation of the noise on each (the document's ``sigma``, or the entry's own where
+    local-mode devices added theirs)."""
 
     shown: float
     reward: float
+    noise_sd: float = 0.0
 
 
-def effective_exposures(counts: Counts, noise_sd: float, base_rate: float) -> float:
+def effective_exposures(counts: Counts, base_rate: float) -> float:
     """How many clean exposures the noisy rate ``reward / shown`` is worth.
 
     ``n_eff`` clean exposures have the binomial variance alone (:func:`rate_variance`).
@@ -81,7 +85,8 @@ def effective_exposures(counts: Counts, noise_sd: float, base_rate: float) -> fl
     """
     if counts.shown <= 0:
         return 0.0
-    return _binomial(base_rate) / rate_variance(_clamped(base_rate), counts.shown, noise_sd**2)
+    noise_var = counts.noise_sd**2
+    return _binomial(base_rate) / rate_variance(_clamped(base_rate), counts.shown, noise_var)
 
 
 UNPUBLISHED = Counts(0.0, 0.0)  # a declared variant the document has no counts for
@@ -96,7 +101,6 @@ class PriorsDocument:
     cells: dict[str, list[str]]
     max_shown: int
     period_s: float
-    noise_sd: float
     variants: dict[str, list[str]]  # slot -> declared variants
     counts: dict[str, dict[str, dict[str, Counts]]]  # slot -> cell -> variant -> counts
     _stats_cache: dict[tuple[Any, ...], dict[str, Any] | None] = field(
@@ -133,7 +137,7 @@ class PriorsDocument:
         privacy = raw.get("privacy", {})
         if not isinstance(privacy, Mapping):
             raise InvalidPrior(f"priors.privacy must be an object, got {type(privacy).__name__}")
-        noise_sd = _number(privacy.get("sigma", 0.0), "priors.privacy.sigma")
+        noise_sd = _noise(privacy.get("sigma", 0.0), "priors.privacy.sigma")
         if period_s <= 0:
             raise InvalidPrior(f"priors.upload.period_s must be > 0, got {period_s!r}")
         slots = raw.get("slots")
@@ -171,7 +175,9 @@ class PriorsDocument:
                             f"{at}: expected 0 <= reward <= shown, got reward={reward!r}, "
                             f"shown={shown!r}"
                         )
-                    counts[slot][cell][variant] = Counts(shown, reward)
+                    own = c.get("sigma")
+                    sd = noise_sd if own is None else _noise(own, f"{at}.sigma")
+                    counts[slot][cell][variant] = Counts(shown, reward, sd)
             variants[slot] = list(declared)
         return cls(
             site,
@@ -179,7 +185,6 @@ class PriorsDocument:
             {k: list(v) for k, v in cells.items()},
             max_shown,
             period_s,
-            noise_sd,
             variants,
             counts,
         )
@@ -211,7 +216,7 @@ class PriorsDocument:
                 site = star.get(variant)
                 if cell == SITE_CELL or site is None or site.shown <= 0 or c.shown <= 0:
                     continue
-                weight = effective_exposures(c, self.noise_sd, base_rate) / binomial
+                weight = effective_exposures(c, base_rate) / binomial
                 if weight <= 0:
                     continue
                 q += weight * (c.reward / c.shown - site.reward / site.shown) ** 2
@@ -240,7 +245,10 @@ class PriorsDocument:
         cells that do not make it worth everything the site measured. ``floor`` observations
         of the site's overall rate keep a variant the noise leaves nearly unknown from looking
         promising to every visitor at once (and every variant declared but unpublished
-        starts there). Each variant counts as at most ``cap`` observations.
+        starts there). A variant whose rate is worth less than one exposure counts as none:
+        under the floor its noise, the same for every visitor, would still tilt them all one
+        way (local-mode counts did, in ``bench/fleet.py``). Each variant counts as at most
+        ``cap`` observations.
         """
         key = ("site", slot, strength, shrinkage, cap, floor, repr(sorted(schema.items())))
         if key not in self._stats_cache:
@@ -264,8 +272,9 @@ class PriorsDocument:
         wanted: dict[str, tuple[float, float]] = {}
         for variant in self.variants.get(slot, []):
             c = star.get(variant, UNPUBLISHED)
-            n = effective_exposures(c, self.noise_sd, base_rate)
+            n = effective_exposures(c, base_rate)
             n = 1.0 / (tau2 / binomial + 1.0 / n) if n > 0 else 0.0
+            n = n if n >= 1.0 else 0.0  # its noise would only tilt every visitor alike
             rate = c.reward / c.shown if n > 0 else base_rate
             if n + floor > 0:
                 wanted[variant] = (n + floor, (n * rate + floor * base_rate) / (n + floor))
@@ -301,7 +310,7 @@ class PriorsDocument:
             return None
         base_rate = _rate(self.counts[slot].get(SITE_CELL, per_variant))
         wanted = {
-            v: (effective_exposures(c, self.noise_sd, base_rate), c.reward / c.shown)
+            v: (effective_exposures(c, base_rate), c.reward / c.shown)
             for v, c in per_variant.items()
             if c.shown > 0
         }
@@ -370,6 +379,14 @@ def _action_stats(xtx: np.ndarray, xty: np.ndarray, n: float, r: float) -> dict[
         "xtx": xtx,
         "xty": xty,
     }
+
+
+def _noise(value: Any, where: str) -> float:
+    """A noise standard deviation: a finite number >= 0."""
+    sd = _number(value, where)
+    if sd < 0:
+        raise InvalidPrior(f"{where} must be >= 0, got {value!r}")
+    return sd
 
 
 def _number(value: Any, where: str) -> float:

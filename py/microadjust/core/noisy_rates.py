@@ -21,7 +21,7 @@ __all__ = ["rate_variance"]
 Number = TypeVar("Number", float, np.ndarray)
 
 
-def rate_variance(p: Number, n: Number, noise_var: float) -> Number:
+def rate_variance(p: Number, n: Number, noise_var: Number) -> Number:
     """The variance of ``reward / shown`` at click rate ``p`` over ``n`` exposures, both counts
     with noise of variance ``noise_var``: ``p (1 - p) / n + noise_var (1 + p**2) / n**2`` (the
     delta method). Floats or numpy arrays alike."""

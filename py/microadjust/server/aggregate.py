@@ -62,10 +62,17 @@ def _add_pair(into: list[float], counts: list[float], scale: float) -> None:
 
 @dataclass(slots=True)
 class SlotSums:
-    """One slot's ``[shown, reward]`` sums per cell and variant, and the holdout's per cell."""
+    """One slot's ``[shown, reward]`` sums per cell and variant, and the holdout's per cell.
+
+    ``noise``: per cell, the variance of the noise that local-mode devices put on each of its
+    numbers (every declared variant's, zeros included), so that what is published says how
+    noisy it is. Independent uploads add their variances; a scaled sum scales it by the
+    square.
+    """
 
     variants: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     holdout: dict[str, list[float]] = field(default_factory=dict)
+    noise: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_upload(cls, entry: SlotUpload) -> SlotSums:
@@ -82,15 +89,21 @@ class SlotSums:
                 _add_pair(mine.setdefault(variant, [0.0, 0.0]), counts, scale)
         for cell, counts in other.holdout.items():
             _add_pair(self.holdout.setdefault(cell, [0.0, 0.0]), counts, scale)
+        for cell, variance in other.noise.items():
+            self.noise[cell] = self.noise.get(cell, 0.0) + scale * scale * variance
 
     def with_star(self) -> SlotSums:
-        """These sums plus the ``*`` cell, the sum over cells (a ``*`` upload is its own cell)."""
+        """These sums plus the ``*`` cell, the sum over cells (a ``*`` upload is its own cell).
+
+        The ``*`` cell's noise is the sum of every cell's: each upload's noise is its own."""
         out = SlotSums()
         out.add(self)
         star = SlotSums({"*": {}}, {"*": [0.0, 0.0]})
         for cell, variants in self.variants.items():
             if cell != "*":
-                star.add(SlotSums({"*": variants}, {"*": self.holdout.get(cell, [0.0, 0.0])}))
+                holdout = self.holdout.get(cell, [0.0, 0.0])
+                noise = {"*": self.noise[cell]} if cell in self.noise else {}
+                star.add(SlotSums({"*": variants}, {"*": holdout}, noise))
         out.add(star)
         return out
 
@@ -152,12 +165,15 @@ class SlotSums:
         return math.sqrt(squares)
 
     def to_json(self) -> str:
-        return json.dumps({"variants": self.variants, "holdout": self.holdout}, allow_nan=False)
+        data: dict = {"variants": self.variants, "holdout": self.holdout}
+        if self.noise:  # sums of aggregate-mode uploads only stay as they always were
+            data["noise"] = self.noise
+        return json.dumps(data, allow_nan=False)
 
     @classmethod
     def from_json(cls, text: str) -> SlotSums:
         data = json.loads(text)
-        return cls(data["variants"], data["holdout"])
+        return cls(data["variants"], data["holdout"], data.get("noise", {}))
 
 
 @contextmanager
@@ -173,13 +189,19 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def upload_sums(entry: SlotUpload, max_shown: int) -> SlotSums:
-    """One upload's sums, scaled down to one visitor's norm at most.
+def upload_sums(entry: SlotUpload, max_shown: int, noise_sd: float = 0.0) -> SlotSums:
+    """One upload's sums (``noise_sd``: the device's noise on each number, local mode), scaled
+    down to one visitor's norm at most.
 
     An aggregate-mode upload never exceeds it (its counts are bounded); a local-mode upload
     carries noise that may reach ``6 sigma`` per number, so without this one upload could weigh
     as much as hundreds of visitors. Scaled, it weighs at most one, noise included, which is
     also the inverse-noise weighting it deserves next to exact uploads.
+
+    The noise left on each number is ``noise_sd`` unscaled, and once noise much larger than
+    the radius is projected onto it, the radius shared evenly by the numbers of the norm:
+    ``min(noise_sd**2, radius**2 / numbers)`` in variance (exact in expectation at either end;
+    the realized scale would overstate it, as ``1 / chi2`` does on average).
 
     >>> loud = SlotUpload(cell="*", variants={"a": Counts(shown=-900.0, reward=1500.0)})
     >>> round(upload_sums(loud, 4).norm(), 6) == visitor_norm(4)
@@ -187,11 +209,14 @@ def upload_sums(entry: SlotUpload, max_shown: int) -> SlotSums:
     """
     sums = SlotSums.from_upload(entry)
     norm, radius = sums.norm(), visitor_norm(max_shown)
-    if norm <= radius:
-        return sums
-    scaled = SlotSums()
-    scaled.add(sums, radius / norm)
-    return scaled
+    if norm > radius:
+        scaled = SlotSums()
+        scaled.add(sums, radius / norm)
+        sums = scaled
+    if noise_sd > 0:
+        numbers = 2 * (len(entry.variants) + 1) * (1 if entry.cell == "*" else 2)  # norm's
+        sums.noise[entry.cell] = min(noise_sd**2, radius**2 / numbers)
+    return sums
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,5 +268,6 @@ def restrict(
                 if cell in cells
             },
             {cell: c for cell, c in sums.holdout.items() if cell in cells},
+            {cell: v for cell, v in sums.noise.items() if cell in cells},
         )
     return out

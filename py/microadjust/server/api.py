@@ -51,7 +51,7 @@ from .models import (
 )
 from .publication import Rules, empty_document, priors_document
 from .ratelimit import SharedBuckets, StoreUnavailable
-from .release import DAY_S, CountsTable, Increment, capped_totals, decayed_sum, noisy_increment
+from .release import DAY_S, Increment, Noised, capped_totals, decayed_sum, noisy_increment
 from .report import render_html, site_report
 from .security import (
     BodyTooLarge,
@@ -240,12 +240,12 @@ class SyncAPI:
         settings = self.settings
         sigma = self.rules.sigma_release(site)
 
-        def release(rows: list[BucketRow]) -> tuple[CountsTable, float]:
+        def release(rows: list[BucketRow]) -> Noised:
             totals = capped_totals(
                 rows, bucket_cap=settings.bucket_cap, max_shown=settings.max_shown
             )
             rng = self.rng if self.rng is not None else np.random.default_rng()
-            return noisy_increment(totals, site, sigma=sigma, rng=rng), sigma
+            return noisy_increment(totals, site, sigma=sigma, rng=rng)
 
         def build(version: int, increments: list[Increment]) -> dict[str, Any]:
             half_life = settings.half_life_days
@@ -560,6 +560,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(storage.migrate)
+        await run_in_threadpool(storage.match_bound)
         yield
         storage.close()
 

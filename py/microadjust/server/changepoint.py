@@ -56,16 +56,20 @@ def since_last_change(
         return list(increments)
     index: dict[tuple[str, str, str], int] = {}
     flat = [_flatten(i, index) for i in reversed(released)]  # newest first
-    # after_counts[m - 1]: the weighted sum of the latest m increments (m <= MAX_SPLITS + 1)
-    counts, noise = np.zeros((len(index), 2)), 0.0
+    # after_counts[m - 1]: the weighted sum of the latest m increments (m <= MAX_SPLITS + 1),
+    # after_noise[m - 1] the variance of each of its rows' numbers
+    counts, noise = np.zeros((len(index), 2)), np.zeros(len(index))
     after_counts, after_noise = [], []
-    for k, (increment, (rows, values)) in enumerate(zip(reversed(released), flat, strict=True)):
+    for k, (increment, (rows, values, local)) in enumerate(
+        zip(reversed(released), flat, strict=True)
+    ):
         weight = decay_weight(increment, now, half_life_days)
         np.add.at(counts, rows, weight * values)
         noise += (weight * increment.sigma) ** 2
+        np.add.at(noise, rows, weight * weight * local)
         if k <= MAX_SPLITS or k == len(released) - 1:
             after_counts.append(counts.copy())
-            after_noise.append(noise)
+            after_noise.append(noise.copy())
     total, total_noise = after_counts[-1], after_noise[-1]
     splits = range(1, min(len(released) - 1, MAX_SPLITS) + 1)
     critical = NormalDist().inv_cdf(1.0 - ALPHA / len(splits))
@@ -82,30 +86,34 @@ def since_last_change(
 
 def _flatten(
     increment: Increment, index: dict[tuple[str, str, str], int]
-) -> tuple[list[int], np.ndarray]:
+) -> tuple[list[int], np.ndarray, np.ndarray]:
     """An increment's (slot, cell, variant) counts but ``*``'s as rows of ``index`` (new keys
-    added) and their (shown, reward) pairs."""
-    rows, values = [], []
+    added), their (shown, reward) pairs and the local-mode noise variance they carry."""
+    rows, values, local = [], [], []
     for slot, cells in increment.counts.items():  # type: ignore[union-attr]
+        local_of_slot = increment.local_noise.get(slot, {})
         for cell, variants in cells.items():
             if cell == SITE_CELL:
                 continue
             for variant, pair in variants.items():
                 rows.append(index.setdefault((slot, cell, variant), len(index)))
                 values.append(pair)
-    return rows, np.asarray(values, dtype=float).reshape(-1, 2)
+                local.append(local_of_slot.get(cell, 0.0))
+    return rows, np.asarray(values, dtype=float).reshape(-1, 2), np.asarray(local, dtype=float)
 
 
-def _change_score(after: np.ndarray, before: np.ndarray, var_a: float, var_b: float) -> float:
+def _change_score(
+    after: np.ndarray, before: np.ndarray, var_a: np.ndarray, var_b: np.ndarray
+) -> float:
     """How many standard normal deviates ``sum z^2`` lies above its no-change distribution
     (the Wilson-Hilferty transform of chi-squared); -inf without a comparable term."""
     n_a, n_b = after[:, 0], before[:, 0]
-    usable = (n_a >= MIN_SIGMAS * math.sqrt(var_a)) & (n_b >= MIN_SIGMAS * math.sqrt(var_b))
+    usable = (n_a >= MIN_SIGMAS * np.sqrt(var_a)) & (n_b >= MIN_SIGMAS * np.sqrt(var_b))
     usable &= (n_a > 0) & (n_b > 0)
     terms = int(usable.sum())
     if not terms:
         return -math.inf
-    n_a, n_b = n_a[usable], n_b[usable]
+    n_a, n_b, var_a, var_b = n_a[usable], n_b[usable], var_a[usable], var_b[usable]
     r_a, r_b = after[usable, 1], before[usable, 1]
     p = np.clip((r_a + r_b) / (n_a + n_b), 1e-3, 0.5)
     variance = rate_variance(p, n_a, var_a) + rate_variance(p, n_b, var_b)

@@ -131,6 +131,18 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             # then Storage.migrate sums the stored uploads of every site into increment_sums
         ],
     ),
+    (
+        6,
+        "local-mode noise kept per released increment; the bound the running sums are under",
+        [
+            # slot -> cell -> variance per number (release.NoiseTable); NULL: none. Increments
+            # released before this have it NULL: their local-mode noise was not tracked
+            "ALTER TABLE released_increments ADD COLUMN local_noise TEXT",
+            # the max_shown the site's running sums are scaled to (Storage.match_bound); NULL:
+            # not known, so they are rebuilt under the server's bound at its next start
+            "ALTER TABLE sites ADD COLUMN sums_max_shown INTEGER",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

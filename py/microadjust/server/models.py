@@ -23,7 +23,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from ..browser.privacy import local_range
+from ..browser.privacy import local_range, local_sigma
 
 __all__ = [
     "NAME_PATTERN",
@@ -171,6 +171,10 @@ class Privacy(Strict):
             )
         return self
 
+    def noise_sd(self, max_shown: int) -> float:
+        """The noise the device put on each number: ``local_sigma`` in local mode, else 0."""
+        return 0.0 if self.epsilon is None else local_sigma(self.epsilon, max_shown)
+
 
 class Upload(Strict):
     """One batch from one browser: no identifier, no event, only bounded per-slot counts."""
@@ -286,6 +290,8 @@ class ErrorBody(BaseModel):
 class PublishedCounts(BaseModel):
     shown: float
     reward: float
+    # present where local-mode uploads added their devices' noise: all the noise of each count
+    sigma: float | None = None
 
 
 class PublishedSlot(BaseModel):
@@ -305,7 +311,7 @@ class PublicationPrivacy(BaseModel):
     rho_per_period: float  # zCDP of everything ever published about one visitor-period
     epsilon_per_period: float  # the same as (epsilon, delta)-DP
     delta: float
-    sigma: float  # noise (standard deviation) of each published count
+    sigma: float  # central noise (standard deviation) of each published count
     sigma_release: float  # noise of each count of one released increment
 
 

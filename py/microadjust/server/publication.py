@@ -84,7 +84,9 @@ def priors_document(
 
     A cell other than ``*`` is listed only for variants whose noisy ``shown`` reaches ``3
     sigma``, which keeps the body small and leaves out cells where the noise is all there is.
-    A (slot, cell, variant) declared after every release has no counts: 0.
+    A (slot, cell, variant) declared after every release has no counts: 0. A cell whose
+    counts hold local-mode uploads carries its own ``sigma`` (the central noise and the
+    devices'), larger than the header's.
     """
     sigma = released.sigma
     slots = {}
@@ -92,13 +94,16 @@ def priors_document(
         released_cells = released.counts.get(slot, {})
         cells: dict[str, dict[str, dict[str, float]]] = {}
         for cell in declaration.cell_ids():
+            cell_sigma = released.sigma_of(slot, cell)
+            own = {"sigma": round(cell_sigma, 4)} if cell_sigma > sigma else {}
             entries = {}
             for variant in variants:
                 shown, reward = released_cells.get(cell, {}).get(variant, (0.0, 0.0))
                 shown = max(shown, 0.0)
                 reward = min(max(reward, 0.0), shown)
-                if cell == "*" or shown >= CELL_THRESHOLD_SIGMAS * sigma:
+                if cell == "*" or shown >= CELL_THRESHOLD_SIGMAS * cell_sigma:
                     entries[variant] = {"shown": round(shown, 2), "reward": round(reward, 2)}
+                    entries[variant].update(own)
             if entries:
                 cells[cell] = entries
         slots[slot] = {"variants": list(variants), "cells": cells}

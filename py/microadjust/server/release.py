@@ -34,7 +34,10 @@ the increments it sends back for re-release from the uploads that are left.
 
 The published counts have noise ``sigma_release * sqrt(sum w_i^2)`` (``w_i`` the decay weight of
 increment ``i``), which :func:`decayed_sum` reports: with increments a longer memory raises the
-signal linearly in the weights but the noise only as the root of their squares.
+signal linearly in the weights but the noise only as the root of their squares. Local-mode
+uploads bring their devices' noise too, on their own cell and ``*``: each increment keeps its
+variance per (slot, cell) (``local_noise``), and the decayed sum adds it to the central one,
+so that browsers weigh such a cell by all the noise in it.
 
 >>> one = SlotUpload(cell="*", variants={"a": Counts(shown=4, reward=1)})
 >>> totals = increment_totals([(7, {"cta": one}), (7, {"cta": one})], bucket_cap=1.0, max_shown=4)
@@ -49,7 +52,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -60,6 +63,8 @@ __all__ = [
     "DAY_S",
     "Increment",
     "Released",
+    "Noised",
+    "NoiseTable",
     "release_sigma",
     "epsilon_of",
     "capped_totals",
@@ -73,6 +78,8 @@ DEFAULT_DELTA = 1e-5
 
 # slot -> cell -> variant -> [shown, reward]
 CountsTable = dict[str, dict[str, dict[str, list[float]]]]
+# slot -> cell -> variance of the devices' own noise on each number (local mode; others absent)
+NoiseTable = dict[str, dict[str, float]]
 
 
 def release_sigma(*, max_shown: int, slots: int, rho: float) -> float:
@@ -96,6 +103,8 @@ class Increment:
     """One released increment: the noisy counts of the uploads received in ``(since, until]``.
 
     ``counts`` is None while the increment waits to be (re-)released (after a purge touched it).
+    ``sigma`` is the central noise of every number, ``local_noise`` the variance local-mode
+    devices added on top, per (slot, cell).
     """
 
     seq: int
@@ -103,15 +112,34 @@ class Increment:
     until: float
     sigma: float
     counts: CountsTable | None
+    local_noise: NoiseTable = field(default_factory=dict)
 
     def counts_json(self) -> str | None:
         if self.counts is None:
             return None
         return json.dumps(self.counts, separators=(",", ":"), allow_nan=False)
 
+    def local_noise_json(self) -> str | None:
+        if not self.local_noise:
+            return None
+        return json.dumps(self.local_noise, separators=(",", ":"), allow_nan=False)
+
     @staticmethod
     def parse_counts(text: str | None) -> CountsTable | None:
         return None if text is None else json.loads(text)
+
+    @staticmethod
+    def parse_local_noise(text: str | None) -> NoiseTable:
+        return {} if text is None else json.loads(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Noised:
+    """What releasing an increment draws: its noisy counts and the noise in them."""
+
+    counts: CountsTable
+    sigma: float
+    local_noise: NoiseTable
 
 
 def increment_totals(
@@ -147,8 +175,9 @@ def noisy_increment(
     *,
     sigma: float,
     rng: np.random.Generator,
-) -> CountsTable:
-    """Every declared (slot, cell, variant) of the increment with its noise, data or not.
+) -> Noised:
+    """Every declared (slot, cell, variant) of the increment with its noise, data or not, and
+    the local-mode noise its declared cells already carry.
 
     Values stay as drawn (negative ones too): clamping a sum of increments is done once, on the
     published sum, so the stored increments stay unbiased.
@@ -156,8 +185,11 @@ def noisy_increment(
     cell_ids = declaration.cell_ids()
     restricted = restrict(totals, declaration.slots, set(cell_ids))
     out: CountsTable = {}
+    local: NoiseTable = {}
     for slot, variants in declaration.slots.items():
         sums = restricted[slot].with_star()
+        if sums.noise:
+            local[slot] = {cell: round(variance, 4) for cell, variance in sums.noise.items()}
         exact = np.array(
             [
                 [sums.variants.get(cell, {}).get(variant, (0.0, 0.0)) for variant in variants]
@@ -173,7 +205,7 @@ def noisy_increment(
             }
             for i, cell in enumerate(cell_ids)
         }
-    return out
+    return Noised(out, sigma, local)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +213,13 @@ class Released:
     """The decayed sum of released increments, and the noise of every number in it."""
 
     counts: CountsTable
-    sigma: float  # standard deviation of the noise of each summed count
+    sigma: float  # standard deviation of the central noise of each summed count
     increments: int
+    local_noise: NoiseTable = field(default_factory=dict)  # decayed, as the counts
+
+    def sigma_of(self, slot: str, cell: str) -> float:
+        """All the noise of a (slot, cell)'s counts: the central and the devices'."""
+        return math.sqrt(self.sigma**2 + self.local_noise.get(slot, {}).get(cell, 0.0))
 
 
 def decay_weight(increment: Increment, now: float, half_life_days: float) -> float:
@@ -193,7 +230,8 @@ def decay_weight(increment: Increment, now: float, half_life_days: float) -> flo
 
 
 def decayed_sum(increments: Sequence[Increment], *, now: float, half_life_days: float) -> Released:
-    """The published counts: ``sum_i w_i x_i``, noise ``sqrt(sum_i w_i^2 sigma_i^2)``.
+    """The published counts: ``sum_i w_i x_i``, noise ``sqrt(sum_i w_i^2 sigma_i^2)`` (and
+    per (slot, cell) ``sum_i w_i^2`` times the devices' variance).
 
     >>> inc = lambda seq, x: Increment(seq, 0.0, 0.0, 2.0, {"cta": {"*": {"a": [x, 1.0]}}})
     >>> released = decayed_sum([inc(1, 10.0), inc(2, 20.0)], now=0.0, half_life_days=3.0)
@@ -201,6 +239,7 @@ def decayed_sum(increments: Sequence[Increment], *, now: float, half_life_days: 
     ({'cta': {'*': {'a': [30.0, 2.0]}}}, 2.8284)
     """
     counts: CountsTable = {}
+    local: NoiseTable = {}
     variance = 0.0
     used = 0
     for increment in increments:
@@ -209,6 +248,10 @@ def decayed_sum(increments: Sequence[Increment], *, now: float, half_life_days: 
         weight = decay_weight(increment, now, half_life_days)
         variance += (weight * increment.sigma) ** 2
         used += 1
+        for slot, cells in increment.local_noise.items():
+            into = local.setdefault(slot, {})
+            for cell, cell_variance in cells.items():
+                into[cell] = into.get(cell, 0.0) + weight * weight * cell_variance
         for slot, cells in increment.counts.items():
             into_slot = counts.setdefault(slot, {})
             for cell, variants in cells.items():
@@ -217,4 +260,4 @@ def decayed_sum(increments: Sequence[Increment], *, now: float, half_life_days: 
                     pair = into_cell.setdefault(variant, [0.0, 0.0])
                     pair[0] += weight * shown
                     pair[1] += weight * reward
-    return Released(counts, math.sqrt(variance), used)
+    return Released(counts, math.sqrt(variance), used, local)

@@ -44,7 +44,7 @@ from ..browser.privacy import DEFAULT_MAX_SHOWN
 from .aggregate import BucketRow, SlotSums, parse_bucket_rows, upload_sums
 from .migrations import DATA_FROM_UPLOADS, LATEST, MIGRATIONS
 from .models import SiteDeclaration, Upload
-from .release import CountsTable, Increment
+from .release import Increment, Noised
 
 __all__ = ["Storage", "SiteState", "StoredUpload", "Received", "Published", "DAY_S", "Release"]
 
@@ -102,9 +102,11 @@ class Received:
 
 
 SumsKey = tuple[str, int, str, int]  # site, day (or increment seq), slot, source bucket
-# one increment's per-(slot, source bucket) sums (release.capped_totals) -> noisy counts, sigma
-Release = Callable[[list[BucketRow]], tuple[CountsTable, float]]
+# one increment's per-(slot, source bucket) sums (release.capped_totals) -> what is drawn
+Release = Callable[[list[BucketRow]], Noised]
 Window = tuple[int, float, float]  # an increment not yet released: seq, since, until
+# a site's row; its running sums are scaled to this store's bound from the start
+NEW_SITE = "INSERT INTO sites (site, sums_max_shown) VALUES (?, ?) ON CONFLICT DO NOTHING"
 ROWS_PER_STATEMENT = 100  # rows of one multi-row statement (SQLite allows 32,766 parameters)
 WAL_ATTEMPTS = 100  # 50 ms apart: a worker waits at most 5 s for another to switch to WAL
 MIGRATION_LOCK = 0x6D61646A  # PostgreSQL advisory lock of the instances creating the schema
@@ -228,7 +230,7 @@ class Storage:
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 for site in sorted(sites):
-                    run("INSERT INTO sites (site) VALUES (?) ON CONFLICT DO NOTHING", (site,))
+                    run(NEW_SITE, (site, self.max_shown))
                 yield run
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -237,7 +239,7 @@ class Storage:
         else:
             with conn.transaction():
                 for site in sorted(sites):
-                    run("INSERT INTO sites (site) VALUES (?) ON CONFLICT DO NOTHING", (site,))
+                    run(NEW_SITE, (site, self.max_shown))
                     run("SELECT site FROM sites WHERE site = ? FOR UPDATE", (site,))
                 yield run
 
@@ -397,8 +399,9 @@ class Storage:
         """Add an upload to its bucket's sums of the day and, unless ``seq`` is None (an
         increment already released), of increment ``seq``."""
         site, bucket, day = received.site, received.bucket, day_of(received.received_at)
+        noise_sd = received.upload.privacy.noise_sd(self.max_shown)
         for slot, entry in received.upload.slots.items():
-            sums = upload_sums(entry, self.max_shown)
+            sums = upload_sums(entry, self.max_shown, noise_sd)
             days.setdefault((site, day, slot, bucket), SlotSums()).add(sums)
             if seq is not None:
                 increments.setdefault((site, seq, slot, bucket), SlotSums()).add(sums)
@@ -522,10 +525,33 @@ class Storage:
         self._merge_sums(run, "bucket_sums", "day", days)
         self._replace_increment_sums(run, site, increments)
         run(
-            "UPDATE sites SET aggregated_at = ?, rebuilds = rebuilds + 1 WHERE site = ?",
-            (now, site),
+            "UPDATE sites SET aggregated_at = ?, rebuilds = rebuilds + 1, sums_max_shown = ? "
+            "WHERE site = ?",
+            (now, self.max_shown, site),
         )
         return count
+
+    def match_bound(self, *, now: float | None = None) -> list[str]:
+        """Rebuild the running sums of every site whose sums were scaled to another bound
+        (a server restarted with a new ``max_shown``, or a store from before the bound was
+        recorded); return those sites.
+
+        Each unreleased upload is projected again onto one visitor's ball under this bound, so
+        the next release's noise, calibrated from this bound, covers every upload in it: a
+        lower bound would otherwise release sums of larger visitors with too little noise.
+        Every instance of one store must run with the same bound.
+        """
+        now = time.time() if now is None else now
+        with self._transaction(write=False) as run:
+            stale = run(
+                "SELECT site FROM sites WHERE sums_max_shown IS NULL OR sums_max_shown <> ? "
+                "ORDER BY site",
+                (self.max_shown,),
+            ).fetchall()
+        for (site,) in stale:
+            with self._transaction(site) as run:
+                self._rebuild(run, site, now)
+        return [site for (site,) in stale]
 
     def _replace_increment_sums(
         self, run: Callable[..., Any], site: str, sums: dict[SumsKey, SlotSums]
@@ -634,8 +660,15 @@ class Storage:
         fresh: list[Increment] = []
         for increment in pending:
             if rows := sums.get(increment.seq):
-                counts, sigma = release(rows)
-                fresh.append(replace(increment, sigma=sigma, counts=counts))
+                noised = release(rows)
+                fresh.append(
+                    replace(
+                        increment,
+                        sigma=noised.sigma,
+                        counts=noised.counts,
+                        local_noise=noised.local_noise,
+                    )
+                )
         released = sorted([i for i in stored if i.counts is not None] + fresh, key=lambda i: i.seq)
         version = int(last or 0) + 1
         body = dumps(build(version, released))
@@ -701,13 +734,20 @@ class Storage:
     @staticmethod
     def _increments(run: Callable[..., Any], site: str, horizon: float) -> list[Increment]:
         rows = run(
-            "SELECT seq, since, until, sigma, counts FROM released_increments "
+            "SELECT seq, since, until, sigma, counts, local_noise FROM released_increments "
             "WHERE site = ? AND until > ? ORDER BY seq",
             (site, horizon),
         ).fetchall()
         return [
-            Increment(int(q), float(a), float(b), float(sd), Increment.parse_counts(c))
-            for q, a, b, sd, c in rows
+            Increment(
+                int(q),
+                float(a),
+                float(b),
+                float(sd),
+                Increment.parse_counts(c),
+                Increment.parse_local_noise(local),
+            )
+            for q, a, b, sd, c, local in rows
         ]
 
     @staticmethod
@@ -753,9 +793,16 @@ class Storage:
         running sums of both are no longer needed."""
         for increment in fresh:
             run(
-                "UPDATE released_increments SET sigma = ?, counts = ?, released_at = ? "
-                "WHERE site = ? AND seq = ?",
-                (increment.sigma, increment.counts_json(), now, site, increment.seq),
+                "UPDATE released_increments SET sigma = ?, counts = ?, local_noise = ?, "
+                "released_at = ? WHERE site = ? AND seq = ?",
+                (
+                    increment.sigma,
+                    increment.counts_json(),
+                    increment.local_noise_json(),
+                    now,
+                    site,
+                    increment.seq,
+                ),
             )
         released = {i.seq for i in fresh}
         for increment in pending:
