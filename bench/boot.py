@@ -270,7 +270,10 @@ def main() -> int:
             "dev-tools timings (`microadjust:*` measures), cold / warm: boot; decision round"
             " trip; DOM write",
             "; ".join(
-                f"{median[f'{name}_cold']:.{digits}f} ms / {median[f'{name}_warm']:.{digits}f} ms"
+                " / ".join(
+                    f"{median[key]:.{digits}f} ms" if key in median else "none recorded"
+                    for key in (f"{name}_cold", f"{name}_warm")
+                )
                 for name, digits in (("boot", 0), ("decide", 0), ("apply", 2))
             ),
         ),

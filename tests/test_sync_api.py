@@ -489,6 +489,7 @@ def test_the_report_has_rates_per_cell_and_lift_against_the_holdout(api):
     page = api.get("/report", auth=("admin", ADMIN))
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert page.text.count("<svg") == 2 and "quiz" in page.text and "holdout" in page.text
+    assert "<td>story</td><td>0</td><td>–</td><td>–</td>" in page.text  # no data: one dash
     assert api.get("/report?site=nowhere", auth=("admin", ADMIN)).status_code == 404
 
 
@@ -527,3 +528,5 @@ def test_the_report_axis_fits_small_click_rates():
     assert ">10%</text>" in small and ">100%</text>" not in small
     wide = _chart([("quiz", {"rate": 0.5, "low": 0.3, "high": 0.7}, "#36c")])
     assert ">100%</text>" in wide
+    empty = _chart([("quiz", {"n": 0.0, "rate": None, "low": None, "high": None}, "#36c")])
+    assert ">100%</text>" in empty and "no data" in empty  # not an axis of 1% for nothing

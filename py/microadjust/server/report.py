@@ -29,19 +29,25 @@ Z95 = 1.959963984540054
 
 
 def rate(reward: float, shown: float) -> dict[str, float | None]:
-    """Mean reward per exposure with a normal 95% interval.
+    """Mean reward per exposure with its 95% Wilson score interval: inside [0, 1] and honest
+    on few exposures and on rates near 0, where click rates live.
 
     >>> rate(10.0, 100.0)["rate"]
     0.1
+    >>> [round(rate(0.0, 20.0)[k], 3) for k in ("low", "high")]
+    [0.0, 0.161]
     >>> rate(0.0, 0.5)["rate"] is None
     True
     """
     if shown < 1.0:
         return {"n": max(shown, 0.0), "rate": None, "low": None, "high": None, "se": None}
     p = min(max(reward / shown, 0.0), 1.0)
-    se = math.sqrt(max(p * (1 - p), 0.25 / shown) / shown)
-    return {"n": shown, "rate": p, "low": max(p - Z95 * se, 0.0), "high": min(p + Z95 * se, 1.0),
-            "se": se}  # fmt: skip
+    z2 = Z95 * Z95 / shown
+    centre = (p + z2 / 2) / (1 + z2)
+    half = Z95 * math.sqrt(p * (1 - p) / shown + z2 / (4 * shown)) / (1 + z2)
+    se = math.sqrt(max(p * (1 - p), 0.25 / shown) / shown)  # for the lift's normal interval
+    return {"n": shown, "rate": p, "low": max(centre - half, 0.0),
+            "high": min(centre + half, 1.0), "se": se}  # fmt: skip
 
 
 def _cell_report(variants: Mapping[str, list[float]], holdout: list[float]) -> dict[str, Any]:
@@ -99,10 +105,14 @@ def _fmt(value: float | None, percent: bool = True) -> str:
 AXIS_ENDS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # click rates are often a few percent
 
 
+def _interval(est: dict) -> str:
+    return "–" if est["low"] is None else f"{_fmt(est['low'])} – {_fmt(est['high'])}"
+
+
 def _axis_end(rows: list[tuple[str, dict | None, str]]) -> float:
     """The smallest round axis end that holds every interval, so small rates stay readable."""
     highs = [est["high"] for _, est, _ in rows if est and est.get("high") is not None]
-    return next((end for end in AXIS_ENDS if max(highs, default=0.0) <= end), 1.0)
+    return next((end for end in AXIS_ENDS if max(highs, default=1.0) <= end), 1.0)
 
 
 def _chart(rows: list[tuple[str, dict | None, str]]) -> str:
@@ -161,7 +171,7 @@ def _slot_html(slot: str, rep: dict[str, Any]) -> str:
     table = "".join(
         f"<tr><td>{html.escape(cell)}</td><td>{html.escape(name)}</td>"
         f"<td>{_fmt(est['n'], False)}</td><td>{_fmt(est['rate'])}</td>"
-        f"<td>{_fmt(est['low'])} – {_fmt(est['high'])}</td></tr>"
+        f"<td>{_interval(est)}</td></tr>"
         for cell, rep_cell in rep["cells"].items()
         for name, est in rep_cell["variants"].items()
     )
@@ -197,6 +207,7 @@ def render_html(reports: list[dict[str, Any]]) -> str:
         "{text-align:left}</style></head><body>"
         + "".join(body)
         + "<p><small>Rates and lift come from the stored aggregates, each source capped, "
-        "without the noise added to published priors; intervals are normal approximations."
+        "without the noise added to published priors; a rate's interval is Wilson's, the "
+        "lift's a normal approximation."
         "</small></p></body></html>"
     )
