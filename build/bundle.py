@@ -365,9 +365,11 @@ def derive_boot_files(
 
 
 def derivation_digest() -> str:
-    """Hash of the code that derives files, so the cached Pyodide directory follows it."""
+    """Hash of the code that derives files (numpy.random's replacement __init__ included), so
+    the cached Pyodide directory follows it."""
     here = ROOT / "build"
-    return sha256((here / "precompile.py").read_bytes() + (here / "pyodide_node.cjs").read_bytes())
+    code = ("precompile.py", "pyodide_node.cjs", "numpy_random_init.py")
+    return sha256(b"".join((here / name).read_bytes() for name in code))
 
 
 def with_bytecode(wheel: bytes) -> bytes:

@@ -5,8 +5,8 @@
 //
 // HOST_DIR is mounted at /host. --stdlib names the stdlib zip in RUNTIME_DIR (default: the
 // official python_stdlib.zip), --runtime-script the runtime script (default: the official
-// pyodide.asm.js; the worker's is derived by build/pyodide_glue.py). Each ARCHIVE is unpacked into site-packages first and marked
-// loaded, as web/worker.js does, without micropip. SCRIPT.py (a path inside HOST_DIR) runs
+// pyodide.asm.js; the worker's is derived by build/pyodide_glue.py). Each ARCHIVE is unpacked
+// into site-packages first and marked loaded, as web/worker.js does, without micropip. SCRIPT.py (a path inside HOST_DIR) runs
 // with top-level await allowed. The hash seed is fixed, so what a script compiles is
 // reproducible.
 'use strict';
