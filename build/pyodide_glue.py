@@ -11,7 +11,7 @@ address and table slot: an entry once set is never set back to 0 (its value is a
 a relocated address).
 
 A library Python loads (``dlopen``, synchronous) is compiled on the engine's thread with
-``new WebAssembly.Module`` from the file's bytes: 36-40 ms a page view for numpy's. The worker
+``new WebAssembly.Module`` from the file's bytes: 11-40 ms a page view for numpy's. The worker
 compiles numpy's libraries with ``WebAssembly.compile`` (off its thread) as soon as their archive
 arrives, while Python starts, and puts them in ``Module.compiledDynlibs`` (a Map from the file's
 path in Pyodide's file system to its ``WebAssembly.Module``); the derived linker instantiates the

@@ -676,7 +676,7 @@
     if (ahead.length) storage('set', CACHE_KEY, JSON.stringify(cache)); // each is shown once
     for (const slot of ahead) show(slot, slot.ahead);
     // The worker is created now, so that its script loads and its thread starts while the page
-    // renders its first frame (15-20 ms, more on a slow phone); what it is told to do waits for a
+    // renders its first frame (a timer set here ran after it); what it is told to do waits for a
     // task of its own: the page's parsing task stays short.
     if (createWorker()) setTimeout(() => boot(ahead), 0);
   }
