@@ -186,7 +186,7 @@ function* files(archive) {
 
 // numpy's shared libraries compiled off this thread (WebAssembly.compile) while Python starts;
 // Python's import then instantiates them instead of compiling each file on this thread
-// (build/pyodide_glue.py, compiledDynlibs: 36-40 ms a page view). One that fails to compile
+// (build/pyodide_glue.py, compiledDynlibs: 11-40 ms a page view, traced). One that fails to compile
 // here is left out, and is compiled from its file as before.
 async function compileLibraries(archive) {
   const libraries = [...files(archive)].filter(([name]) => name.endsWith('.so'));
