@@ -675,19 +675,28 @@
     aheadTaken = true; // the worker adopts these; a slot registered from now on is decided live
     if (ahead.length) storage('set', CACHE_KEY, JSON.stringify(cache)); // each is shown once
     for (const slot of ahead) show(slot, slot.ahead);
-    setTimeout(() => boot(ahead), 0); // a task of its own: the page's parsing task stays short
+    // The worker is created now, so that its script loads and its thread starts while the page
+    // renders its first frame (a timer set here ran after it); what it is told to do waits for a
+    // task of its own: the page's parsing task stays short.
+    if (createWorker()) setTimeout(() => boot(ahead), 0);
   }
 
-  /** Start the engine's worker, after the slots are written. @param {Slot[]} ahead */
-  function boot(ahead) {
-    if (config.debug) document.head.append(Object.assign(document.createElement('script'), { src: asset(ASSETS.debug) }));
+  /** The engine's worker, not yet told anything. @returns {boolean} whether it exists */
+  function createWorker() {
     try {
       worker = new Worker(asset(ASSETS.worker));
     } catch (error) {
-      return fail(`the worker could not be created (${error.message})`);
+      fail(`the worker could not be created (${error.message})`);
+      return false;
     }
     worker.onmessage = onMessage;
     worker.onerror = (event) => { event.preventDefault(); fail(`the worker failed (${event.message || 'load error'})`); };
+    return true;
+  }
+
+  /** Start the engine in its worker, after the slots are written. @param {Slot[]} ahead */
+  function boot(ahead) {
+    if (config.debug) document.head.append(Object.assign(document.createElement('script'), { src: asset(ASSETS.debug) }));
     const timer = setTimeout(() => fail(`the engine did not start within ${config.boot_timeout_s} s`), config.boot_timeout_s * 1000);
     ready.then(() => clearTimeout(timer), () => clearTimeout(timer));
     const engineConfig = Object.fromEntries(Object.entries(config).filter(([key]) => !PAGE_KEYS.includes(key)));

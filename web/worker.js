@@ -45,6 +45,7 @@ async function boot(init) {
   const base = init.assets.pyodide;
   const archives = Promise.all([fetchDerived(base, 'numpy'), download(init.assets.wheel)]); // while Python starts
   archives.catch(() => {}); // a failure is reported where it is awaited, below
+  const libraries = archives.then(([numpy]) => compileLibraries(numpy)).catch(() => []); // meanwhile
   const persist = init.persist !== false;
   const stored = persist ? store('get') : null; // read while Python starts
   const priors = fetchPriors(init.config && init.config.sync); // meanwhile, while Python boots
@@ -59,7 +60,9 @@ async function boot(init) {
     stderr: (line) => console.debug('[microadjust]', line),
   });
   mark('python');
-  install(pyodide, await archives);
+  const site = install(pyodide, await archives);
+  const path = (name) => pyodide.PATH.normalize(`${site}/${name}`); // as Python's dlopen names it
+  pyodide._module.compiledDynlibs = new Map((await libraries).map(([name, module]) => [path(name), module]));
   mark('installed');
   const fetched = await priors; // before the session exists: page messages wait in pending
   const saved = await stored;
@@ -72,6 +75,7 @@ async function boot(init) {
     explain: init.explain === true, ahead: init.ahead,
   });
   mark('ready');
+  delete pyodide._module.compiledDynlibs; // those not loaded by now load from their files, if ever
   for (const message of pending.splice(0)) handle(message); // Python takes them in order
   if (!saved) compileRuntimeAgain(runtimeScript); // a first visit (or no state kept)
   if (plan.upload_interval_ms) startUploads(plan.upload_interval_ms);
@@ -135,6 +139,7 @@ async function download(url, sha256) {
   return new Uint8Array(await response.arrayBuffer());
 }
 
+// Unpacks the archives into site-packages; returns its path.
 function install(pyodide, archives) {
   const site = pyodide.runPython('import sysconfig; sysconfig.get_path("purelib")');
   for (const archive of archives) unpack(pyodide.FS, archive, site);
@@ -142,19 +147,29 @@ function install(pyodide, archives) {
   // Forget what the import system listed of site-packages before. (Not
   // importlib.invalidate_caches(): it imports importlib.metadata, 45 ms of a warm boot.)
   pyodide.runPython(`import sys; sys.path_importer_cache.pop(${JSON.stringify(site)}, None)`);
+  return site;
 }
 
 // The archives are stored (uncompressed) zips, written by build/precompile.py and checked on
 // download: each file is written into Pyodide's file system straight from the downloaded bytes.
 // (pyodide.unpackArchive extracts with Python's zipfile, several times slower at boot.)
 function unpack(FS, archive, directory) {
+  const made = new Set();
+  for (const [name, data] of files(archive)) {
+    const folder = `${directory}/${name}`.replace(/\/[^/]*$/, '');
+    if (!made.has(folder)) { FS.mkdirTree(folder); made.add(folder); }
+    FS.writeFile(`${directory}/${name}`, data);
+  }
+}
+
+// Each file of a stored zip: [its path in the archive, its bytes (a view, not a copy)].
+function* files(archive) {
   const view = new DataView(archive.buffer, archive.byteOffset, archive.byteLength);
   const at = (offset, bytes) => (bytes === 2 ? view.getUint16(offset, true) : view.getUint32(offset, true));
   let end = archive.length - 22; // the end of the central directory record, after any comment
   while (end >= 0 && at(end, 4) !== 0x06054b50) end--;
   if (end < 0) throw new Error('an archive is not a zip file');
   const names = new TextDecoder();
-  const made = new Set();
   for (let entry = at(end + 16, 4), left = at(end + 10, 2); left > 0; left--) {
     const nameLength = at(entry + 28, 2);
     const name = names.decode(archive.subarray(entry + 46, entry + 46 + nameLength));
@@ -164,11 +179,19 @@ function unpack(FS, archive, directory) {
     if (method !== 0 || name.startsWith('/') || name.split('/').includes('..')) {
       throw new Error(`${name} in an archive is compressed or points outside it`);
     }
-    const folder = `${directory}/${name}`.replace(/\/[^/]*$/, '');
-    if (!made.has(folder)) { FS.mkdirTree(folder); made.add(folder); }
     const start = local + 30 + at(local + 26, 2) + at(local + 28, 2);
-    FS.writeFile(`${directory}/${name}`, archive.subarray(start, start + size));
+    yield [name, archive.subarray(start, start + size)];
   }
+}
+
+// numpy's shared libraries compiled off this thread (WebAssembly.compile) while Python starts;
+// Python's import then instantiates them instead of compiling each file on this thread
+// (build/pyodide_glue.py, compiledDynlibs: 11-40 ms a page view, traced). One that fails to compile
+// here is left out, and is compiled from its file as before.
+async function compileLibraries(archive) {
+  const libraries = [...files(archive)].filter(([name]) => name.endsWith('.so'));
+  const compiled = await Promise.all(libraries.map(([, data]) => WebAssembly.compile(data).catch(() => null)));
+  return libraries.map(([name], i) => [name, compiled[i]]).filter(([, module]) => module);
 }
 
 // The one seam: a message to Python (synchronously, so Python sees messages in arrival order),
