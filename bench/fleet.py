@@ -32,7 +32,8 @@ Starlette's TestClient, on the simulation's clock; each visitor has an address o
 (source buckets), and publications (each releasing one noisy increment) are spread evenly
 over the day.
 
-Run: ``.venv/bin/python bench/fleet.py [--quick] [--sizes 1000,10000,100000] [--max-seconds S]``
+Run: ``.venv/bin/python bench/fleet.py [--quick] [--sizes 1000,10000,100000] [--max-seconds S]
+[--seed 0,1,3,4]`` (several seeds: each run's table, then the shares pooled over them).
 """
 
 from __future__ import annotations
@@ -555,6 +556,19 @@ def policies(site: SiteShape, n: int, args: argparse.Namespace) -> dict[str, Cal
     return table
 
 
+def seed_list(text: str) -> list[int]:
+    """``--seed``: one seed or several, comma-separated."""
+    try:
+        seeds = [int(seed) for seed in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a seed or comma-separated seeds such as 0,1,3,4, got {text!r}"
+        ) from None
+    if any(seed < 0 for seed in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be >= 0, got {text!r}")
+    return seeds
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small size, two shapes")
@@ -584,7 +598,12 @@ def main(argv: list[str] | None = None) -> None:
         default=ServerSettings.rho,
         help="the server's rho_per_release: zCDP of one visitor-period over everything published",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed",
+        type=seed_list,
+        default=[0],
+        help="the simulation's seed; several (e.g. 0,1,3,4) also print the shares pooled over them",
+    )
     parser.add_argument(
         "--sync",
         action="append",
@@ -596,6 +615,7 @@ def main(argv: list[str] | None = None) -> None:
         args.sizes, args.shapes = "1000", "segments,slots"
     args.policies = [p for p in args.policies.split(",") if p]
     args.sync = {k: float(v) for k, v in (item.split("=", 1) for item in args.sync)}
+    seeds = args.seed
     shapes = site_shapes()
     print(
         f"# fleet benchmark, {datetime.date.today()}: {args.per_day:.0f} visitors/day, server "
@@ -610,11 +630,15 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.shapes.split(","):
             site = shapes[name]
             for n in (int(s) for s in args.sizes.split(",")):
-                report(site, n, args)
+                runs = [report(site, n, argparse.Namespace(**{**vars(args), "seed": seed}))
+                        for seed in seeds]  # fmt: skip
+                if len(runs) > 1:
+                    report_pooled(site, n, seeds, runs)
 
 
-def report(site: SiteShape, n: int, args: argparse.Namespace) -> None:
-    """Run every policy, then print the table over the visitors every policy reached."""
+def report(site: SiteShape, n: int, args: argparse.Namespace) -> dict[str, float]:
+    """Run every policy, then print the table over the visitors every policy reached; returns
+    each policy's CTR there."""
     results: dict[str, Outcome] = {}
     for label, make in policies(site, n, args).items():
         deadline = time.perf_counter() + args.max_seconds
@@ -622,7 +646,7 @@ def report(site: SiteShape, n: int, args: argparse.Namespace) -> None:
         print(f"# {label}: {results[label].visitors:,} visitors", file=sys.stderr, flush=True)
     reached = min(o.visitors for o in results.values())
     cut = "" if reached == n else f" (the first {reached:,} reached by every policy in time)"
-    print(f"\n## {site.name}, {n:,} visitors{cut}\n")
+    print(f"\n## {site.name}, {n:,} visitors, seed {args.seed}{cut}\n")
     shifted = site.name == "shift"
     halves = " CTR before / after the shift |" if shifted else ""
     print(f"| policy | CTR | lift over default | share of central's lift |{halves} s | note |")
@@ -635,13 +659,38 @@ def report(site: SiteShape, n: int, args: argparse.Namespace) -> None:
         if base is not None and label != "default":
             lift = f"{ctr / base - 1:+.1%}"
         if base is not None and central is not None and central != base:
-            share = f"{(ctr - base) / (central - base):.2f}"
+            share = f"{(ctr - base) / (central - base) + 0.0:.2f}"  # no -0.00
         before, after = (outcome.ctr(reached, slice(k, k + 1)) for k in (0, 1))
         halves = f" {before:.2%} / {after:.2%} |" if shifted else ""
         print(
             f"| {label} | {ctr:.2%} | {lift} | {share} |{halves} {outcome.seconds:.0f} | "
             f"{outcome.note} |"
         )
+    sys.stdout.flush()
+    return {label: outcome.ctr(reached) for label, outcome in results.items()}
+
+
+def report_pooled(site: SiteShape, n: int, seeds: list[int], runs: list[dict[str, float]]) -> None:
+    """The shares pooled over seeds: summed lifts over ``default`` / the central engine's
+    summed lifts. Where the central engine gains little, one run's share swings widely
+    (README); pooling weighs each run by how much there was to gain."""
+    if "default" not in runs[0] or "central" not in runs[0]:
+        return
+    gain = sum(run["central"] - run["default"] for run in runs)
+    print(f"\n## {site.name}, {n:,} visitors, pooled over seeds {', '.join(map(str, seeds))}\n")
+    print("| policy | mean CTR | pooled share of central's lift | share per seed |")
+    print("|---|---|---|---|")
+    for label in runs[0]:
+        lifts = [run[label] - run["default"] for run in runs]
+        per_seed = " / ".join(
+            f"{lift / (run['central'] - run['default']) + 0.0:.2f}"
+            if run["central"] != run["default"]
+            else "–"
+            for lift, run in zip(lifts, runs, strict=True)
+        )
+        pooled = f"{sum(lifts) / gain + 0.0:.2f}" if gain else "–"
+        mean = sum(run[label] for run in runs) / len(runs)
+        print(f"| {label} | {mean:.2%} | {pooled} | {per_seed} |")
     sys.stdout.flush()
 
 
